@@ -1,0 +1,1 @@
+"""The CA worker: CAs, issuance, revocation, certificate status; owns schema ``ca``."""

@@ -1,0 +1,48 @@
+"""Failures of the CA worker, each a subclass of the shared tree in ``runtime.errors``.
+
+Failure
+ ├── NotFound ── CANotFound, CertificateNotFound
+ ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable
+ └── Invalid ─── BadCSR
+"""
+
+from __future__ import annotations
+
+from runtime.errors import Conflict, Invalid, NotFound
+
+__all__ = [
+    "AlreadyRevoked",
+    "BadCSR",
+    "CAExists",
+    "CANotFound",
+    "CAUnusable",
+    "CertificateNotFound",
+]
+
+
+class CANotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no CA named {name!r}")
+
+
+class CertificateNotFound(NotFound):
+    def __init__(self, serial: str) -> None:
+        super().__init__(f"no certificate with serial {serial}")
+
+
+class CAExists(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a CA named {name!r} already exists")
+
+
+class AlreadyRevoked(Conflict):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is already revoked")
+
+
+class CAUnusable(Conflict):
+    """The CA exists but cannot sign: revoked or expired."""
+
+
+class BadCSR(Invalid):
+    """The CSR is garbage, or its signature does not verify."""

@@ -1,0 +1,290 @@
+"""One function per CA message type, plus the routing table ``HANDLERS`` at the bottom.
+
+A handler takes a validated contract and a ``CaContext`` (connection in an open
+transaction, ``now``, dependencies) and returns an ``Outcome``: the reply's result and the
+events, which the dispatcher writes to the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+from cryptography import x509
+from pydantic import BaseModel
+
+from ca_worker.errors import (
+    AlreadyRevoked,
+    BadCSR,
+    CAExists,
+    CANotFound,
+    CAUnusable,
+    CertificateNotFound,
+)
+from ca_worker.issuance import (
+    CSRRejected,
+    Issuer,
+    build_ca_certificate,
+    build_leaf_certificate,
+    csr_fingerprint,
+    load_csr,
+    new_serial,
+)
+from ca_worker.store import NewCA, NewCertificate, Store
+from contracts.ca import (
+    CAs,
+    CAStatusUpdate,
+    CAView,
+    Certificates,
+    CertificateStatus,
+    CertificateStatusUpdate,
+    CreateCA,
+    GetCA,
+    GetCertificate,
+    ListCAs,
+    ListCertificates,
+    RevokeCA,
+    RevokeCertificate,
+    SignCertificate,
+)
+from contracts.envelope import CloudEvent, new_message
+from engines import Engine, KeyDeleter, KeySpec, KeyType
+from runtime.dispatch import Outcome, Route
+from runtime.outbox import write_events
+
+__all__ = ["HANDLERS", "INTERNAL_CA", "CaContext", "CaDeps", "ensure_internal_ca"]
+
+INTERNAL_CA = "LAMASSU-DMS-MANAGER"
+SOURCE = "service/ca"
+
+_USABLE = {CertificateStatus.ACTIVE, CertificateStatus.ABOUT_TO_EXPIRE}
+
+
+@dataclass(frozen=True, slots=True)
+class CaDeps:
+    """What every CA handler may use, built once in ``__main__``."""
+
+    store: Store
+    engines: Mapping[str, Engine]
+    default_engine: str
+
+
+@dataclass(frozen=True, slots=True)
+class CaContext:
+    """Per message: the transaction's connection, the clock reading, the causing request."""
+
+    conn: asyncpg.Connection
+    now: datetime
+    correlation_id: str | None
+    deps: CaDeps
+
+
+def _event(ctx: CaContext, type_: str, subject: str, data: BaseModel) -> CloudEvent:
+    return new_message(
+        type_=type_,
+        source=SOURCE,
+        subject=subject,
+        data=data,
+        now=ctx.now,
+        correlation_id=ctx.correlation_id,
+    )
+
+
+async def _issuer(ctx: CaContext, name: str) -> tuple[CAView, Issuer]:
+    """A CA that may sign now, with its signer; refuses revoked or expired CAs."""
+    ca = await ctx.deps.store.get_ca(ctx.conn, name)
+    if ca is None:
+        raise CANotFound(name)
+    if ca.status not in _USABLE or ca.not_after <= ctx.now:
+        raise CAUnusable(f"CA {name!r} cannot sign: it is {ca.status.value.lower()}")
+    engine = ctx.deps.engines[ca.engine]
+    signer = await asyncio.to_thread(engine.signer, ca.key_id)
+    certificate = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
+    return ca, Issuer(certificate, signer)
+
+
+async def _create(
+    ctx: CaContext,
+    *,
+    name: str,
+    parent: str | None,
+    key_type: KeyType,
+    validity: timedelta,
+    internal: bool,
+) -> Outcome:
+    store = ctx.deps.store
+    if await store.get_ca(ctx.conn, name) is not None:
+        raise CAExists(name)
+    issuer = None if parent is None else (await _issuer(ctx, parent))[1]
+    engine = ctx.deps.engines[ctx.deps.default_engine]
+
+    def make() -> tuple[str, x509.Certificate]:
+        key_id = engine.create_key(KeySpec(key_type))
+        certificate = build_ca_certificate(
+            name=name,
+            public_key=engine.public_key(key_id),
+            issuer=issuer,
+            self_signer=engine.signer(key_id),
+            serial=new_serial(),
+            now=ctx.now,
+            validity=validity,
+        )
+        return key_id, certificate
+
+    key_id, certificate = await asyncio.to_thread(make)
+    try:
+        async with ctx.conn.transaction():  # a savepoint, so a lost race leaves no key behind
+            view = await store.insert_ca(
+                ctx.conn,
+                NewCA(name, parent, internal, key_type, key_id, engine.name, certificate),
+            )
+    except asyncpg.UniqueViolationError:
+        if isinstance(engine, KeyDeleter):
+            await asyncio.to_thread(engine.delete_key, key_id)
+        raise CAExists(name) from None
+    return Outcome(view, [_event(ctx, "ca.create", f"ca/{name}", view)])
+
+
+async def create_ca(cmd: CreateCA, ctx: CaContext) -> Outcome:
+    return await _create(
+        ctx,
+        name=cmd.name,
+        parent=cmd.parent,
+        key_type=cmd.key_type,
+        validity=timedelta(days=cmd.validity_days),
+        internal=False,
+    )
+
+
+async def get_ca(query: GetCA, ctx: CaContext) -> Outcome:
+    ca = await ctx.deps.store.get_ca(ctx.conn, query.name)
+    if ca is None:
+        raise CANotFound(query.name)
+    return Outcome(ca)
+
+
+async def list_cas(_query: ListCAs, ctx: CaContext) -> Outcome:
+    return Outcome(CAs(items=await ctx.deps.store.list_cas(ctx.conn)))
+
+
+async def revoke_ca(cmd: RevokeCA, ctx: CaContext) -> Outcome:
+    store = ctx.deps.store
+    ca = await store.get_ca(ctx.conn, cmd.name, lock=True)
+    if ca is None:
+        raise CANotFound(cmd.name)
+    if ca.status is CertificateStatus.REVOKED:
+        raise AlreadyRevoked(f"CA {cmd.name!r}")
+    ca_changes = await store.revoke_ca_tree(ctx.conn, cmd.name, cmd.reason, ctx.now)
+    cert_changes = await store.revoke_certificates(
+        ctx.conn, cas=[c.updated.name for c in ca_changes], reason=cmd.reason, now=ctx.now
+    )
+    events = [
+        _event(
+            ctx,
+            "ca.status.update",
+            f"ca/{c.updated.name}",
+            CAStatusUpdate(previous=c.previous, updated=c.updated),
+        )
+        for c in ca_changes
+    ] + [
+        _event(
+            ctx,
+            "certificate.status.update",
+            f"certificate/{c.updated.serial}",
+            CertificateStatusUpdate(previous=c.previous, updated=c.updated),
+        )
+        for c in cert_changes
+    ]
+    updated = next(c.updated for c in ca_changes if c.updated.name == cmd.name)
+    return Outcome(updated, events)
+
+
+async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
+    try:
+        csr = load_csr(cmd.csr_pem.encode())
+    except CSRRejected as exc:
+        raise BadCSR(str(exc)) from None
+    ca, issuer = await _issuer(ctx, cmd.ca)
+    certificate = await asyncio.to_thread(
+        build_leaf_certificate,
+        csr=csr,
+        issuer=issuer,
+        serial=new_serial(),
+        now=ctx.now,
+        validity=timedelta(days=cmd.validity_days),
+    )
+    view = await ctx.deps.store.insert_certificate(
+        ctx.conn, NewCertificate(ca.name, csr_fingerprint(csr), certificate)
+    )
+    return Outcome(view, [_event(ctx, "certificate.create", f"certificate/{view.serial}", view)])
+
+
+async def get_certificate(query: GetCertificate, ctx: CaContext) -> Outcome:
+    certificate = await ctx.deps.store.get_certificate(ctx.conn, query.serial)
+    if certificate is None:
+        raise CertificateNotFound(query.serial)
+    return Outcome(certificate)
+
+
+async def list_certificates(query: ListCertificates, ctx: CaContext) -> Outcome:
+    if query.ca is not None and await ctx.deps.store.get_ca(ctx.conn, query.ca) is None:
+        raise CANotFound(query.ca)
+    items = await ctx.deps.store.list_certificates(
+        ctx.conn, ca=query.ca, status=query.status, limit=query.limit, after=query.after
+    )
+    return Outcome(Certificates(items=items))
+
+
+async def revoke_certificate(cmd: RevokeCertificate, ctx: CaContext) -> Outcome:
+    store = ctx.deps.store
+    current = await store.get_certificate(ctx.conn, cmd.serial)
+    if current is None:
+        raise CertificateNotFound(cmd.serial)
+    changes = await store.revoke_certificates(
+        ctx.conn, serials=[cmd.serial], reason=cmd.reason, now=ctx.now
+    )
+    if not changes:
+        raise AlreadyRevoked(f"certificate {cmd.serial}")
+    change = changes[0]
+    event = _event(
+        ctx,
+        "certificate.status.update",
+        f"certificate/{cmd.serial}",
+        CertificateStatusUpdate(previous=change.previous, updated=change.updated),
+    )
+    return Outcome(change.updated, [event])
+
+
+async def ensure_internal_ca(conn: asyncpg.Connection, deps: CaDeps, now: datetime) -> CloudEvent | None:
+    """Create ``LAMASSU-DMS-MANAGER`` once, even with replicas racing; returns its event."""
+    async with conn.transaction():
+        # Serialises replicas starting together; the loser then finds the row.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('ca:internal-ca'))")
+        if await deps.store.get_ca(conn, INTERNAL_CA) is not None:
+            return None
+        ctx = CaContext(conn, now, None, deps)
+        outcome = await _create(
+            ctx,
+            name=INTERNAL_CA,
+            parent=None,
+            key_type=KeyType.EC_P256,
+            validity=timedelta(days=3650),
+            internal=True,
+        )
+        await write_events(conn, "ca", outcome.events)
+        return outcome.events[0]
+
+
+HANDLERS: Mapping[str, Route] = {
+    CreateCA.TYPE: Route(CreateCA, create_ca),
+    GetCA.TYPE: Route(GetCA, get_ca),
+    ListCAs.TYPE: Route(ListCAs, list_cas),
+    RevokeCA.TYPE: Route(RevokeCA, revoke_ca),
+    SignCertificate.TYPE: Route(SignCertificate, sign_certificate),
+    GetCertificate.TYPE: Route(GetCertificate, get_certificate),
+    ListCertificates.TYPE: Route(ListCertificates, list_certificates),
+    RevokeCertificate.TYPE: Route(RevokeCertificate, revoke_certificate),
+}

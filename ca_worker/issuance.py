@@ -1,0 +1,217 @@
+"""Pure certificate building: CA certificates and leaves from CSRs. No I/O, ``now`` injected.
+
+Profile choices, each per RFC 5280:
+- serials are 128 random bits, positive and non-zero (§4.1.2.2: at most 20 octets);
+- SKI is computed from the subject's key (§4.2.1.2 method 1) and AKI from the issuer's SKI
+  (§4.2.1.1); neither is ever copied from a CSR;
+- of a CSR's requested extensions only subjectAltName is honoured;
+- a certificate never outlives its issuer (§6.1.3: the path would not validate after).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from engines import PrivateKey, PublicKey
+
+__all__ = [
+    "CSRRejected",
+    "Issuer",
+    "build_ca_certificate",
+    "build_leaf_certificate",
+    "csr_fingerprint",
+    "load_csr",
+    "new_serial",
+    "serial_hex",
+]
+
+
+class CSRRejected(ValueError):  # noqa: N818 - a domain outcome, mapped to 'invalid'
+    """The CSR is not PKCS#10, or its self-signature does not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    """What signing needs to know about the issuing CA."""
+
+    certificate: x509.Certificate
+    signer: PrivateKey
+
+
+def new_serial() -> int:
+    """128 random bits; zero is not a valid serial (RFC 5280 §4.1.2.2)."""
+    while (serial := secrets.randbits(128)) == 0:
+        pass
+    return serial
+
+
+def serial_hex(serial: int) -> str:
+    """Lower-case hex with an even number of digits, as the original system prints it."""
+    text = format(serial, "x")
+    return text if len(text) % 2 == 0 else "0" + text
+
+
+def _hash_for(key: PrivateKey | PublicKey) -> hashes.HashAlgorithm:
+    # RFC 5480 §4: pair P-384 with SHA-384; SHA-256 otherwise.
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(
+        key.curve, ec.SECP384R1
+    ):
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def load_csr(pem_or_der: bytes) -> x509.CertificateSigningRequest:
+    """Parse a PEM or DER PKCS#10 request and check its proof of possession (RFC 2986 §4.2)."""
+    try:
+        if pem_or_der.lstrip().startswith(b"-----BEGIN"):
+            csr = x509.load_pem_x509_csr(pem_or_der)
+        else:
+            csr = x509.load_der_x509_csr(pem_or_der)
+    except ValueError as exc:
+        raise CSRRejected("the CSR is not a PKCS#10 request") from exc
+    try:
+        valid = csr.is_signature_valid
+        public_key = csr.public_key()
+        _ = csr.extensions  # parsed lazily; a malformed one must fail here, not mid-issuance
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CSRRejected(f"the CSR cannot be checked: {exc}") from exc
+    if not valid:
+        raise CSRRejected("the CSR signature does not verify")
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise CSRRejected("the CSR key must be EC or RSA")
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < 2048:  # noqa: PLR2004 - NIST SP 800-131A floor
+        raise CSRRejected("RSA keys shorter than 2048 bits are refused")
+    if not csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        raise CSRRejected("the CSR subject has no common name")
+    return csr
+
+
+def csr_fingerprint(csr: x509.CertificateSigningRequest) -> str:
+    """SHA-256 of the CSR DER: lets a retried request find the certificate already issued."""
+    return hashlib.sha256(csr.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def build_ca_certificate(
+    *,
+    name: str,
+    public_key: PublicKey,
+    issuer: Issuer | None,
+    self_signer: PrivateKey,
+    serial: int,
+    now: datetime,
+    validity: timedelta,
+) -> x509.Certificate:
+    """A root CA (``issuer`` None, signed by ``self_signer``) or a subordinate CA."""
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Lamassu PKI"),
+        ]
+    )
+    not_after = now + validity
+    if issuer is not None:
+        not_after = min(not_after, issuer.certificate.not_valid_after_utc)
+    signer = self_signer if issuer is None else issuer.signer
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    aki = (
+        x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        if issuer is None
+        else _aki(issuer.certificate)
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject if issuer is None else issuer.certificate.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(not_after)
+        # RFC 5280 §4.2.1.9: basicConstraints is critical in CA certificates.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(aki, critical=False)
+    )
+    return builder.sign(signer, _hash_for(signer))
+
+
+def build_leaf_certificate(
+    *,
+    csr: x509.CertificateSigningRequest,
+    issuer: Issuer,
+    serial: int,
+    now: datetime,
+    validity: timedelta,
+) -> x509.Certificate:
+    """An end-entity certificate for a device: the CSR's subject and SAN, our extensions."""
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise CSRRejected("the CSR key must be EC or RSA")
+    not_after = min(now + validity, issuer.certificate.not_valid_after_utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(issuer.certificate.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                # RFC 5246 §7.4.7.1: RSA key transport needs keyEncipherment.
+                key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_aki(issuer.certificate), critical=False)
+    )
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        builder = builder.add_extension(san.value, critical=san.critical)
+    return builder.sign(issuer.signer, _hash_for(issuer.signer))
+
+
+def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)

@@ -1,0 +1,183 @@
+"""Commands, queries, results and events of the CA side.
+
+Type strings follow the original system where an equivalent exists (``ca.create``,
+``certificate.create``, ``certificate.status.update``, ``ca.status.update``).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from engines.keys import KeyType
+
+__all__ = [
+    "CAStatusUpdate",
+    "CAView",
+    "CAs",
+    "CertificateStatus",
+    "CertificateStatusUpdate",
+    "CertificateView",
+    "Certificates",
+    "CreateCA",
+    "GetCA",
+    "GetCertificate",
+    "ListCAs",
+    "ListCertificates",
+    "RevocationReason",
+    "RevokeCA",
+    "RevokeCertificate",
+    "SignCertificate",
+]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+_SERIAL = r"^[0-9a-f]{2,40}$"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class CertificateStatus(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    ABOUT_TO_EXPIRE = "ABOUT_TO_EXPIRE"
+    EXPIRED = "EXPIRED"
+    REVOKED = "REVOKED"
+
+
+class RevocationReason(enum.StrEnum):
+    """CRLReason names of RFC 5280 §5.3.1 (value 7 is unused there)."""
+
+    UNSPECIFIED = "unspecified"
+    KEY_COMPROMISE = "keyCompromise"
+    CA_COMPROMISE = "cACompromise"
+    AFFILIATION_CHANGED = "affiliationChanged"
+    SUPERSEDED = "superseded"
+    CESSATION_OF_OPERATION = "cessationOfOperation"
+    CERTIFICATE_HOLD = "certificateHold"
+    REMOVE_FROM_CRL = "removeFromCRL"
+    PRIVILEGE_WITHDRAWN = "privilegeWithdrawn"
+    AA_COMPROMISE = "aACompromise"
+
+
+# --- commands and queries (routed on lamassu.commands) -----------------------------
+
+
+class CreateCA(_Message):
+    """Create a root CA, or a subordinate CA when ``parent`` names an existing CA."""
+
+    TYPE: ClassVar[str] = "ca.create"
+    name: str = Field(pattern=_NAME)
+    parent: str | None = Field(default=None, pattern=_NAME)
+    key_type: KeyType = KeyType.EC_P256
+    validity_days: int = Field(default=3650, gt=0, le=36500)
+
+
+class GetCA(_Message):
+    TYPE: ClassVar[str] = "ca.get"
+    name: str = Field(min_length=1, max_length=64)
+
+
+class ListCAs(_Message):
+    TYPE: ClassVar[str] = "ca.list"
+
+
+class RevokeCA(_Message):
+    """Revoke a CA and, with it, everything it issued (RFC 5280 §6: the chain breaks)."""
+
+    TYPE: ClassVar[str] = "ca.revoke"
+    name: str = Field(min_length=1, max_length=64)
+    reason: RevocationReason = RevocationReason.UNSPECIFIED
+
+
+class SignCertificate(_Message):
+    """Sign a PKCS#10 CSR (RFC 2986) with the named CA."""
+
+    TYPE: ClassVar[str] = "certificate.sign"
+    ca: str = Field(min_length=1, max_length=64)
+    csr_pem: str = Field(min_length=1, max_length=65536)
+    validity_days: int = Field(default=365, gt=0, le=36500)
+
+
+class GetCertificate(_Message):
+    TYPE: ClassVar[str] = "certificate.get"
+    serial: str = Field(pattern=_SERIAL)
+
+
+class ListCertificates(_Message):
+    TYPE: ClassVar[str] = "certificate.list"
+    ca: str | None = None
+    status: CertificateStatus | None = None
+    limit: int = Field(default=100, gt=0, le=1000)
+    after: str | None = Field(default=None, description="Serial to page after.")
+
+
+class RevokeCertificate(_Message):
+    TYPE: ClassVar[str] = "certificate.revoke"
+    serial: str = Field(pattern=_SERIAL)
+    reason: RevocationReason = RevocationReason.UNSPECIFIED
+
+
+# --- results and event payloads ------------------------------------------------------
+
+
+class CAView(_Message):
+    """A CA as replies and events show it (``ca.create`` data)."""
+
+    name: str
+    parent: str | None
+    internal: bool
+    key_type: KeyType
+    key_id: str
+    engine: str
+    serial: str
+    subject: str
+    status: CertificateStatus
+    not_before: AwareDatetime
+    not_after: AwareDatetime
+    revoked_at: AwareDatetime | None = None
+    revocation_reason: RevocationReason | None = None
+    certificate_pem: str
+
+
+class CertificateView(_Message):
+    """An issued certificate (``certificate.create`` data)."""
+
+    serial: str
+    ca: str
+    subject: str
+    issuer: str
+    status: CertificateStatus
+    not_before: AwareDatetime
+    not_after: AwareDatetime
+    revoked_at: AwareDatetime | None = None
+    revocation_reason: RevocationReason | None = None
+    csr_fingerprint: str
+    certificate_pem: str
+
+
+class CAs(_Message):
+    items: list[CAView]
+
+
+class Certificates(_Message):
+    items: list[CertificateView]
+
+
+class CertificateStatusUpdate(_Message):
+    """``certificate.status.update`` data: ``{"previous": ..., "updated": ...}``."""
+
+    TYPE: ClassVar[str] = "certificate.status.update"
+    previous: CertificateView
+    updated: CertificateView
+
+
+class CAStatusUpdate(_Message):
+    """``ca.status.update`` data."""
+
+    TYPE: ClassVar[str] = "ca.status.update"
+    previous: CAView
+    updated: CAView

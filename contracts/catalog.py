@@ -1,0 +1,47 @@
+"""Every message type on the bus, as data: the one place a type string meets its model.
+
+Workers route with these tables; ``asyncapi.py`` documents from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from contracts import ca
+
+__all__ = ["COMMANDS", "EVENTS", "Operation"]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A command or query: its request model, the result it replies with, its owner."""
+
+    request: type[BaseModel]
+    result: type[BaseModel] | None
+    worker: str
+
+
+def _ops(*entries: tuple[type[BaseModel], type[BaseModel] | None, str]) -> dict[str, Operation]:
+    return {req.TYPE: Operation(req, res, worker) for req, res, worker in entries}  # type: ignore[attr-defined]
+
+
+COMMANDS: Mapping[str, Operation] = _ops(
+    (ca.CreateCA, ca.CAView, "ca"),
+    (ca.GetCA, ca.CAView, "ca"),
+    (ca.ListCAs, ca.CAs, "ca"),
+    (ca.RevokeCA, ca.CAView, "ca"),
+    (ca.SignCertificate, ca.CertificateView, "ca"),
+    (ca.GetCertificate, ca.CertificateView, "ca"),
+    (ca.ListCertificates, ca.Certificates, "ca"),
+    (ca.RevokeCertificate, ca.CertificateView, "ca"),
+)
+
+EVENTS: Mapping[str, type[BaseModel]] = {
+    "ca.create": ca.CAView,
+    "ca.status.update": ca.CAStatusUpdate,
+    "certificate.create": ca.CertificateView,
+    "certificate.status.update": ca.CertificateStatusUpdate,
+}

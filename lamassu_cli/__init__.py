@@ -1,0 +1,1 @@
+"""The ``lamassu`` command line: publishes commands, waits for replies; no business rules."""

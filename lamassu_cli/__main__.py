@@ -1,0 +1,269 @@
+"""The ``lamassu`` command: admin commands and queries over the bus, event tail, ``up``.
+
+Human output by default, ``--json`` for scripts. Exit status: 0 success, 1 the PKI
+refused (the reply's code and reason are printed), 2 usage, 3 the PKI is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from contracts.asyncapi import asyncapi_document
+from contracts.ca import (
+    CAs,
+    CAView,
+    Certificates,
+    CertificateStatus,
+    CertificateView,
+    CreateCA,
+    GetCA,
+    GetCertificate,
+    ListCAs,
+    ListCertificates,
+    RevocationReason,
+    RevokeCA,
+    RevokeCertificate,
+    SignCertificate,
+)
+from contracts.envelope import CloudEvent
+from contracts.names import Topology
+from engines.keys import KeyType
+from lamassu_cli import render
+from lamassu_cli.client import CliError, CliSettings, Client
+from lamassu_cli.up import up
+from runtime.bus import BusUnavailable, RequestTimeout
+from runtime.log import configure_logging
+from runtime.settings import SettingsError, load_settings
+
+__all__ = ["main"]
+
+_DURATION = re.compile(r"^(\d+)([dwy])$")
+_UNIT_DAYS = {"d": 1, "w": 7, "y": 365}
+_REASONS = {
+    "unspecified": RevocationReason.UNSPECIFIED,
+    "key-compromise": RevocationReason.KEY_COMPROMISE,
+    "ca-compromise": RevocationReason.CA_COMPROMISE,
+    "affiliation-changed": RevocationReason.AFFILIATION_CHANGED,
+    "superseded": RevocationReason.SUPERSEDED,
+    "cessation-of-operation": RevocationReason.CESSATION_OF_OPERATION,
+    "certificate-hold": RevocationReason.CERTIFICATE_HOLD,
+    "remove-from-crl": RevocationReason.REMOVE_FROM_CRL,
+    "privilege-withdrawn": RevocationReason.PRIVILEGE_WITHDRAWN,
+    "aa-compromise": RevocationReason.AA_COMPROMISE,
+}
+
+
+def days(text: str) -> int:
+    """``3650d``, ``52w`` or ``10y`` (365 days) as a number of days."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 365d, 52w or 10y")
+    return int(match[1]) * _UNIT_DAYS[match[2]]
+
+
+def reason(text: str) -> RevocationReason:
+    try:
+        return _REASONS[text.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a reason; one of: {', '.join(_REASONS)}"
+        ) from None
+
+
+def _out(args: argparse.Namespace, result: Any, human: Callable[[Any], str]) -> None:
+    print(json.dumps(result, indent=2) if args.json else human(result))
+
+
+# --- handlers of the subcommands: each takes the parsed args and a connected client ---
+
+
+async def ca_create(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(
+        CreateCA(name=args.name, parent=args.parent, key_type=args.key_type, validity_days=args.validity)
+    )
+    _out(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
+
+
+async def ca_list(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(ListCAs())
+    _out(args, result, lambda r: render.cas_table(CAs.model_validate(r).items))
+
+
+async def ca_show(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(GetCA(name=args.name))
+    if args.pem:
+        print(result["certificate_pem"], end="")
+        return
+    _out(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
+
+
+async def ca_revoke(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(RevokeCA(name=args.name, reason=args.reason))
+    _out(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
+
+
+async def cert_sign(args: argparse.Namespace, client: Client) -> None:
+    try:
+        csr = Path(args.csr).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read CSR file {args.csr}: {exc}", exit_code=2) from None
+    result = await client.call(SignCertificate(ca=args.ca, csr_pem=csr, validity_days=args.validity))
+    _out(args, result, lambda r: r["certificate_pem"].rstrip("\n"))
+
+
+async def cert_show(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(GetCertificate(serial=args.serial.lower().replace(":", "")))
+    if args.pem:
+        print(result["certificate_pem"], end="")
+        return
+    _out(args, result, lambda r: render.certificate_detail(CertificateView.model_validate(r)))
+
+
+async def cert_list(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(ListCertificates(ca=args.ca, status=args.status, limit=args.limit))
+    _out(args, result, lambda r: render.certificates_table(Certificates.model_validate(r).items))
+
+
+async def cert_revoke(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(
+        RevokeCertificate(serial=args.serial.lower().replace(":", ""), reason=args.reason)
+    )
+    _out(args, result, lambda r: render.certificate_detail(CertificateView.model_validate(r)))
+
+
+async def events_tail(args: argparse.Namespace, client: Client) -> None:
+    """Print events as they arrive; ``--count`` stops after that many."""
+    seen = 0
+    done = asyncio.Event()
+
+    async def on_event(message: Any) -> None:
+        nonlocal seen
+        async with message.process(requeue=False):
+            try:
+                event = CloudEvent.model_validate_json(message.body)
+            except ValueError:
+                print(f"(undecodable message {message.message_id})", flush=True)
+                return
+            line = event.model_dump_json() if args.json else render.event_line(event)
+            print(line, flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                done.set()
+
+    await client.bus.subscribe(args.type, on_event)
+    if not args.json:
+        print(f"# following {args.type!r} on {client.bus.topology.events}", file=sys.stderr, flush=True)
+    await done.wait()
+
+
+async def wait_ready(args: argparse.Namespace, client: Client) -> None:
+    """Return once the CA worker answers, retrying until ``--timeout``."""
+    async with asyncio.timeout(args.timeout):
+        while True:
+            try:
+                await client.bus.request(client.message(ListCAs()), timeout=5.0)
+            except (BusUnavailable, RequestTimeout):
+                await asyncio.sleep(0.5)
+            else:
+                print("ready", file=sys.stderr)
+                return
+
+
+Command = Callable[[argparse.Namespace, Client], Awaitable[None]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lamassu", description="Operate the Lamassu PKI.")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    def command(sub: Any, name: str, func: Command | None, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+        p.set_defaults(func=func)
+        return p
+
+    ca = groups.add_parser("ca", help="certificate authorities").add_subparsers(dest="action", required=True)
+    p = command(ca, "create", ca_create, "create a root or subordinate CA")
+    p.add_argument("--name", required=True)
+    p.add_argument("--parent", help="issue from this CA (a subordinate CA)")
+    p.add_argument("--key-type", type=KeyType, choices=list(KeyType), default=KeyType.EC_P256)
+    p.add_argument("--validity", type=days, default=3650, help="e.g. 3650d, 520w, 10y")
+    command(ca, "list", ca_list, "list CAs")
+    p = command(ca, "show", ca_show, "show a CA")
+    p.add_argument("name")
+    p.add_argument("--pem", action="store_true", help="print only its certificate, PEM")
+    p = command(ca, "revoke", ca_revoke, "revoke a CA and everything it issued")
+    p.add_argument("name")
+    p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+
+    cert = groups.add_parser("cert", help="certificates").add_subparsers(dest="action", required=True)
+    p = command(cert, "sign", cert_sign, "sign a PKCS#10 CSR; prints the certificate PEM")
+    p.add_argument("--ca", required=True)
+    p.add_argument("--csr", required=True, help="PEM or DER file")
+    p.add_argument("--validity", type=days, default=365)
+    p = command(cert, "show", cert_show, "show a certificate")
+    p.add_argument("serial")
+    p.add_argument("--pem", action="store_true")
+    p = command(cert, "list", cert_list, "list certificates")
+    p.add_argument("--ca")
+    p.add_argument("--status", type=CertificateStatus, choices=list(CertificateStatus))
+    p.add_argument("--limit", type=int, default=100)
+    p = command(cert, "revoke", cert_revoke, "revoke a certificate")
+    p.add_argument("serial")
+    p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+
+    events = groups.add_parser("events", help="event stream").add_subparsers(dest="action", required=True)
+    p = command(events, "tail", events_tail, "print events as they arrive")
+    p.add_argument("--type", default="#", help="topic pattern, e.g. 'certificate.#'")
+    p.add_argument("--count", type=int, default=0, help="exit after this many events")
+
+    p = command(groups, "wait", wait_ready, "wait until the workers answer")
+    p.add_argument("--timeout", type=float, default=60.0)
+    command(groups, "up", None, "run every service in one process tree")
+    contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(dest="action", required=True)
+    command(contracts, "asyncapi", None, "print the AsyncAPI document")
+    return parser
+
+
+async def _run(args: argparse.Namespace, settings: CliSettings) -> None:
+    client = await Client.connect(settings)
+    try:
+        await args.func(args, client)
+    finally:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.group == "contracts":
+        print(json.dumps(asyncapi_document(Topology()), indent=2))
+        return
+    try:
+        settings = load_settings(CliSettings)
+    except SettingsError as exc:
+        sys.exit(f"lamassu: {exc}")
+    configure_logging(settings.log_level, settings.log_format)
+    if args.group == "up":
+        sys.exit(asyncio.run(up()))
+    try:
+        asyncio.run(_run(args, settings))
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (BusUnavailable, RequestTimeout, TimeoutError) as exc:
+        print(f"error: unavailable: {exc or 'timed out'}", file=sys.stderr)
+        sys.exit(3)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

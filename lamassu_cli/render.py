@@ -1,0 +1,82 @@
+"""Human output of the CLI (``--json`` bypasses it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from contracts.ca import CAView, CertificateView
+from contracts.envelope import CloudEvent
+
+__all__ = ["ca_detail", "cas_table", "certificate_detail", "certificates_table", "event_line", "table"]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def _date(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cas_table(cas: Sequence[CAView]) -> str:
+    return table(
+        ["NAME", "STATUS", "KEY", "PARENT", "NOT AFTER", "SERIAL"],
+        [
+            [
+                c.name + (" (internal)" if c.internal else ""),
+                c.status.value,
+                c.key_type.value,
+                c.parent or "-",
+                _date(c.not_after),
+                c.serial,
+            ]
+            for c in cas
+        ],
+    )
+
+
+def ca_detail(ca: CAView) -> str:
+    rows = [
+        ("name", ca.name),
+        ("internal", "yes" if ca.internal else "no"),
+        ("parent", ca.parent or "-"),
+        ("status", ca.status.value),
+        ("subject", ca.subject),
+        ("serial", ca.serial),
+        ("key", f"{ca.key_type.value} in {ca.engine} ({ca.key_id[:16]}...)"),
+        ("not before", _date(ca.not_before)),
+        ("not after", _date(ca.not_after)),
+    ]
+    if ca.revoked_at is not None:
+        rows.append(("revoked", f"{_date(ca.revoked_at)} ({ca.revocation_reason})"))
+    return "\n".join(f"{k:<11} {v}" for k, v in rows)
+
+
+def certificates_table(certs: Sequence[CertificateView]) -> str:
+    return table(
+        ["SERIAL", "STATUS", "CA", "SUBJECT", "NOT AFTER"],
+        [[c.serial, c.status.value, c.ca, c.subject, _date(c.not_after)] for c in certs],
+    )
+
+
+def certificate_detail(cert: CertificateView) -> str:
+    rows = [
+        ("serial", cert.serial),
+        ("status", cert.status.value),
+        ("ca", cert.ca),
+        ("subject", cert.subject),
+        ("issuer", cert.issuer),
+        ("not before", _date(cert.not_before)),
+        ("not after", _date(cert.not_after)),
+    ]
+    if cert.revoked_at is not None:
+        rows.append(("revoked", f"{_date(cert.revoked_at)} ({cert.revocation_reason})"))
+    return "\n".join(f"{k:<11} {v}" for k, v in rows)
+
+
+def event_line(event: CloudEvent) -> str:
+    return f"{_date(event.time)}  {event.type:<28} {event.subject or '-'}"

@@ -1,0 +1,51 @@
+"""``lamassu up``: every service in one process tree, for demos and small sites.
+
+Each service is a child process; SIGINT/SIGTERM stop them all, and if one dies the
+others are stopped too, so the tree never half-runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+__all__ = ["SERVICES", "up"]
+
+SERVICES = ("ca_worker",)
+
+
+async def up(services: tuple[str, ...] = SERVICES) -> int:
+    """Start the services, wait for a signal or a death; return the exit status."""
+    children = {
+        name: await asyncio.create_subprocess_exec(sys.executable, "-m", name)
+        for name in services
+    }
+    for name, child in children.items():
+        sys.stderr.write(f"lamassu up: started {name} (pid {child.pid})\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    waits = {asyncio.create_task(c.wait()): n for n, c in children.items()}
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
+    status = 0
+    for task in done:
+        if task in waits:
+            sys.stderr.write(f"lamassu up: {waits[task]} exited with {task.result()}; stopping\n")
+            status = 1
+    for child in children.values():
+        if child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.terminate()
+    for child in children.values():
+        try:
+            async with asyncio.timeout(15):
+                await child.wait()
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+    stopper.cancel()
+    return status

@@ -1,0 +1,226 @@
+"""The bus on aio-pika: topology, publishing with confirms, consuming, request/reply.
+
+Every worker queue is a durable quorum queue that dead-letters to ``<queue>.dead``
+through the ``lamassu.dead`` exchange; ``x-delivery-limit`` bounds redeliveries of a
+message whose handler keeps failing transiently, so nothing is requeued forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import DeliveryError
+from pydantic import ValidationError
+
+from contracts.envelope import CloudEvent
+from contracts.errors import ErrorCode, Reply
+from contracts.names import Topology
+
+__all__ = ["Bus", "BusUnavailable", "Consumer", "RequestTimeout"]
+
+Consumer = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+_DELIVERY_LIMIT = 5
+
+
+class BusUnavailable(Exception):  # noqa: N818 - mirrors the 'unavailable' error code
+    """The broker refused or could not route a message (no consumer queue bound)."""
+
+
+class RequestTimeout(Exception):  # noqa: N818
+    """No reply arrived within the deadline."""
+
+
+class Bus:
+    """One robust connection; one confirming channel for publishing, one per consumer."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        channel: AbstractChannel,
+        topology: Topology,
+        exchanges: dict[str, AbstractExchange],
+    ) -> None:
+        self._connection = connection
+        self._channel = channel
+        self.topology = topology
+        self._exchanges = exchanges
+        self._reply_queue: AbstractQueue | None = None
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._reply_lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, url: str, topology: Topology) -> Bus:
+        """Connect and declare the exchanges (idempotent, so any process may start first)."""
+        try:
+            connection = await aio_pika.connect_robust(url, timeout=10)
+        except (OSError, aio_pika.exceptions.AMQPError) as exc:
+            raise BusUnavailable(f"AMQP_URL: cannot connect to the broker: {exc}") from exc
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchanges = {
+            topology.commands: await channel.declare_exchange(
+                topology.commands, aio_pika.ExchangeType.TOPIC, durable=True
+            ),
+            topology.events: await channel.declare_exchange(
+                topology.events, aio_pika.ExchangeType.TOPIC, durable=True
+            ),
+            topology.dead: await channel.declare_exchange(
+                topology.dead, aio_pika.ExchangeType.DIRECT, durable=True
+            ),
+        }
+        return cls(connection, channel, topology, exchanges)
+
+    async def close(self) -> None:
+        for future in self._pending.values():
+            future.cancel()
+        await self._connection.close()
+
+    # --- topology ------------------------------------------------------------------
+
+    async def declare_worker_queue(
+        self, worker: str, purpose: str, bindings: Iterable[tuple[str, str]]
+    ) -> str:
+        """Declare ``<worker>.<purpose>`` and its dead-letter queue; bind (exchange, key)."""
+        name = self.topology.queue(worker, purpose)
+        dead = f"{name}.dead"
+        dead_queue = await self._channel.declare_queue(
+            dead, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead_queue.bind(self._exchanges[self.topology.dead], routing_key=dead)
+        queue = await self._channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": self.topology.dead,
+                "x-dead-letter-routing-key": dead,
+                "x-delivery-limit": _DELIVERY_LIMIT,
+            },
+        )
+        for exchange, key in bindings:
+            await queue.bind(self._exchanges[exchange], routing_key=key)
+        return name
+
+    async def consume(self, queue_name: str, consumer: Consumer, *, prefetch: int) -> str:
+        """Start consuming a declared queue on its own channel; returns the consumer tag."""
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(queue_name, ensure=True)
+        return await queue.consume(consumer, no_ack=False)
+
+    async def subscribe(self, pattern: str, consumer: Consumer, *, prefetch: int = 50) -> None:
+        """Follow events matching a topic pattern through an exclusive, temporary queue."""
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(self.topology.events, routing_key=pattern)
+        await queue.consume(consumer, no_ack=False)
+
+    # --- publishing ----------------------------------------------------------------
+
+    async def publish(
+        self,
+        exchange: str,
+        message: CloudEvent,
+        *,
+        body: bytes | None = None,
+        reply_to: str | None = None,
+        mandatory: bool = False,
+    ) -> None:
+        """Publish persistently and wait for the broker's confirm."""
+        payload = body if body is not None else message.model_dump_json().encode()
+        amqp_message = aio_pika.Message(
+            payload,
+            message_id=message.id,
+            correlation_id=message.correlationid,
+            reply_to=reply_to,
+            content_type="application/cloudevents+json",
+            type=message.type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            await self._exchanges[exchange].publish(
+                amqp_message, routing_key=message.type, mandatory=mandatory
+            )
+        except DeliveryError as exc:
+            raise BusUnavailable(
+                f"nothing consumes {message.type!r} on {exchange}: is its worker running?"
+            ) from exc
+
+    async def publish_raw(self, exchange: str, routing_key: str, message_id: str, body: bytes) -> None:
+        """Publish an already-serialised event (the outbox relay's path)."""
+        await self._exchanges[exchange].publish(
+            aio_pika.Message(
+                body,
+                message_id=message_id,
+                content_type="application/cloudevents+json",
+                type=routing_key,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=routing_key,
+            # Events with no subscriber yet are fine to drop at the broker (AMQP 0-9-1
+            # §1.8.3.9); aio-pika defaults to mandatory, which would return them.
+            mandatory=False,
+        )
+
+    async def reply(self, reply_to: str, correlation_id: str | None, reply: Reply) -> None:
+        """Answer a request on the default exchange (AMQP 0-9-1 §3.1.3.1)."""
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(
+                reply.model_dump_json().encode(),
+                correlation_id=correlation_id,
+                content_type="application/json",
+            ),
+            routing_key=reply_to,
+            mandatory=False,  # the requester may have timed out and gone
+        )
+
+    # --- request/reply -------------------------------------------------------------
+
+    async def request(self, command: CloudEvent, *, timeout: float) -> Reply:  # noqa: ASYNC109 - the deadline is part of the contract
+        """Send a command or query and wait for its typed reply."""
+        reply_to = await self._ensure_reply_queue()
+        correlation_id = command.correlationid or command.id
+        if command.correlationid is None:
+            command = command.model_copy(update={"correlationid": correlation_id})
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        try:
+            await self.publish(self.topology.commands, command, reply_to=reply_to, mandatory=True)
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"no reply to {command.type} within {timeout:g} s"
+            ) from exc
+        finally:
+            self._pending.pop(correlation_id, None)
+
+    async def _ensure_reply_queue(self) -> str:
+        async with self._reply_lock:
+            if self._reply_queue is None:
+                channel = await self._connection.channel()
+                queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+                await queue.consume(self._on_reply, no_ack=True)
+                self._reply_queue = queue
+            return self._reply_queue.name
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending.get(message.correlation_id or "")
+        if future is None or future.done():
+            return  # a late reply to a request that already timed out
+        try:
+            future.set_result(Reply.model_validate_json(message.body))
+        except ValidationError:
+            future.set_result(
+                Reply.failure(ErrorCode.UNAVAILABLE, "the worker sent a malformed reply")
+            )

@@ -1,0 +1,183 @@
+"""The adapter between a queue and a worker's handlers: decode, transaction, call,
+outbox and inbox, reply, acknowledge. Handlers never see aio-pika.
+
+How each outcome is settled (one table, house rule 24):
+
+=====================================  ========================================
+malformed body, unknown type, bad data  reply ``invalid`` if asked; dead-letter
+handler raises a Failure (not Transient) reply with its code; ack
+handler raises Transient / DB or engine  nack with requeue; the queue's delivery
+unavailable                             limit dead-letters it after 5 tries
+a bug (any other exception)             reply ``unavailable``; dead-letter
+success                                 commit, wake the relay, reply; ack
+a redelivered, already processed id     re-send the stored reply; ack
+=====================================  ========================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import BaseModel, ValidationError
+
+from contracts.envelope import CloudEvent
+from contracts.errors import ErrorCode, Reply
+from engines.errors import EngineUnavailable
+from runtime.bus import Bus
+from runtime.errors import Failure, Transient
+from runtime.outbox import OutboxRelay, write_events
+
+__all__ = ["Dispatcher", "Handler", "Outcome", "Route", "first_error"]
+
+log = structlog.get_logger("dispatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a handler did: the reply's result and the events it caused."""
+
+    result: BaseModel | None = None
+    events: Sequence[CloudEvent] = field(default_factory=tuple)
+
+
+Handler = Callable[[Any, Any], Awaitable[Outcome]]
+ContextFactory = Callable[[asyncpg.Connection, CloudEvent, datetime], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A message type's contract model and the handler that takes it."""
+
+    model: type[BaseModel]
+    handler: Handler
+
+
+def first_error(exc: ValidationError) -> str:
+    """One line from a pydantic error: the field path and what is wrong with it."""
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"]) or "message"
+    return f"{where}: {err['msg']}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dispatcher:
+    """Consumes one queue for one worker schema."""
+
+    def __init__(
+        self,
+        *,
+        routes: Mapping[str, Route],
+        pool: asyncpg.Pool,
+        schema: str,
+        bus: Bus,
+        relay: OutboxRelay | None,
+        context: ContextFactory,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._routes = routes
+        self._pool = pool
+        self._schema = schema
+        self._bus = bus
+        self._relay = relay
+        self._context = context
+        self._clock = clock
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            message_id=message.message_id, correlation_id=message.correlation_id
+        )
+        try:
+            envelope = CloudEvent.model_validate_json(message.body)
+        except ValidationError as exc:
+            await self._dead_letter(message, f"not a CloudEvents 1.0 JSON message: {first_error(exc)}")
+            return
+        structlog.contextvars.bind_contextvars(message_type=envelope.type, subject=envelope.subject)
+        route = self._routes.get(envelope.type)
+        if route is None:
+            await self._dead_letter(message, f"unknown message type {envelope.type!r}")
+            return
+        try:
+            request = route.model.model_validate(envelope.data)
+        except ValidationError as exc:
+            await self._dead_letter(message, f"invalid {envelope.type}: {first_error(exc)}")
+            return
+        await self._handle(message, envelope, route, request)
+
+    async def _handle(
+        self,
+        message: AbstractIncomingMessage,
+        envelope: CloudEvent,
+        route: Route,
+        request: BaseModel,
+    ) -> None:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                stored = await conn.fetchrow(
+                    f"INSERT INTO {self._schema}.inbox (id) VALUES ($1) "  # noqa: S608 - validated schema
+                    "ON CONFLICT (id) DO NOTHING RETURNING id",
+                    envelope.id,
+                )
+                if stored is None:
+                    previous = await conn.fetchval(
+                        f"SELECT reply FROM {self._schema}.inbox WHERE id = $1",  # noqa: S608
+                        envelope.id,
+                    )
+                    log.info("message_duplicate")
+                    reply = Reply.model_validate(previous) if previous else None
+                else:
+                    ctx = self._context(conn, envelope, self._clock())
+                    outcome = await route.handler(request, ctx)
+                    await write_events(conn, self._schema, outcome.events)
+                    reply = Reply.success(outcome.result)
+                    await conn.execute(
+                        f"UPDATE {self._schema}.inbox SET reply = $2 WHERE id = $1",  # noqa: S608
+                        envelope.id,
+                        reply.model_dump(mode="json"),
+                    )
+        except (Transient, EngineUnavailable, OSError, asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError) as exc:
+            log.warning("message_retried", error=str(exc), redelivered=message.redelivered)
+            await message.nack(requeue=True)
+            return
+        except Failure as exc:
+            log.info("request_refused", code=str(exc.code), reason=str(exc))
+            await self._answer(message, Reply.failure(exc.code, str(exc)))
+            await message.ack()
+            return
+        except Exception:
+            log.exception("handler_crashed")
+            await self._answer(
+                message,
+                Reply.failure(
+                    ErrorCode.UNAVAILABLE,
+                    f"internal error; message {envelope.id} was dead-lettered",
+                ),
+            )
+            await message.reject(requeue=False)
+            return
+        if self._relay is not None:
+            self._relay.wake()
+        if reply is not None:
+            await self._answer(message, reply)
+        log.info("message_handled")
+        await message.ack()
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        log.warning("message_dead_lettered", reason=reason)
+        await self._answer(message, Reply.failure(ErrorCode.INVALID, reason))
+        await message.reject(requeue=False)
+
+    async def _answer(self, message: AbstractIncomingMessage, reply: Reply) -> None:
+        if message.reply_to:
+            await self._bus.reply(message.reply_to, message.correlation_id, reply)

@@ -1,0 +1,56 @@
+"""Failures a handler may raise, each carrying the closed-set error code of its reply.
+
+Failure
+ ├── NotFound       not_found
+ ├── Conflict       conflict     (exists already, or the state forbids it)
+ ├── Invalid        invalid      (a malformed field, CSR, ...)
+ ├── Unauthorized   unauthorized (no credential)
+ ├── Forbidden      forbidden    (a credential, but not allowed)
+ └── Transient      unavailable  (retry later: the message is redelivered, boundedly)
+
+Workers subclass these in their own ``errors.py``; only the edges map them to AMQP or HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from contracts.errors import ErrorCode
+
+__all__ = [
+    "Conflict",
+    "Failure",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "Transient",
+    "Unauthorized",
+]
+
+
+class Failure(Exception):
+    code: ClassVar[ErrorCode]
+
+
+class NotFound(Failure):  # noqa: N818 - names the outcome, as the error codes do
+    code = ErrorCode.NOT_FOUND
+
+
+class Conflict(Failure):  # noqa: N818
+    code = ErrorCode.CONFLICT
+
+
+class Invalid(Failure):  # noqa: N818
+    code = ErrorCode.INVALID
+
+
+class Unauthorized(Failure):  # noqa: N818
+    code = ErrorCode.UNAUTHORIZED
+
+
+class Forbidden(Failure):  # noqa: N818
+    code = ErrorCode.FORBIDDEN
+
+
+class Transient(Failure):  # noqa: N818
+    code = ErrorCode.UNAVAILABLE

@@ -1,0 +1,60 @@
+"""structlog configured once per process: JSON when stderr is not a tty, secrets redacted.
+
+Context (message id, type, correlation id) is bound per message with contextvars by the
+dispatcher, so each handler's log line carries it without passing a logger around.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+__all__ = ["configure_logging", "redact_secrets"]
+
+_SECRET_KEY = re.compile(r"pin|token|password|secret|private_key", re.IGNORECASE)
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Replace the value of any key that names a secret (rule: never log PINs or keys)."""
+    for key in event_dict:
+        if _SECRET_KEY.search(key):
+            event_dict[key] = "**redacted**"
+    return event_dict
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> None:
+    """Set up structlog for this process; call once, from ``__main__``."""
+    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.dict_tracebacks if as_json else _keep,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=cache,
+    )
+
+
+def _keep(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    return event_dict

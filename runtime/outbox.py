@@ -1,0 +1,94 @@
+"""The transactional outbox: events are written with the state change that caused them,
+and a relay publishes them with publisher confirms, then deletes them.
+
+A crash between commit and publish only delays an event; a crash between publish and
+delete publishes it twice, which consumers absorb by deduplicating on the event id.
+Several replicas may relay at once: rows are claimed with ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import asyncpg
+import structlog
+from aio_pika.exceptions import AMQPError
+
+from contracts.envelope import CloudEvent
+from runtime.bus import Bus
+
+__all__ = ["OutboxRelay", "write_events"]
+
+log = structlog.get_logger("outbox")
+
+
+async def write_events(conn: asyncpg.Connection, schema: str, events: Sequence[CloudEvent]) -> None:
+    """Add events to the outbox inside the caller's transaction (one multi-row insert)."""
+    if not events:
+        return
+    await conn.executemany(
+        f"INSERT INTO {schema}.outbox (id, routing_key, body) VALUES ($1, $2, $3)",  # noqa: S608 - schema is a validated identifier
+        [(e.id, e.type, e.model_dump_json().encode()) for e in events],
+    )
+
+
+class OutboxRelay:
+    """Publishes outbox rows to the events exchange; woken after each commit, polls as a backstop."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        bus: Bus,
+        *,
+        batch: int = 500,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._schema = schema
+        self._bus = bus
+        self._batch = batch
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def drain_once(self) -> int:
+        """Publish one batch; returns how many events went out."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT seq, id, routing_key, body FROM {self._schema}.outbox "  # noqa: S608
+                "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch,
+            )
+            if not rows:
+                return 0
+            exchange = self._bus.topology.events
+            # Publishing concurrently on one confirming channel batches the confirms.
+            await asyncio.gather(
+                *(
+                    self._bus.publish_raw(exchange, r["routing_key"], r["id"], r["body"])
+                    for r in rows
+                )
+            )
+            await conn.execute(
+                f"DELETE FROM {self._schema}.outbox WHERE seq = ANY($1::bigint[])",  # noqa: S608
+                [r["seq"] for r in rows],
+            )
+            return len(rows)
+
+    async def run(self) -> None:
+        """Relay until cancelled; errors are logged once and retried after the poll interval."""
+        while True:
+            self._wake.clear()
+            try:
+                while await self.drain_once() == self._batch:
+                    pass
+            except (OSError, asyncpg.PostgresError, AMQPError, ConnectionError) as exc:
+                log.warning("outbox_relay_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()

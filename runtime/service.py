@@ -1,0 +1,49 @@
+"""Process entry shared by every worker: settings, logging, signals, one-line start errors."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from engines.errors import EngineError
+from runtime.bus import BusUnavailable
+from runtime.db import DatabaseUnavailable
+from runtime.log import configure_logging
+from runtime.settings import LogSettings, SettingsError, load_settings
+
+__all__ = ["STARTUP_ERRORS", "run_service"]
+
+S = TypeVar("S", bound=LogSettings)
+
+# What a wrong setting or an absent dependency raises at start: printed as one line.
+STARTUP_ERRORS = (SettingsError, EngineError, DatabaseUnavailable, BusUnavailable)
+
+
+def run_service(
+    name: str,
+    settings_class: type[S],
+    serve: Callable[[S, asyncio.Event], Awaitable[None]],
+) -> None:
+    """Load settings, configure logging, run ``serve`` until SIGINT/SIGTERM sets the event."""
+    try:
+        settings = load_settings(settings_class)
+    except SettingsError as exc:
+        sys.stderr.write(f"{name}: {exc}\n")
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(settings, stop)
+
+    try:
+        asyncio.run(main())
+    except STARTUP_ERRORS as exc:
+        sys.stderr.write(f"{name}: {exc}\n")
+        raise SystemExit(1) from None

@@ -1,0 +1,73 @@
+"""Settings shared by every process, read from the environment once, in ``__main__``.
+
+Names are the seeds' exactly (``POSTGRES_HOSTNAME`` ...). A bad value stops the process
+with one line naming the variable; the value itself is never echoed (it may be secret).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "BusSettings",
+    "DatabaseSettings",
+    "LogSettings",
+    "SettingsError",
+    "load_settings",
+]
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; ``str()`` is the one line to print."""
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+
+class DatabaseSettings(_Base):
+    postgres_hostname: str = "127.0.0.1"
+    postgres_port: int = Field(default=5432, gt=0, lt=65536)
+    postgres_database: str = Field(default="lamassu", min_length=1)
+    postgres_username: str = Field(default="postgres", min_length=1)
+    postgres_password: SecretStr = SecretStr("")
+    postgres_pool_size: int = Field(default=10, ge=1, le=200)
+
+
+class BusSettings(_Base):
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # Put before every exchange and queue name; empty in production, unique in tests.
+    amqp_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._\-]*$")
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_scheme(cls, value: SecretStr) -> SecretStr:
+        if urlsplit(value.get_secret_value()).scheme not in {"amqp", "amqps"}:
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        return value
+
+
+class LogSettings(_Base):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build ``cls`` from the environment or raise SettingsError naming the variable."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        variable = str(first["loc"][0]).upper() if first["loc"] else cls.__name__
+        raise SettingsError(f"{variable}: {first['msg']}") from None
