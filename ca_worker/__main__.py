@@ -33,8 +33,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     relay_task: asyncio.Task[None] | None = None
     try:
         await migrate(pool, SCHEMA, discover_migrations("ca_worker"))
-        bus = await Bus.connect(settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix))
-        deps = CaDeps(store=Store(), engines={engine.name: engine}, default_engine=engine.name)
+        bus = await Bus.connect(
+            settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix)
+        )
+        deps = CaDeps(
+            store=Store(), engines={engine.name: engine}, default_engine=engine.name
+        )
         async with pool.acquire() as conn:
             await ensure_internal_ca(conn, deps, datetime.now(UTC))
         relay = OutboxRelay(pool, SCHEMA, bus) if settings.outbox_relay else None
@@ -52,7 +56,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             schema=SCHEMA,
             bus=bus,
             relay=relay,
-            context=lambda conn, envelope, now: CaContext(conn, now, envelope.correlationid or envelope.id, deps),
+            context=lambda conn, envelope, now: CaContext(
+                conn, now, envelope.correlationid or envelope.id, deps
+            ),
         )
         await bus.consume(queue, dispatcher, prefetch=settings.ca_prefetch)
         log.info("ca_worker_started", engine=engine.name, queue=queue)

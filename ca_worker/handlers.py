@@ -136,10 +136,14 @@ async def _create(
 
     key_id, certificate = await asyncio.to_thread(make)
     try:
-        async with ctx.conn.transaction():  # a savepoint, so a lost race leaves no key behind
+        async with (
+            ctx.conn.transaction()
+        ):  # a savepoint, so a lost race leaves no key behind
             view = await store.insert_ca(
                 ctx.conn,
-                NewCA(name, parent, internal, key_type, key_id, engine.name, certificate),
+                NewCA(
+                    name, parent, internal, key_type, key_id, engine.name, certificate
+                ),
             )
     except asyncpg.UniqueViolationError:
         if isinstance(engine, KeyDeleter):
@@ -179,7 +183,10 @@ async def revoke_ca(cmd: RevokeCA, ctx: CaContext) -> Outcome:
         raise AlreadyRevoked(f"CA {cmd.name!r}")
     ca_changes = await store.revoke_ca_tree(ctx.conn, cmd.name, cmd.reason, ctx.now)
     cert_changes = await store.revoke_certificates(
-        ctx.conn, cas=[c.updated.name for c in ca_changes], reason=cmd.reason, now=ctx.now
+        ctx.conn,
+        cas=[c.updated.name for c in ca_changes],
+        reason=cmd.reason,
+        now=ctx.now,
     )
     events = [
         _event(
@@ -219,7 +226,9 @@ async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
     view = await ctx.deps.store.insert_certificate(
         ctx.conn, NewCertificate(ca.name, csr_fingerprint(csr), certificate)
     )
-    return Outcome(view, [_event(ctx, "certificate.create", f"certificate/{view.serial}", view)])
+    return Outcome(
+        view, [_event(ctx, "certificate.create", f"certificate/{view.serial}", view)]
+    )
 
 
 async def get_certificate(query: GetCertificate, ctx: CaContext) -> Outcome:
@@ -258,7 +267,9 @@ async def revoke_certificate(cmd: RevokeCertificate, ctx: CaContext) -> Outcome:
     return Outcome(change.updated, [event])
 
 
-async def ensure_internal_ca(conn: asyncpg.Connection, deps: CaDeps, now: datetime) -> CloudEvent | None:
+async def ensure_internal_ca(
+    conn: asyncpg.Connection, deps: CaDeps, now: datetime
+) -> CloudEvent | None:
     """Create ``LAMASSU-DMS-MANAGER`` once, even with replicas racing; returns its event."""
     async with conn.transaction():
         # Serialises replicas starting together; the loser then finds the row.

@@ -60,11 +60,11 @@ def serial_hex(serial: int) -> str:
     return text if len(text) % 2 == 0 else "0" + text
 
 
-def _hash_for(key: PrivateKey | PublicKey) -> hashes.HashAlgorithm:
+def _hash_for(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384:
     # RFC 5480 §4: pair P-384 with SHA-384; SHA-256 otherwise.
-    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(
-        key.curve, ec.SECP384R1
-    ):
+    if isinstance(
+        key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey
+    ) and isinstance(key.curve, ec.SECP384R1):
         return hashes.SHA384()
     return hashes.SHA256()
 
@@ -81,14 +81,16 @@ def load_csr(pem_or_der: bytes) -> x509.CertificateSigningRequest:
     try:
         valid = csr.is_signature_valid
         public_key = csr.public_key()
-        _ = csr.extensions  # parsed lazily; a malformed one must fail here, not mid-issuance
+        _ = (
+            csr.extensions
+        )  # parsed lazily; a malformed one must fail here, not mid-issuance
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise CSRRejected(f"the CSR cannot be checked: {exc}") from exc
     if not valid:
         raise CSRRejected("the CSR signature does not verify")
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise CSRRejected("the CSR key must be EC or RSA")
-    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < 2048:  # noqa: PLR2004 - NIST SP 800-131A floor
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < 2048:
         raise CSRRejected("RSA keys shorter than 2048 bits are refused")
     if not csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         raise CSRRejected("the CSR subject has no common name")
@@ -197,7 +199,9 @@ def build_leaf_certificate(
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+        )
         .add_extension(_aki(issuer.certificate), critical=False)
     )
     try:

@@ -11,18 +11,21 @@ import asyncpg
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from contracts.ca import CAView, CertificateStatus, CertificateView, RevocationReason
 from ca_worker.issuance import serial_hex
+from contracts.ca import CAView, CertificateStatus, CertificateView, RevocationReason
 from engines import KeyType
 
 T = TypeVar("T", CAView, CertificateView)
 
-__all__ = ["NewCA", "NewCertificate", "Store", "StatusChange"]
-
+__all__ = ["NewCA", "NewCertificate", "StatusChange", "Store"]
 
 
 def _pem(der: bytes) -> str:
-    return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM).decode()
+    return (
+        x509.load_der_x509_certificate(der)
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
 
 
 def _ca_view(row: asyncpg.Record | dict[str, Any]) -> CAView:
@@ -93,16 +96,20 @@ _CERT_COLUMNS = """serial, ca, subject, issuer, status, not_before, not_after, r
 class Store:
     """Every query of the CA worker, named for its intent."""
 
-    async def get_ca(self, conn: asyncpg.Connection, name: str, *, lock: bool = False) -> CAView | None:
+    async def get_ca(
+        self, conn: asyncpg.Connection, name: str, *, lock: bool = False
+    ) -> CAView | None:
         row = await conn.fetchrow(
-            f"SELECT {_CA_COLUMNS} FROM ca.cas WHERE name = $1"  # noqa: S608 - constant columns
+            f"SELECT {_CA_COLUMNS} FROM ca.cas WHERE name = $1"
             + (" FOR UPDATE" if lock else ""),
             name,
         )
         return None if row is None else _ca_view(row)
 
     async def list_cas(self, conn: asyncpg.Connection) -> list[CAView]:
-        rows = await conn.fetch(f"SELECT {_CA_COLUMNS} FROM ca.cas ORDER BY created_at, name")  # noqa: S608
+        rows = await conn.fetch(
+            f"SELECT {_CA_COLUMNS} FROM ca.cas ORDER BY created_at, name"
+        )
         return [_ca_view(r) for r in rows]
 
     async def insert_ca(self, conn: asyncpg.Connection, new: NewCA) -> CAView:
@@ -111,7 +118,7 @@ class Store:
             f"""INSERT INTO ca.cas (name, parent, internal, key_type, key_id, engine, serial,
                     subject, status, not_before, not_after, certificate_der)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10, $11)
-                RETURNING {_CA_COLUMNS}""",  # noqa: S608
+                RETURNING {_CA_COLUMNS}""",
             new.name,
             new.parent,
             new.internal,
@@ -127,13 +134,15 @@ class Store:
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields a row
         return _ca_view(row)
 
-    async def insert_certificate(self, conn: asyncpg.Connection, new: NewCertificate) -> CertificateView:
+    async def insert_certificate(
+        self, conn: asyncpg.Connection, new: NewCertificate
+    ) -> CertificateView:
         cert = new.certificate
         row = await conn.fetchrow(
             f"""INSERT INTO ca.certificates (serial, ca, subject, issuer, status, not_before,
                     not_after, csr_fingerprint, certificate_der)
                 VALUES ($1, $2, $3, $4, 'ACTIVE', $5, $6, $7, $8)
-                RETURNING {_CERT_COLUMNS}""",  # noqa: S608
+                RETURNING {_CERT_COLUMNS}""",
             serial_hex(cert.serial_number),
             new.ca,
             cert.subject.rfc4514_string(),
@@ -146,9 +155,11 @@ class Store:
         assert row is not None  # noqa: S101
         return _certificate_view(row)
 
-    async def get_certificate(self, conn: asyncpg.Connection, serial: str) -> CertificateView | None:
+    async def get_certificate(
+        self, conn: asyncpg.Connection, serial: str
+    ) -> CertificateView | None:
         row = await conn.fetchrow(
-            f"SELECT {_CERT_COLUMNS} FROM ca.certificates WHERE serial = $1",  # noqa: S608
+            f"SELECT {_CERT_COLUMNS} FROM ca.certificates WHERE serial = $1",
             serial,
         )
         return None if row is None else _certificate_view(row)
@@ -167,7 +178,7 @@ class Store:
                 WHERE ($1::text IS NULL OR ca = $1)
                   AND ($2::text IS NULL OR status = $2)
                   AND ($3::text IS NULL OR serial > $3)
-                ORDER BY serial LIMIT $4""",  # noqa: S608
+                ORDER BY serial LIMIT $4""",
             ca,
             None if status is None else status.value,
             after,
@@ -194,7 +205,7 @@ class Store:
                 UPDATE ca.certificates c
                 SET status = 'REVOKED', revoked_at = $3, revocation_reason = $4
                 FROM target WHERE c.serial = target.serial
-                RETURNING target.old_status, {", ".join("c." + col.strip() for col in _CERT_COLUMNS.split(","))}""",  # noqa: S608, E501
+                RETURNING target.old_status, {", ".join("c." + col.strip() for col in _CERT_COLUMNS.split(","))}""",
             serials or [],
             cas or [],
             now,
@@ -214,7 +225,11 @@ class Store:
         return changes
 
     async def revoke_ca_tree(
-        self, conn: asyncpg.Connection, name: str, reason: RevocationReason, now: datetime
+        self,
+        conn: asyncpg.Connection,
+        name: str,
+        reason: RevocationReason,
+        now: datetime,
     ) -> list[StatusChange[CAView]]:
         """Revoke a CA and every CA below it (RFC 5280 §6.1: their paths break too)."""
         rows = await conn.fetch(
@@ -226,7 +241,7 @@ class Store:
                     JOIN tree USING (name) WHERE cas.status <> 'REVOKED' FOR UPDATE OF cas)
                 UPDATE ca.cas c SET status = 'REVOKED', revoked_at = $2, revocation_reason = $3
                 FROM target WHERE c.name = target.name
-                RETURNING target.old_status, {", ".join("c." + col.strip() for col in _CA_COLUMNS.split(","))}""",  # noqa: S608, E501
+                RETURNING target.old_status, {", ".join("c." + col.strip() for col in _CA_COLUMNS.split(","))}""",
             name,
             now,
             reason.value,

@@ -25,8 +25,8 @@ from contracts.ca import (
 from contracts.catalog import COMMANDS, EVENTS, Operation
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorBody, ErrorCode, Reply
+from contracts.keys import KeyType
 from contracts.names import Topology
-from engines.keys import KeyType
 
 __all__ = [
     "COMMANDS",

@@ -78,17 +78,27 @@ def asyncapi_document(topology: Topology | None = None) -> dict[str, Any]:
             "commands": {
                 "address": names.commands,
                 "messages": command_refs,
-                "bindings": {"amqp": {"is": "routingKey", "exchange": {"type": "topic"}}},
+                "bindings": {
+                    "amqp": {"is": "routingKey", "exchange": {"type": "topic"}}
+                },
             },
             "events": {
                 "address": names.events,
                 "messages": event_refs,
-                "bindings": {"amqp": {"is": "routingKey", "exchange": {"type": "topic"}}},
+                "bindings": {
+                    "amqp": {"is": "routingKey", "exchange": {"type": "topic"}}
+                },
             },
         },
         "operations": {
-            "sendCommand": {"action": "send", "channel": {"$ref": "#/channels/commands"}},
-            "receiveEvent": {"action": "receive", "channel": {"$ref": "#/channels/events"}},
+            "sendCommand": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/commands"},
+            },
+            "receiveEvent": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/events"},
+            },
         },
         "components": {"schemas": schemas, "messages": messages},
     }

@@ -7,12 +7,11 @@ Type strings follow the original system where an equivalent exists (``ca.create`
 from __future__ import annotations
 
 import enum
-from datetime import datetime
 from typing import ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from engines.keys import KeyType
+from contracts.keys import KeyType
 
 __all__ = [
     "CAStatusUpdate",

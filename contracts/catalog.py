@@ -24,7 +24,9 @@ class Operation:
     worker: str
 
 
-def _ops(*entries: tuple[type[BaseModel], type[BaseModel] | None, str]) -> dict[str, Operation]:
+def _ops(
+    *entries: tuple[type[BaseModel], type[BaseModel] | None, str],
+) -> dict[str, Operation]:
     return {req.TYPE: Operation(req, res, worker) for req, res, worker in entries}  # type: ignore[attr-defined]
 
 

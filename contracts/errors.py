@@ -37,7 +37,9 @@ class Reply(BaseModel):
 
     @classmethod
     def success(cls, result: BaseModel | None) -> Reply:
-        return cls(ok=True, result=None if result is None else result.model_dump(mode="json"))
+        return cls(
+            ok=True, result=None if result is None else result.model_dump(mode="json")
+        )
 
     @classmethod
     def failure(cls, code: ErrorCode, message: str) -> Reply:

@@ -20,6 +20,7 @@ __all__ = [
     "KeyDeleter",
     "KeyLister",
     "KeySpec",
+    "KeyTypeReporter",
     "PrivateKey",
     "PublicKey",
     "key_id_of",
@@ -76,3 +77,10 @@ class KeyLister(Protocol):
     """Optional capability: list the key ids the engine holds."""
 
     def list_keys(self) -> list[str]: ...
+
+
+@runtime_checkable
+class KeyTypeReporter(Protocol):
+    """Optional capability: the key types this backend can create (an HSM may lack some)."""
+
+    def key_types(self) -> list[KeyType]: ...

@@ -2,13 +2,20 @@
 
 EngineError
  ├── KeyNotFound          the key id names no key in this engine
+ ├── KeyExists            the name is taken already (a Vault PKI CA mount)
  ├── EngineUnavailable    the backend cannot be reached right now (retry later)
  └── EngineMisconfigured  a setting is wrong; the process should stop at start
 """
 
 from __future__ import annotations
 
-__all__ = ["EngineError", "EngineMisconfigured", "EngineUnavailable", "KeyNotFound"]
+__all__ = [
+    "EngineError",
+    "EngineMisconfigured",
+    "EngineUnavailable",
+    "KeyExists",
+    "KeyNotFound",
+]
 
 
 class EngineError(Exception):
@@ -17,6 +24,10 @@ class EngineError(Exception):
 
 class KeyNotFound(EngineError):  # noqa: N818 - reads as a fact, like httpx's names
     """No key with that id exists in the engine."""
+
+
+class KeyExists(EngineError):  # noqa: N818
+    """A key or CA with that name exists already."""
 
 
 class EngineUnavailable(EngineError):  # noqa: N818

@@ -1,27 +1,8 @@
-"""The vocabulary of key types every engine offers; no I/O and no third-party imports."""
+"""Key types, re-exported from ``contracts.keys`` where the vocabulary is defined once.
 
-from __future__ import annotations
+It lives in contracts so that contracts never import engines (and their I/O libraries).
+"""
 
-import enum
+from contracts.keys import KeyType
 
 __all__ = ["KeyType"]
-
-
-class KeyType(enum.StrEnum):
-    """Key algorithms a CA key may use (EC curves per RFC 5480, RSA per RFC 8017)."""
-
-    EC_P256 = "ec-p256"
-    EC_P384 = "ec-p384"
-    RSA_2048 = "rsa-2048"
-    RSA_3072 = "rsa-3072"
-    RSA_4096 = "rsa-4096"
-
-    @property
-    def is_rsa(self) -> bool:
-        return self.value.startswith("rsa-")
-
-    @property
-    def rsa_bits(self) -> int:
-        if not self.is_rsa:
-            raise ValueError(f"{self.value} is not an RSA key type")
-        return int(self.value.removeprefix("rsa-"))

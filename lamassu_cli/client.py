@@ -34,13 +34,15 @@ class CliError(Exception):
 class Client:
     """A connected bus plus the request deadline."""
 
-    def __init__(self, bus: Bus, timeout: float) -> None:  # noqa: ASYNC109 - a stored deadline, not an argument of an await
+    def __init__(self, bus: Bus, timeout: float) -> None:
         self.bus = bus
         self.timeout = timeout
 
     @classmethod
     async def connect(cls, settings: CliSettings) -> Client:
-        bus = await Bus.connect(settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix))
+        bus = await Bus.connect(
+            settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix)
+        )
         return cls(bus, settings.lamassu_timeout)
 
     async def close(self) -> None:
@@ -50,11 +52,15 @@ class Client:
     def message(request: BaseModel) -> CloudEvent:
         """Wrap a contract model (which names its ``TYPE``) in an envelope."""
         type_: str = request.TYPE  # type: ignore[attr-defined]
-        return new_message(type_=type_, source=SOURCE, data=request, now=datetime.now(UTC))
+        return new_message(
+            type_=type_, source=SOURCE, data=request, now=datetime.now(UTC)
+        )
 
     async def call(self, request: BaseModel) -> Any:
         """Send a command or query; return the reply's result or raise CliError."""
-        reply: Reply = await self.bus.request(self.message(request), timeout=self.timeout)
+        reply: Reply = await self.bus.request(
+            self.message(request), timeout=self.timeout
+        )
         if not reply.ok:
             assert reply.error is not None  # noqa: S101 - Reply guarantees it when not ok
             raise CliError(f"{reply.error.code.value}: {reply.error.message}")

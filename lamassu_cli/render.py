@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
 
 from contracts.ca import CAView, CertificateView
 from contracts.envelope import CloudEvent
 
-__all__ = ["ca_detail", "cas_table", "certificate_detail", "certificates_table", "event_line", "table"]
+__all__ = [
+    "ca_detail",
+    "cas_table",
+    "certificate_detail",
+    "certificates_table",
+    "event_line",
+    "table",
+]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+        for i, h in enumerate(headers)
+    ]
+    lines = [
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    ]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
-def _date(value: Any) -> str:
+def _date(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
@@ -59,7 +74,10 @@ def ca_detail(ca: CAView) -> str:
 def certificates_table(certs: Sequence[CertificateView]) -> str:
     return table(
         ["SERIAL", "STATUS", "CA", "SUBJECT", "NOT AFTER"],
-        [[c.serial, c.status.value, c.ca, c.subject, _date(c.not_after)] for c in certs],
+        [
+            [c.serial, c.status.value, c.ca, c.subject, _date(c.not_after)]
+            for c in certs
+        ],
     )
 
 

@@ -34,7 +34,9 @@ async def up(services: tuple[str, ...] = SERVICES) -> int:
     status = 0
     for task in done:
         if task in waits:
-            sys.stderr.write(f"lamassu up: {waits[task]} exited with {task.result()}; stopping\n")
+            sys.stderr.write(
+                f"lamassu up: {waits[task]} exited with {task.result()}; stopping\n"
+            )
             status = 1
     for child in children.values():
         if child.returncode is None:

@@ -8,8 +8,8 @@ message whose handler keeps failing transiently, so nothing is requeued forever.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+
 import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
@@ -48,7 +48,7 @@ class Bus:
         connection: AbstractRobustConnection,
         channel: AbstractChannel,
         topology: Topology,
-        exchanges: dict[str, AbstractExchange],
+        exchanges: Mapping[str, AbstractExchange],
     ) -> None:
         self._connection = connection
         self._channel = channel
@@ -64,8 +64,12 @@ class Bus:
         try:
             connection = await aio_pika.connect_robust(url, timeout=10)
         except (OSError, aio_pika.exceptions.AMQPError) as exc:
-            raise BusUnavailable(f"AMQP_URL: cannot connect to the broker: {exc}") from exc
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            raise BusUnavailable(
+                f"AMQP_URL: cannot connect to the broker: {exc}"
+            ) from exc
+        channel = await connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
         exchanges = {
             topology.commands: await channel.declare_exchange(
                 topology.commands, aio_pika.ExchangeType.TOPIC, durable=True
@@ -110,14 +114,18 @@ class Bus:
             await queue.bind(self._exchanges[exchange], routing_key=key)
         return name
 
-    async def consume(self, queue_name: str, consumer: Consumer, *, prefetch: int) -> str:
+    async def consume(
+        self, queue_name: str, consumer: Consumer, *, prefetch: int
+    ) -> str:
         """Start consuming a declared queue on its own channel; returns the consumer tag."""
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         queue = await channel.get_queue(queue_name, ensure=True)
         return await queue.consume(consumer, no_ack=False)
 
-    async def subscribe(self, pattern: str, consumer: Consumer, *, prefetch: int = 50) -> None:
+    async def subscribe(
+        self, pattern: str, consumer: Consumer, *, prefetch: int = 50
+    ) -> None:
         """Follow events matching a topic pattern through an exclusive, temporary queue."""
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
@@ -156,7 +164,9 @@ class Bus:
                 f"nothing consumes {message.type!r} on {exchange}: is its worker running?"
             ) from exc
 
-    async def publish_raw(self, exchange: str, routing_key: str, message_id: str, body: bytes) -> None:
+    async def publish_raw(
+        self, exchange: str, routing_key: str, message_id: str, body: bytes
+    ) -> None:
         """Publish an already-serialised event (the outbox relay's path)."""
         await self._exchanges[exchange].publish(
             aio_pika.Message(
@@ -172,7 +182,9 @@ class Bus:
             mandatory=False,
         )
 
-    async def reply(self, reply_to: str, correlation_id: str | None, reply: Reply) -> None:
+    async def reply(
+        self, reply_to: str, correlation_id: str | None, reply: Reply
+    ) -> None:
         """Answer a request on the default exchange (AMQP 0-9-1 §3.1.3.1)."""
         await self._channel.default_exchange.publish(
             aio_pika.Message(
@@ -195,7 +207,9 @@ class Bus:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         try:
-            await self.publish(self.topology.commands, command, reply_to=reply_to, mandatory=True)
+            await self.publish(
+                self.topology.commands, command, reply_to=reply_to, mandatory=True
+            )
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError as exc:
@@ -222,5 +236,7 @@ class Bus:
             future.set_result(Reply.model_validate_json(message.body))
         except ValidationError:
             future.set_result(
-                Reply.failure(ErrorCode.UNAVAILABLE, "the worker sent a malformed reply")
+                Reply.failure(
+                    ErrorCode.UNAVAILABLE, "the worker sent a malformed reply"
+                )
             )

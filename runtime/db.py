@@ -12,13 +12,18 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 import asyncpg
 
 from runtime.settings import DatabaseSettings
 
-__all__ = ["DatabaseUnavailable", "Migration", "create_pool", "discover_migrations", "migrate"]
+__all__ = [
+    "DatabaseUnavailable",
+    "Migration",
+    "create_pool",
+    "discover_migrations",
+    "migrate",
+]
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -42,7 +47,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(settings: DatabaseSettings, *, database: str | None = None) -> asyncpg.Pool:
+async def create_pool(
+    settings: DatabaseSettings, *, database: str | None = None
+) -> asyncpg.Pool:
     """Open the pool; a connection failure is one line naming the setting to check."""
     try:
         pool = await asyncpg.create_pool(
@@ -103,7 +110,9 @@ def _plumbing(schema: str) -> str:
     """
 
 
-async def migrate(pool: asyncpg.Pool, schema: str, migrations: list[Migration]) -> list[int]:
+async def migrate(
+    pool: asyncpg.Pool, schema: str, migrations: list[Migration]
+) -> list[int]:
     """Apply what is missing; safe when several replicas start at once. Returns versions applied."""
     if not _SCHEMA.match(schema):
         raise ValueError(f"bad schema name {schema!r}")
@@ -116,7 +125,9 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations: list[Migration]) 
                 await conn.execute(_plumbing(schema))
             done: set[int] = {
                 r["version"]
-                for r in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")  # noqa: S608 - schema is validated above
+                for r in await conn.fetch(
+                    f"SELECT version FROM {schema}.schema_migrations"
+                )
             }
             for migration in migrations:
                 if migration.version in done:
@@ -124,11 +135,13 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations: list[Migration]) 
                 async with conn.transaction():
                     await conn.execute(migration.sql)
                     await conn.execute(
-                        f"INSERT INTO {schema}.schema_migrations (version, name) VALUES ($1, $2)",  # noqa: S608
+                        f"INSERT INTO {schema}.schema_migrations (version, name) VALUES ($1, $2)",
                         migration.version,
                         migration.name,
                     )
                 applied.append(migration.version)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"migrate:{schema}")
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtext($1))", f"migrate:{schema}"
+            )
     return applied

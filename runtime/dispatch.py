@@ -16,7 +16,6 @@ a redelivered, already processed id     re-send the stored reply; ack
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,9 +99,13 @@ class Dispatcher:
         try:
             envelope = CloudEvent.model_validate_json(message.body)
         except ValidationError as exc:
-            await self._dead_letter(message, f"not a CloudEvents 1.0 JSON message: {first_error(exc)}")
+            await self._dead_letter(
+                message, f"not a CloudEvents 1.0 JSON message: {first_error(exc)}"
+            )
             return
-        structlog.contextvars.bind_contextvars(message_type=envelope.type, subject=envelope.subject)
+        structlog.contextvars.bind_contextvars(
+            message_type=envelope.type, subject=envelope.subject
+        )
         route = self._routes.get(envelope.type)
         if route is None:
             await self._dead_letter(message, f"unknown message type {envelope.type!r}")
@@ -110,7 +113,9 @@ class Dispatcher:
         try:
             request = route.model.model_validate(envelope.data)
         except ValidationError as exc:
-            await self._dead_letter(message, f"invalid {envelope.type}: {first_error(exc)}")
+            await self._dead_letter(
+                message, f"invalid {envelope.type}: {first_error(exc)}"
+            )
             return
         await self._handle(message, envelope, route, request)
 
@@ -124,13 +129,13 @@ class Dispatcher:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 stored = await conn.fetchrow(
-                    f"INSERT INTO {self._schema}.inbox (id) VALUES ($1) "  # noqa: S608 - validated schema
+                    f"INSERT INTO {self._schema}.inbox (id) VALUES ($1) "
                     "ON CONFLICT (id) DO NOTHING RETURNING id",
                     envelope.id,
                 )
                 if stored is None:
                     previous = await conn.fetchval(
-                        f"SELECT reply FROM {self._schema}.inbox WHERE id = $1",  # noqa: S608
+                        f"SELECT reply FROM {self._schema}.inbox WHERE id = $1",
                         envelope.id,
                     )
                     log.info("message_duplicate")
@@ -141,13 +146,20 @@ class Dispatcher:
                     await write_events(conn, self._schema, outcome.events)
                     reply = Reply.success(outcome.result)
                     await conn.execute(
-                        f"UPDATE {self._schema}.inbox SET reply = $2 WHERE id = $1",  # noqa: S608
+                        f"UPDATE {self._schema}.inbox SET reply = $2 WHERE id = $1",
                         envelope.id,
                         reply.model_dump(mode="json"),
                     )
-        except (Transient, EngineUnavailable, OSError, asyncpg.PostgresConnectionError,
-                asyncpg.InterfaceError) as exc:
-            log.warning("message_retried", error=str(exc), redelivered=message.redelivered)
+        except (
+            Transient,
+            EngineUnavailable,
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+        ) as exc:
+            log.warning(
+                "message_retried", error=str(exc), redelivered=message.redelivered
+            )
             await message.nack(requeue=True)
             return
         except Failure as exc:

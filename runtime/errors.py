@@ -28,29 +28,29 @@ __all__ = [
 ]
 
 
-class Failure(Exception):
+class Failure(Exception):  # noqa: N818 - the error codes name outcomes, not errors
     code: ClassVar[ErrorCode]
 
 
-class NotFound(Failure):  # noqa: N818 - names the outcome, as the error codes do
+class NotFound(Failure):
     code = ErrorCode.NOT_FOUND
 
 
-class Conflict(Failure):  # noqa: N818
+class Conflict(Failure):
     code = ErrorCode.CONFLICT
 
 
-class Invalid(Failure):  # noqa: N818
+class Invalid(Failure):
     code = ErrorCode.INVALID
 
 
-class Unauthorized(Failure):  # noqa: N818
+class Unauthorized(Failure):
     code = ErrorCode.UNAUTHORIZED
 
 
-class Forbidden(Failure):  # noqa: N818
+class Forbidden(Failure):
     code = ErrorCode.FORBIDDEN
 
 
-class Transient(Failure):  # noqa: N818
+class Transient(Failure):
     code = ErrorCode.UNAVAILABLE

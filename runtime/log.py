@@ -29,7 +29,9 @@ def redact_secrets(
     return event_dict
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", *, cache: bool = True) -> None:
+def configure_logging(
+    level: str = "info", fmt: str = "auto", *, cache: bool = True
+) -> None:
     """Set up structlog for this process; call once, from ``__main__``."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
@@ -37,6 +39,20 @@ def configure_logging(level: str = "info", fmt: str = "auto", *, cache: bool = T
         if as_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    # Libraries (aio-pika, asyncpg) log through the standard library: same format, same level.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.getLevelNamesMapping()[level.upper()])
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

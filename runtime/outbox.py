@@ -24,12 +24,14 @@ __all__ = ["OutboxRelay", "write_events"]
 log = structlog.get_logger("outbox")
 
 
-async def write_events(conn: asyncpg.Connection, schema: str, events: Sequence[CloudEvent]) -> None:
+async def write_events(
+    conn: asyncpg.Connection, schema: str, events: Sequence[CloudEvent]
+) -> None:
     """Add events to the outbox inside the caller's transaction (one multi-row insert)."""
     if not events:
         return
     await conn.executemany(
-        f"INSERT INTO {schema}.outbox (id, routing_key, body) VALUES ($1, $2, $3)",  # noqa: S608 - schema is a validated identifier
+        f"INSERT INTO {schema}.outbox (id, routing_key, body) VALUES ($1, $2, $3)",
         [(e.id, e.type, e.model_dump_json().encode()) for e in events],
     )
 
@@ -60,7 +62,7 @@ class OutboxRelay:
         """Publish one batch; returns how many events went out."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"SELECT seq, id, routing_key, body FROM {self._schema}.outbox "  # noqa: S608
+                f"SELECT seq, id, routing_key, body FROM {self._schema}.outbox "
                 "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch,
             )
@@ -70,12 +72,14 @@ class OutboxRelay:
             # Publishing concurrently on one confirming channel batches the confirms.
             await asyncio.gather(
                 *(
-                    self._bus.publish_raw(exchange, r["routing_key"], r["id"], r["body"])
+                    self._bus.publish_raw(
+                        exchange, r["routing_key"], r["id"], r["body"]
+                    )
                     for r in rows
                 )
             )
             await conn.execute(
-                f"DELETE FROM {self._schema}.outbox WHERE seq = ANY($1::bigint[])",  # noqa: S608
+                f"DELETE FROM {self._schema}.outbox WHERE seq = ANY($1::bigint[])",
                 [r["seq"] for r in rows],
             )
             return len(rows)

@@ -1,0 +1,133 @@
+"""Commands, queries, results and events of the device side.
+
+A device has named slots, each holding at most one current certificate; its status is
+derived from theirs (DESIGN §4). Event types follow the original system:
+``device.create``, ``device.status.update``, ``device.identity.update``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from typing import Annotated, ClassVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from contracts.ca import CertificateStatus
+
+__all__ = [
+    "DecommissionDevice",
+    "DeviceIdentityUpdate",
+    "DeviceStatus",
+    "DeviceStatusUpdate",
+    "DeviceView",
+    "Devices",
+    "GetDevice",
+    "ListDevices",
+    "RegisterDevice",
+    "SlotView",
+]
+
+# The CSR CN is ``[slot:]device-id`` (DESIGN §3), so neither part may hold a colon;
+# 64 characters is the CN upper bound of RFC 5280 Appendix A (ub-common-name).
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+
+DeviceId = Annotated[str, Field(pattern=_NAME)]
+SlotName = Annotated[str, Field(pattern=_NAME)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class DeviceStatus(enum.StrEnum):
+    """DESIGN §4; precedence, highest first: DECOMMISSIONED, PROVISIONED_WITH_WARNINGS,
+    REQUIRES_ACTION, FULLY_PROVISIONED, PENDING_PROVISIONING.
+    """
+
+    PENDING_PROVISIONING = "PENDING_PROVISIONING"
+    FULLY_PROVISIONED = "FULLY_PROVISIONED"
+    PROVISIONED_WITH_WARNINGS = "PROVISIONED_WITH_WARNINGS"
+    REQUIRES_ACTION = "REQUIRES_ACTION"
+    DECOMMISSIONED = "DECOMMISSIONED"
+
+
+# --- commands and queries (routed on lamassu.commands) -----------------------------
+
+
+class RegisterDevice(_Message):
+    """Register a device ahead of its first enrollment, with the slots it will fill."""
+
+    TYPE: ClassVar[str] = "device.register"
+    id: DeviceId
+    dms: str | None = Field(default=None, pattern=_NAME)
+    slots: list[SlotName] = Field(default_factory=lambda: ["default"], min_length=1)
+
+    @field_validator("slots")
+    @classmethod
+    def _distinct(cls, slots: list[str]) -> list[str]:
+        if twice := sorted(name for name, count in Counter(slots).items() if count > 1):
+            raise ValueError(f"slots lists {', '.join(twice)} more than once")
+        return slots
+
+
+class DecommissionDevice(_Message):
+    """Retire a device for good; its certificates are revoked (cessationOfOperation)."""
+
+    TYPE: ClassVar[str] = "device.decommission"
+    id: str = Field(min_length=1, max_length=64)
+
+
+class GetDevice(_Message):
+    TYPE: ClassVar[str] = "device.get"
+    id: str = Field(min_length=1, max_length=64)
+
+
+class ListDevices(_Message):
+    TYPE: ClassVar[str] = "device.list"
+    status: DeviceStatus | None = None
+    limit: int = Field(default=100, gt=0, le=1000)
+    after: str | None = Field(default=None, description="Device id to page after.")
+
+
+# --- results and event payloads ------------------------------------------------------
+
+
+class SlotView(_Message):
+    """A slot and its current certificate, if it has one yet."""
+
+    name: str
+    certificate_serial: str | None = None
+    certificate_status: CertificateStatus | None = None
+    not_after: AwareDatetime | None = None
+
+
+class DeviceView(_Message):
+    """A device as replies and events show it (``device.create`` data)."""
+
+    id: str
+    dms: str | None
+    status: DeviceStatus
+    slots: list[SlotView]
+    created_at: AwareDatetime
+    decommissioned_at: AwareDatetime | None = None
+
+
+class Devices(_Message):
+    items: list[DeviceView]
+
+
+class DeviceStatusUpdate(_Message):
+    """``device.status.update`` data: ``{"previous": ..., "updated": ...}``."""
+
+    TYPE: ClassVar[str] = "device.status.update"
+    previous: DeviceView
+    updated: DeviceView
+
+
+class DeviceIdentityUpdate(_Message):
+    """``device.identity.update`` data: a slot took a new certificate."""
+
+    TYPE: ClassVar[str] = "device.identity.update"
+    previous: DeviceView
+    updated: DeviceView

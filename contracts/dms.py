@@ -1,0 +1,207 @@
+"""Commands, queries, results and events of the DMS side, and the enrollment pipeline.
+
+A DMS is a local registration authority: it holds a certificate issued by
+``LAMASSU-DMS-MANAGER`` and a list of CAs it may enroll devices with. Event types follow
+the original system: ``dms.create``, ``dms.update``, ``dms.enroll``, ``dms.reenroll``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from typing import Annotated, ClassVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from contracts.ca import RevocationReason
+
+__all__ = [
+    "CreateDMS",
+    "DMSCreated",
+    "DMSEnrolled",
+    "DMSReenrolled",
+    "DMSStatus",
+    "DMSUpdate",
+    "DMSView",
+    "DMSs",
+    "EnrollmentKind",
+    "EnrollmentRequest",
+    "EnrollmentResult",
+    "GetDMS",
+    "ListDMSs",
+    "RevokeDMS",
+    "UpdateAuthorizedCAs",
+]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+_SERIAL = r"^[0-9a-f]{2,40}$"
+_SHA256_HEX = r"^[0-9a-f]{64}$"
+_PEM_MAX = 65536
+
+CAName = Annotated[str, Field(pattern=_NAME)]
+Pem = Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class DMSStatus(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    REVOKED = "REVOKED"
+
+
+class EnrollmentKind(enum.StrEnum):
+    """The EST operation a request came from (RFC 7030 §4.2.1, §4.2.2, §4.4)."""
+
+    ENROLL = "enroll"
+    REENROLL = "reenroll"
+    SERVERKEYGEN = "serverkeygen"
+
+
+# --- commands and queries (routed on lamassu.commands) -----------------------------
+
+
+class CreateDMS(_Message):
+    """Register a DMS; without ``csr_pem`` the CA side generates its key pair."""
+
+    TYPE: ClassVar[str] = "dms.create"
+    name: str = Field(pattern=_NAME)
+    authorized_cas: list[CAName] = Field(min_length=1)
+    csr_pem: Pem | None = None
+
+    @field_validator("authorized_cas")
+    @classmethod
+    def _distinct(cls, names: list[str]) -> list[str]:
+        if twice := sorted(name for name, count in Counter(names).items() if count > 1):
+            raise ValueError(f"authorized_cas lists {', '.join(twice)} more than once")
+        return names
+
+
+class UpdateAuthorizedCAs(_Message):
+    """Add CAs to and remove CAs from a DMS's allow-list, in one step."""
+
+    TYPE: ClassVar[str] = "dms.update-authorized-cas"
+    name: str = Field(min_length=1, max_length=64)
+    add: list[CAName] = Field(default_factory=list)
+    remove: list[CAName] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_change(self) -> UpdateAuthorizedCAs:
+        if not self.add and not self.remove:
+            raise ValueError("nothing to change: add and remove are both empty")
+        if both := sorted(set(self.add) & set(self.remove)):
+            raise ValueError(f"{', '.join(both)} is both added and removed")
+        return self
+
+
+class RevokeDMS(_Message):
+    """Revoke a DMS: it authorizes no more enrollments; device certificates stay."""
+
+    TYPE: ClassVar[str] = "dms.revoke"
+    name: str = Field(min_length=1, max_length=64)
+    reason: RevocationReason = RevocationReason.UNSPECIFIED
+
+
+class GetDMS(_Message):
+    TYPE: ClassVar[str] = "dms.get"
+    name: str = Field(min_length=1, max_length=64)
+
+
+class ListDMSs(_Message):
+    TYPE: ClassVar[str] = "dms.list"
+    status: DMSStatus | None = None
+    limit: int = Field(default=100, gt=0, le=1000)
+    after: str | None = Field(default=None, description="Name to page after.")
+
+
+class EnrollmentRequest(_Message):
+    """An EST request as the gateway received it, for the DMS worker to authorize.
+
+    ``request_id`` is the SHA-256 of the CSR DER, so a client retrying the same CSR
+    after a 202 (RFC 7030 §4.2.3) finds the result of its first attempt.
+    """
+
+    TYPE: ClassVar[str] = "enrollment.request"
+    kind: EnrollmentKind
+    label: CAName
+    csr_pem: Pem
+    client_certificate_chain_pem: list[Pem] = Field(
+        default_factory=list,
+        description="The TLS client chain, leaf first (RFC 8446 §4.4.2); empty: none.",
+    )
+    request_id: str = Field(pattern=_SHA256_HEX)
+
+
+# --- results and event payloads ------------------------------------------------------
+
+
+class DMSView(_Message):
+    """A DMS as replies and events show it (``dms.create`` data)."""
+
+    name: str
+    status: DMSStatus
+    authorized_cas: list[str]
+    certificate_serial: str
+    certificate_pem: str
+    created_at: AwareDatetime
+    revoked_at: AwareDatetime | None = None
+    revocation_reason: RevocationReason | None = None
+
+
+class DMSCreated(_Message):
+    """The ``dms.create`` reply; a generated ``private_key_pem`` is shown only here."""
+
+    dms: DMSView
+    private_key_pem: str | None = None
+
+
+class DMSs(_Message):
+    items: list[DMSView]
+
+
+class DMSUpdate(_Message):
+    """``dms.update`` data: ``{"previous": ..., "updated": ...}``."""
+
+    TYPE: ClassVar[str] = "dms.update"
+    previous: DMSView
+    updated: DMSView
+
+
+class DMSEnrolled(_Message):
+    """``dms.enroll`` data: the certificate a DMS had issued to a device slot."""
+
+    TYPE: ClassVar[str] = "dms.enroll"
+    dms: str
+    device_id: str
+    slot: str
+    serial: str = Field(pattern=_SERIAL)
+    ca: str
+    not_before: AwareDatetime
+    not_after: AwareDatetime
+
+
+class DMSReenrolled(DMSEnrolled):
+    """``dms.reenroll`` data: a device renewed its certificate (RFC 7030 §4.2.2)."""
+
+    TYPE: ClassVar[str] = "dms.reenroll"
+
+
+class EnrollmentResult(_Message):
+    """The certificate an enrollment produced, plus its key for serverkeygen only."""
+
+    certificate_pem: str
+    chain_pem: list[str] = Field(description="Issuing CA first, up to the root.")
+    serial: str = Field(pattern=_SERIAL)
+    device_id: str
+    slot: str
+    private_key_pem: str | None = Field(
+        default=None, description="Only for serverkeygen (RFC 7030 §4.4.2)."
+    )

@@ -1,0 +1,211 @@
+"""Shared fixtures: real PostgreSQL and RabbitMQ, isolated per test run.
+
+Each run gets a fresh database and a unique AMQP name prefix, so runs never collide. A
+missing backend skips locally but fails when CI=true, so CI cannot pass green on skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aio_pika
+import asyncpg
+import pytest
+
+from ca_worker.__main__ import serve as serve_ca
+from ca_worker.settings import Settings as CaSettings
+from contracts.names import Topology
+from runtime.bus import Bus
+
+PG_DSN = os.environ.get(
+    "PKI_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+AMQP_URL = os.environ.get("PKI_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def missing_backend(what: str) -> None:
+    """Skip locally; fail under CI, where every backend must be present."""
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{what} is not available, and CI requires it")
+    pytest.skip(f"{what} is not available")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Where this test run's isolated database and bus names are."""
+
+    database: str
+    prefix: str
+    pg_host: str
+    pg_port: int
+    pg_user: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a subprocess (worker or CLI) that uses this run's backends."""
+        env = dict(os.environ)
+        env.update(
+            POSTGRES_HOSTNAME=self.pg_host,
+            POSTGRES_PORT=str(self.pg_port),
+            POSTGRES_USERNAME=self.pg_user,
+            POSTGRES_DATABASE=self.database,
+            AMQP_URL=AMQP_URL,
+            AMQP_PREFIX=self.prefix,
+            LOG_FORMAT="json",
+        )
+        env.update(extra)
+        return env
+
+
+@contextlib.contextmanager
+def isolated_backends() -> Iterator[Backends]:
+    """A fresh database and AMQP prefix, removed afterwards."""
+    if not _reachable(PG_DSN, 5432):
+        missing_backend("PostgreSQL")
+    if not _reachable(AMQP_URL, 5672):
+        missing_backend("RabbitMQ")
+    run = uuid.uuid4().hex[:10]
+    parts = urlsplit(PG_DSN)
+    found = Backends(
+        database=f"lamassu_test_{run}",
+        prefix=f"test-{run}.",
+        pg_host=parts.hostname or "127.0.0.1",
+        pg_port=parts.port or 5432,
+        pg_user=parts.username or "postgres",
+    )
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_DSN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{found.database}"'))
+    try:
+        yield found
+    finally:
+        asyncio.run(_delete_amqp(found.prefix))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{found.database}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def backends() -> Iterator[Backends]:
+    """This run's backends, shared by the session's in-process workers."""
+    with isolated_backends() as found:
+        yield found
+
+
+async def _delete_amqp(prefix: str) -> None:
+    """Remove this run's queues and exchanges so the shared broker stays clean."""
+    topology = Topology(prefix)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        for worker in ("ca", "dms", "devices", "test"):
+            for purpose in ("commands", "events", "sweeps", "subscriber"):
+                name = topology.queue(worker, purpose)
+                for queue in (name, f"{name}.dead"):
+                    channel = await connection.channel()
+                    with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                        await channel.queue_delete(queue)
+                    with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                        await channel.close()
+        channel = await connection.channel()
+        for exchange in (topology.commands, topology.events, topology.dead):
+            await channel.exchange_delete(exchange)
+
+
+def ca_settings(backends: Backends, keys: Path, **overrides: object) -> CaSettings:
+    """CA worker settings for this run, independent of the developer's environment."""
+    values: dict[str, object] = {
+        "postgres_hostname": backends.pg_host,
+        "postgres_port": backends.pg_port,
+        "postgres_username": backends.pg_user,
+        "postgres_database": backends.database,
+        "amqp_url": AMQP_URL,
+        "amqp_prefix": backends.prefix,
+        "gopem_data": keys,
+    }
+    values.update(overrides)
+    return CaSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="session")
+async def ca_service(backends: Backends, keys_dir: Path) -> AsyncIterator[CaSettings]:
+    """The CA worker running in-process for the whole session."""
+    settings = ca_settings(backends, keys_dir)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_ca(settings, stop))
+    bus = await Bus.connect(AMQP_URL, Topology(backends.prefix))
+    try:
+        await wait_until_answered(bus, task)
+    finally:
+        await bus.close()
+    yield settings
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+async def wait_until_answered(bus: Bus, task: asyncio.Task[None] | None = None) -> None:
+    """Poll the CA worker with a cheap query until it answers (deadline 30 s)."""
+    from contracts.ca import ListCAs
+    from lamassu_cli.client import Client
+    from runtime.bus import BusUnavailable, RequestTimeout
+
+    async with asyncio.timeout(30):
+        while True:
+            if task is not None and task.done():
+                task.result()  # re-raise why the worker died
+            try:
+                await bus.request(Client.message(ListCAs()), timeout=2)
+            except (BusUnavailable, RequestTimeout):
+                await asyncio.sleep(0.1)
+            else:
+                return
+
+
+@pytest.fixture(scope="session")
+async def bus(backends: Backends, ca_service: CaSettings) -> AsyncIterator[Bus]:
+    """A client connection to this run's bus, once the CA worker answers."""
+    client = await Bus.connect(AMQP_URL, Topology(backends.prefix))
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="session")
+async def db(backends: Backends, ca_service: CaSettings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on this run's database (migrated by the CA worker)."""
+    pool = await asyncpg.create_pool(
+        host=backends.pg_host,
+        port=backends.pg_port,
+        user=backends.pg_user,
+        database=backends.database,
+        min_size=1,
+        max_size=4,
+    )
+    assert pool is not None
+    yield pool
+    await pool.close()
