@@ -3,12 +3,13 @@
 Failure
  ├── NotFound ── CANotFound, CertificateNotFound
  ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable
+ ├── Forbidden ─ PresentedCertificateRefused
  └── Invalid ─── BadCSR
 """
 
 from __future__ import annotations
 
-from runtime.errors import Conflict, Invalid, NotFound
+from runtime.errors import Conflict, Forbidden, Invalid, NotFound
 
 __all__ = [
     "AlreadyRevoked",
@@ -17,6 +18,7 @@ __all__ = [
     "CANotFound",
     "CAUnusable",
     "CertificateNotFound",
+    "PresentedCertificateRefused",
 ]
 
 
@@ -46,3 +48,7 @@ class CAUnusable(Conflict):
 
 class BadCSR(Invalid):
     """The CSR is garbage, or its signature does not verify."""
+
+
+class PresentedCertificateRefused(Forbidden):
+    """A re-enrolling device presented a certificate this CA does not vouch for now."""

@@ -23,6 +23,7 @@ from ca_worker.errors import (
     CANotFound,
     CAUnusable,
     CertificateNotFound,
+    PresentedCertificateRefused,
 )
 from ca_worker.issuance import (
     CSRRejected,
@@ -44,6 +45,7 @@ from contracts.ca import (
     CreateCA,
     GetCA,
     GetCertificate,
+    IssueCertificate,
     ListCAs,
     ListCertificates,
     RevokeCA,
@@ -231,6 +233,60 @@ async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
     )
 
 
+async def issue_certificate(cmd: IssueCertificate, ctx: CaContext) -> Outcome:
+    """Sign for an authorized enrollment; a retried request gets its first certificate."""
+    store = ctx.deps.store
+    existing = await store.get_certificate_by_request(ctx.conn, cmd.request_id)
+    if existing is not None:
+        return Outcome(existing)
+    try:
+        csr = load_csr(cmd.csr_pem.encode())
+    except CSRRejected as exc:
+        raise BadCSR(str(exc)) from None
+    if cmd.replaces is not None:
+        presented = await store.get_certificate(ctx.conn, cmd.replaces)
+        # RFC 7030 §4.2.2: renewal is for a certificate that is still valid. A revoked one
+        # (also what decommissioning leaves) or one from another CA is refused.
+        if presented is None or presented.ca != cmd.ca:
+            raise PresentedCertificateRefused(
+                f"the presented certificate was not issued by CA {cmd.ca!r}"
+            )
+        if presented.status not in _USABLE or presented.not_after <= ctx.now:
+            raise PresentedCertificateRefused(
+                f"the presented certificate {cmd.replaces} is {presented.status.value.lower()}"
+            )
+    ca, issuer = await _issuer(ctx, cmd.ca)
+    certificate = await asyncio.to_thread(
+        build_leaf_certificate,
+        csr=csr,
+        issuer=issuer,
+        serial=new_serial(),
+        now=ctx.now,
+        validity=timedelta(days=cmd.validity_days),
+    )
+    new = NewCertificate(
+        ca.name,
+        csr_fingerprint(csr),
+        certificate,
+        device_id=cmd.device_id,
+        slot=cmd.slot,
+        dms=cmd.dms,
+        replaces=cmd.replaces,
+        request_id=cmd.request_id,
+    )
+    try:
+        async with ctx.conn.transaction():  # savepoint: a concurrent twin may have won
+            view = await store.insert_certificate(ctx.conn, new)
+    except asyncpg.UniqueViolationError:
+        twin = await store.get_certificate_by_request(ctx.conn, cmd.request_id)
+        if twin is None:
+            raise
+        return Outcome(twin)
+    return Outcome(
+        view, [_event(ctx, "certificate.create", f"certificate/{view.serial}", view)]
+    )
+
+
 async def get_certificate(query: GetCertificate, ctx: CaContext) -> Outcome:
     certificate = await ctx.deps.store.get_certificate(ctx.conn, query.serial)
     if certificate is None:
@@ -291,11 +347,12 @@ async def ensure_internal_ca(
 
 HANDLERS: Mapping[str, Route] = {
     CreateCA.TYPE: Route(CreateCA, create_ca),
-    GetCA.TYPE: Route(GetCA, get_ca),
-    ListCAs.TYPE: Route(ListCAs, list_cas),
     RevokeCA.TYPE: Route(RevokeCA, revoke_ca),
     SignCertificate.TYPE: Route(SignCertificate, sign_certificate),
-    GetCertificate.TYPE: Route(GetCertificate, get_certificate),
-    ListCertificates.TYPE: Route(ListCertificates, list_certificates),
     RevokeCertificate.TYPE: Route(RevokeCertificate, revoke_certificate),
+    IssueCertificate.TYPE: Route(IssueCertificate, issue_certificate),
+    GetCA.TYPE: Route(GetCA, get_ca, writes=False),
+    ListCAs.TYPE: Route(ListCAs, list_cas, writes=False),
+    GetCertificate.TYPE: Route(GetCertificate, get_certificate, writes=False),
+    ListCertificates.TYPE: Route(ListCertificates, list_certificates, writes=False),
 }

@@ -60,6 +60,10 @@ def _certificate_view(row: asyncpg.Record | dict[str, Any]) -> CertificateView:
         revocation_reason=row["revocation_reason"],
         csr_fingerprint=row["csr_fingerprint"],
         certificate_pem=_pem(row["certificate_der"]),
+        device_id=row["device_id"],
+        slot=row["slot"],
+        dms=row["dms"],
+        replaces=row["replaces"],
     )
 
 
@@ -79,6 +83,11 @@ class NewCertificate:
     ca: str
     csr_fingerprint: str
     certificate: x509.Certificate
+    device_id: str | None = None
+    slot: str | None = None
+    dms: str | None = None
+    replaces: str | None = None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +99,7 @@ class StatusChange(Generic[T]):
 _CA_COLUMNS = """name, parent, internal, key_type, key_id, engine, serial, subject, status,
     not_before, not_after, revoked_at, revocation_reason, certificate_der"""
 _CERT_COLUMNS = """serial, ca, subject, issuer, status, not_before, not_after, revoked_at,
-    revocation_reason, csr_fingerprint, certificate_der"""
+    revocation_reason, csr_fingerprint, certificate_der, device_id, slot, dms, replaces"""
 
 
 class Store:
@@ -140,8 +149,9 @@ class Store:
         cert = new.certificate
         row = await conn.fetchrow(
             f"""INSERT INTO ca.certificates (serial, ca, subject, issuer, status, not_before,
-                    not_after, csr_fingerprint, certificate_der)
-                VALUES ($1, $2, $3, $4, 'ACTIVE', $5, $6, $7, $8)
+                    not_after, csr_fingerprint, certificate_der, device_id, slot, dms,
+                    replaces, request_id)
+                VALUES ($1, $2, $3, $4, 'ACTIVE', $5, $6, $7, $8, $9, $10, $11, $12, $13)
                 RETURNING {_CERT_COLUMNS}""",
             serial_hex(cert.serial_number),
             new.ca,
@@ -151,6 +161,11 @@ class Store:
             cert.not_valid_after_utc,
             new.csr_fingerprint,
             cert.public_bytes(serialization.Encoding.DER),
+            new.device_id,
+            new.slot,
+            new.dms,
+            new.replaces,
+            new.request_id,
         )
         assert row is not None  # noqa: S101
         return _certificate_view(row)
@@ -161,6 +176,15 @@ class Store:
         row = await conn.fetchrow(
             f"SELECT {_CERT_COLUMNS} FROM ca.certificates WHERE serial = $1",
             serial,
+        )
+        return None if row is None else _certificate_view(row)
+
+    async def get_certificate_by_request(
+        self, conn: asyncpg.Connection, request_id: str
+    ) -> CertificateView | None:
+        row = await conn.fetchrow(
+            f"SELECT {_CERT_COLUMNS} FROM ca.certificates WHERE request_id = $1",
+            request_id,
         )
         return None if row is None else _certificate_view(row)
 

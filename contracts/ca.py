@@ -24,6 +24,7 @@ __all__ = [
     "CreateCA",
     "GetCA",
     "GetCertificate",
+    "IssueCertificate",
     "ListCAs",
     "ListCertificates",
     "RevocationReason",
@@ -101,6 +102,25 @@ class SignCertificate(_Message):
     validity_days: int = Field(default=365, gt=0, le=36500)
 
 
+class IssueCertificate(_Message):
+    """Sign for an enrollment the DMS worker has authorized (the EST pipeline's hop).
+
+    ``request_id`` makes it idempotent: a retried request gets the certificate the first
+    one produced. For re-enrollment, ``replaces`` is the serial the device presented;
+    it must still be valid here (not revoked), which also refuses decommissioned devices.
+    """
+
+    TYPE: ClassVar[str] = "certificate.issue"
+    ca: str = Field(min_length=1, max_length=64)
+    csr_pem: str = Field(min_length=1, max_length=65536)
+    request_id: str = Field(pattern=r"^[0-9a-f]{64}$")
+    device_id: str = Field(min_length=1, max_length=64)
+    slot: str = Field(default="default", min_length=1, max_length=64)
+    dms: str | None = None
+    replaces: str | None = Field(default=None, pattern=_SERIAL)
+    validity_days: int = Field(default=365, gt=0, le=36500)
+
+
 class GetCertificate(_Message):
     TYPE: ClassVar[str] = "certificate.get"
     serial: str = Field(pattern=_SERIAL)
@@ -156,6 +176,11 @@ class CertificateView(_Message):
     revocation_reason: RevocationReason | None = None
     csr_fingerprint: str
     certificate_pem: str
+    # Set for certificates issued through enrollment: whose identity this is.
+    device_id: str | None = None
+    slot: str | None = None
+    dms: str | None = None
+    replaces: str | None = None
 
 
 class CAs(_Message):

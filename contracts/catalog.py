@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from contracts import ca
+from contracts import ca, devices, dms
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -39,6 +39,17 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (ca.GetCertificate, ca.CertificateView, "ca"),
     (ca.ListCertificates, ca.Certificates, "ca"),
     (ca.RevokeCertificate, ca.CertificateView, "ca"),
+    (ca.IssueCertificate, ca.CertificateView, "ca"),
+    (dms.CreateDMS, dms.DMSView, "dms"),
+    (dms.UpdateAuthorizedCAs, dms.DMSView, "dms"),
+    (dms.RevokeDMS, dms.DMSView, "dms"),
+    (dms.GetDMS, dms.DMSView, "dms"),
+    (dms.ListDMSs, dms.DMSs, "dms"),
+    (dms.EnrollmentRequest, ca.CertificateView, "dms"),
+    (devices.RegisterDevice, devices.DeviceView, "devices"),
+    (devices.DecommissionDevice, devices.DeviceView, "devices"),
+    (devices.GetDevice, devices.DeviceView, "devices"),
+    (devices.ListDevices, devices.Devices, "devices"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {
@@ -46,4 +57,11 @@ EVENTS: Mapping[str, type[BaseModel]] = {
     "ca.status.update": ca.CAStatusUpdate,
     "certificate.create": ca.CertificateView,
     "certificate.status.update": ca.CertificateStatusUpdate,
+    "dms.create": dms.DMSView,
+    "dms.update": dms.DMSUpdate,
+    "dms.enroll": dms.DMSEnrolled,
+    "dms.reenroll": dms.DMSReenrolled,
+    "device.create": devices.DeviceView,
+    "device.status.update": devices.DeviceStatusUpdate,
+    "device.identity.update": devices.DeviceIdentityUpdate,
 }

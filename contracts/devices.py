@@ -32,8 +32,8 @@ __all__ = [
 # 64 characters is the CN upper bound of RFC 5280 Appendix A (ub-common-name).
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
-DeviceId = Annotated[str, Field(pattern=_NAME)]
-SlotName = Annotated[str, Field(pattern=_NAME)]
+_DeviceId = Annotated[str, Field(pattern=_NAME)]
+_SlotName = Annotated[str, Field(pattern=_NAME)]
 
 
 class _Message(BaseModel):
@@ -59,9 +59,9 @@ class RegisterDevice(_Message):
     """Register a device ahead of its first enrollment, with the slots it will fill."""
 
     TYPE: ClassVar[str] = "device.register"
-    id: DeviceId
+    id: _DeviceId
     dms: str | None = Field(default=None, pattern=_NAME)
-    slots: list[SlotName] = Field(default_factory=lambda: ["default"], min_length=1)
+    slots: list[_SlotName] = Field(default_factory=lambda: ["default"], min_length=1)
 
     @field_validator("slots")
     @classmethod

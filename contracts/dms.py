@@ -24,7 +24,6 @@ from contracts.ca import RevocationReason
 
 __all__ = [
     "CreateDMS",
-    "DMSCreated",
     "DMSEnrolled",
     "DMSReenrolled",
     "DMSStatus",
@@ -33,7 +32,6 @@ __all__ = [
     "DMSs",
     "EnrollmentKind",
     "EnrollmentRequest",
-    "EnrollmentResult",
     "GetDMS",
     "ListDMSs",
     "RevokeDMS",
@@ -45,8 +43,8 @@ _SERIAL = r"^[0-9a-f]{2,40}$"
 _SHA256_HEX = r"^[0-9a-f]{64}$"
 _PEM_MAX = 65536
 
-CAName = Annotated[str, Field(pattern=_NAME)]
-Pem = Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
+_CAName = Annotated[str, Field(pattern=_NAME)]
+_Pem = Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
 
 
 class _Message(BaseModel):
@@ -70,12 +68,16 @@ class EnrollmentKind(enum.StrEnum):
 
 
 class CreateDMS(_Message):
-    """Register a DMS; without ``csr_pem`` the CA side generates its key pair."""
+    """Register a DMS; LAMASSU-DMS-MANAGER signs its CSR.
+
+    When the operator has no key yet, the ``lamassu`` CLI generates one locally and
+    sends only the CSR, so a DMS private key never travels over the bus.
+    """
 
     TYPE: ClassVar[str] = "dms.create"
     name: str = Field(pattern=_NAME)
-    authorized_cas: list[CAName] = Field(min_length=1)
-    csr_pem: Pem | None = None
+    authorized_cas: list[_CAName] = Field(min_length=1)
+    csr_pem: _Pem
 
     @field_validator("authorized_cas")
     @classmethod
@@ -90,8 +92,8 @@ class UpdateAuthorizedCAs(_Message):
 
     TYPE: ClassVar[str] = "dms.update-authorized-cas"
     name: str = Field(min_length=1, max_length=64)
-    add: list[CAName] = Field(default_factory=list)
-    remove: list[CAName] = Field(default_factory=list)
+    add: list[_CAName] = Field(default_factory=list)
+    remove: list[_CAName] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_change(self) -> UpdateAuthorizedCAs:
@@ -125,15 +127,17 @@ class ListDMSs(_Message):
 class EnrollmentRequest(_Message):
     """An EST request as the gateway received it, for the DMS worker to authorize.
 
-    ``request_id`` is the SHA-256 of the CSR DER, so a client retrying the same CSR
-    after a 202 (RFC 7030 §4.2.3) finds the result of its first attempt.
+    ``request_id`` is the SHA-256 of operation, label, CSR DER and client certificate,
+    so a client retrying the same CSR after a 202 (RFC 7030 §4.2.3) finds the result
+    of its first attempt. For serverkeygen the gateway generates the key and sends a
+    CSR for it, so the private key never crosses the bus.
     """
 
     TYPE: ClassVar[str] = "enrollment.request"
     kind: EnrollmentKind
-    label: CAName
-    csr_pem: Pem
-    client_certificate_chain_pem: list[Pem] = Field(
+    label: _CAName
+    csr_pem: _Pem
+    client_certificate_chain_pem: list[_Pem] = Field(
         default_factory=list,
         description="The TLS client chain, leaf first (RFC 8446 §4.4.2); empty: none.",
     )
@@ -154,13 +158,6 @@ class DMSView(_Message):
     created_at: AwareDatetime
     revoked_at: AwareDatetime | None = None
     revocation_reason: RevocationReason | None = None
-
-
-class DMSCreated(_Message):
-    """The ``dms.create`` reply; a generated ``private_key_pem`` is shown only here."""
-
-    dms: DMSView
-    private_key_pem: str | None = None
 
 
 class DMSs(_Message):
@@ -192,16 +189,3 @@ class DMSReenrolled(DMSEnrolled):
     """``dms.reenroll`` data: a device renewed its certificate (RFC 7030 §4.2.2)."""
 
     TYPE: ClassVar[str] = "dms.reenroll"
-
-
-class EnrollmentResult(_Message):
-    """The certificate an enrollment produced, plus its key for serverkeygen only."""
-
-    certificate_pem: str
-    chain_pem: list[str] = Field(description="Issuing CA first, up to the root.")
-    serial: str = Field(pattern=_SERIAL)
-    device_id: str
-    slot: str
-    private_key_pem: str | None = Field(
-        default=None, description="Only for serverkeygen (RFC 7030 §4.4.2)."
-    )

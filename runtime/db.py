@@ -98,6 +98,7 @@ def _plumbing(schema: str) -> str:
     CREATE TABLE IF NOT EXISTS {schema}.outbox (
         seq bigserial PRIMARY KEY,
         id text NOT NULL UNIQUE,
+        exchange text NOT NULL DEFAULT 'events' CHECK (exchange IN ('events', 'commands')),
         routing_key text NOT NULL,
         body bytea NOT NULL,
         created_at timestamptz NOT NULL DEFAULT now()

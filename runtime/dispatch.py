@@ -10,6 +10,7 @@ handler raises Transient / DB or engine  nack with requeue; the queue's delivery
 unavailable                             limit dead-letters it after 5 tries
 a bug (any other exception)             reply ``unavailable``; dead-letter
 success                                 commit, wake the relay, reply; ack
+success with ``forward``                publish it keeping reply_to; ack
 a redelivered, already processed id     re-send the stored reply; ack
 =====================================  ========================================
 """
@@ -40,10 +41,15 @@ log = structlog.get_logger("dispatch")
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a handler did: the reply's result and the events it caused."""
+    """What a handler did: the reply's result and the events it caused.
+
+    ``forward`` hands the request on to another worker, which answers the original
+    requester (reply_to and correlation id are kept): one hop fewer than relaying.
+    """
 
     result: BaseModel | None = None
     events: Sequence[CloudEvent] = field(default_factory=tuple)
+    forward: CloudEvent | None = None
 
 
 Handler = Callable[[Any, Any], Awaitable[Outcome]]
@@ -52,10 +58,15 @@ ContextFactory = Callable[[asyncpg.Connection, CloudEvent, datetime], Any]
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A message type's contract model and the handler that takes it."""
+    """A message type's contract model and the handler that takes it.
+
+    ``writes=False`` marks a handler that changes nothing (queries, authorization):
+    it runs without a transaction or an inbox row, since repeating it is harmless.
+    """
 
     model: type[BaseModel]
     handler: Handler
+    writes: bool = True
 
 
 def first_error(exc: ValidationError) -> str:
@@ -127,29 +138,13 @@ class Dispatcher:
         request: BaseModel,
     ) -> None:
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                stored = await conn.fetchrow(
-                    f"INSERT INTO {self._schema}.inbox (id) VALUES ($1) "
-                    "ON CONFLICT (id) DO NOTHING RETURNING id",
-                    envelope.id,
-                )
-                if stored is None:
-                    previous = await conn.fetchval(
-                        f"SELECT reply FROM {self._schema}.inbox WHERE id = $1",
-                        envelope.id,
-                    )
-                    log.info("message_duplicate")
-                    reply = Reply.model_validate(previous) if previous else None
-                else:
+            if route.writes:
+                outcome, reply = await self._run_once(envelope, route, request)
+            else:
+                async with self._pool.acquire() as conn:
                     ctx = self._context(conn, envelope, self._clock())
                     outcome = await route.handler(request, ctx)
-                    await write_events(conn, self._schema, outcome.events)
-                    reply = Reply.success(outcome.result)
-                    await conn.execute(
-                        f"UPDATE {self._schema}.inbox SET reply = $2 WHERE id = $1",
-                        envelope.id,
-                        reply.model_dump(mode="json"),
-                    )
+                reply = Reply.success(outcome.result)
         except (
             Transient,
             EngineUnavailable,
@@ -178,12 +173,50 @@ class Dispatcher:
             )
             await message.reject(requeue=False)
             return
-        if self._relay is not None:
+        if outcome is not None and outcome.events and self._relay is not None:
             self._relay.wake()
-        if reply is not None:
+        if outcome is not None and outcome.forward is not None:
+            forward = outcome.forward.model_copy(
+                update={"correlationid": message.correlation_id}
+            )
+            await self._bus.publish(
+                self._bus.topology.commands,
+                forward,
+                reply_to=message.reply_to,
+                mandatory=True,
+            )
+            log.info("message_forwarded", to=forward.type)
+        elif reply is not None:
             await self._answer(message, reply)
-        log.info("message_handled")
+            log.info("message_handled")
         await message.ack()
+
+    async def _run_once(
+        self, envelope: CloudEvent, route: Route, request: BaseModel
+    ) -> tuple[Outcome | None, Reply | None]:
+        """Handle in one transaction with an inbox row; a repeat gets the stored reply."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            stored = await conn.fetchrow(
+                f"INSERT INTO {self._schema}.inbox (id) VALUES ($1) "
+                "ON CONFLICT (id) DO NOTHING RETURNING id",
+                envelope.id,
+            )
+            if stored is None:
+                previous = await conn.fetchval(
+                    f"SELECT reply FROM {self._schema}.inbox WHERE id = $1", envelope.id
+                )
+                log.info("message_duplicate")
+                return None, (Reply.model_validate(previous) if previous else None)
+            ctx = self._context(conn, envelope, self._clock())
+            outcome = await route.handler(request, ctx)
+            await write_events(conn, self._schema, outcome.events)
+            reply = Reply.success(outcome.result)
+            await conn.execute(
+                f"UPDATE {self._schema}.inbox SET reply = $2 WHERE id = $1",
+                envelope.id,
+                reply.model_dump(mode="json"),
+            )
+            return outcome, reply
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         log.warning("message_dead_lettered", reason=reason)

@@ -19,25 +19,39 @@ from aio_pika.exceptions import AMQPError
 from contracts.envelope import CloudEvent
 from runtime.bus import Bus
 
-__all__ = ["OutboxRelay", "write_events"]
+__all__ = ["OutboxRelay", "write_commands", "write_events"]
 
 log = structlog.get_logger("outbox")
+
+
+async def _write(
+    conn: asyncpg.Connection, schema: str, exchange: str, messages: Sequence[CloudEvent]
+) -> None:
+    if not messages:
+        return
+    await conn.executemany(
+        f"INSERT INTO {schema}.outbox (id, exchange, routing_key, body) "
+        "VALUES ($1, $2, $3, $4)",
+        [(m.id, exchange, m.type, m.model_dump_json().encode()) for m in messages],
+    )
 
 
 async def write_events(
     conn: asyncpg.Connection, schema: str, events: Sequence[CloudEvent]
 ) -> None:
     """Add events to the outbox inside the caller's transaction (one multi-row insert)."""
-    if not events:
-        return
-    await conn.executemany(
-        f"INSERT INTO {schema}.outbox (id, routing_key, body) VALUES ($1, $2, $3)",
-        [(e.id, e.type, e.model_dump_json().encode()) for e in events],
-    )
+    await _write(conn, schema, "events", events)
+
+
+async def write_commands(
+    conn: asyncpg.Connection, schema: str, commands: Sequence[CloudEvent]
+) -> None:
+    """Add fire-and-forget commands (no reply) to the outbox, e.g. revoke on decommission."""
+    await _write(conn, schema, "commands", commands)
 
 
 class OutboxRelay:
-    """Publishes outbox rows to the events exchange; woken after each commit, polls as a backstop."""
+    """Publishes outbox rows; woken after each commit, polling as a backstop."""
 
     def __init__(
         self,
@@ -62,18 +76,19 @@ class OutboxRelay:
         """Publish one batch; returns how many events went out."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"SELECT seq, id, routing_key, body FROM {self._schema}.outbox "
+                f"SELECT seq, id, exchange, routing_key, body FROM {self._schema}.outbox "
                 "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self._batch,
             )
             if not rows:
                 return 0
-            exchange = self._bus.topology.events
+            topology = self._bus.topology
+            exchanges = {"events": topology.events, "commands": topology.commands}
             # Publishing concurrently on one confirming channel batches the confirms.
             await asyncio.gather(
                 *(
                     self._bus.publish_raw(
-                        exchange, r["routing_key"], r["id"], r["body"]
+                        exchanges[r["exchange"]], r["routing_key"], r["id"], r["body"]
                     )
                     for r in rows
                 )

@@ -31,6 +31,13 @@ CREATE TABLE ca.certificates (
     revocation_reason text,
     csr_fingerprint text NOT NULL,
     certificate_der bytea NOT NULL,
+    -- Enrollment: the identity this certificate is for, and the idempotency key of
+    -- the request that produced it (a retried EST request finds it here).
+    device_id text,
+    slot text,
+    dms text,
+    replaces text,
+    request_id text UNIQUE,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
