@@ -243,6 +243,7 @@ async def issue_certificate(cmd: IssueCertificate, ctx: CaContext) -> Outcome:
         csr = load_csr(cmd.csr_pem.encode())
     except CSRRejected as exc:
         raise BadCSR(str(exc)) from None
+    dms = cmd.dms
     if cmd.replaces is not None:
         presented = await store.get_certificate(ctx.conn, cmd.replaces)
         # RFC 7030 §4.2.2: renewal is for a certificate that is still valid. A revoked one
@@ -255,6 +256,7 @@ async def issue_certificate(cmd: IssueCertificate, ctx: CaContext) -> Outcome:
             raise PresentedCertificateRefused(
                 f"the presented certificate {cmd.replaces} is {presented.status.value.lower()}"
             )
+        dms = dms or presented.dms  # a renewal stays with the DMS that enrolled it
     ca, issuer = await _issuer(ctx, cmd.ca)
     certificate = await asyncio.to_thread(
         build_leaf_certificate,
@@ -270,7 +272,7 @@ async def issue_certificate(cmd: IssueCertificate, ctx: CaContext) -> Outcome:
         certificate,
         device_id=cmd.device_id,
         slot=cmd.slot,
-        dms=cmd.dms,
+        dms=dms,
         replaces=cmd.replaces,
         request_id=cmd.request_id,
     )

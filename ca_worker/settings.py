@@ -8,16 +8,15 @@ from typing import Literal
 from pydantic import Field
 
 from engines.config import EngineConfig, GopemConfig
-from runtime.settings import BusSettings, DatabaseSettings, LogSettings
+from runtime.settings import LogSettings
+from runtime.worker import WorkerSettings
 
 __all__ = ["Settings"]
 
 
-class Settings(DatabaseSettings, BusSettings, LogSettings):
+class Settings(WorkerSettings, LogSettings):
     engine: Literal["gopem"] = "gopem"
     gopem_data: Path = Path("/var/lib/lamassu/keys")
-    # Off only where the outbox relay runs in another process (and in the crash test).
-    outbox_relay: bool = True
     ca_prefetch: int = Field(default=32, ge=1, le=1000)
 
     def engine_config(self) -> EngineConfig:

@@ -1,0 +1,104 @@
+"""The life of a worker process: pool, migrations, bus, outbox relay, queues, shutdown.
+
+Each worker's ``__main__`` only says what is its own (schema, queues, routes, context);
+this module does the rest in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import asyncpg
+import structlog
+
+from contracts.names import Topology
+from runtime.bus import Bus
+from runtime.db import create_pool, discover_migrations, migrate
+from runtime.dispatch import ContextFactory, Dispatcher, Route
+from runtime.outbox import OutboxRelay
+from runtime.settings import BusSettings, DatabaseSettings
+
+__all__ = ["Plan", "QueueSpec", "WorkerSettings", "serve_worker"]
+
+log = structlog.get_logger("worker")
+
+
+class WorkerSettings(DatabaseSettings, BusSettings):
+    """What every worker reads: database, bus, and whether it relays its own outbox."""
+
+    # Off only where the outbox relay runs in another process (and in the crash test).
+    outbox_relay: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """One durable queue of the worker: its bindings and the routes it serves."""
+
+    purpose: str
+    bindings: Sequence[tuple[Literal["commands", "events"], str]]
+    routes: Mapping[str, Route]
+    prefetch: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a worker's setup returns: per-message context and the queues to consume."""
+
+    context: ContextFactory
+    queues: Sequence[QueueSpec]
+    on_close: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+
+
+async def serve_worker(
+    *,
+    package: str,
+    schema: str,
+    settings: WorkerSettings,
+    setup: Callable[[asyncpg.Pool, Bus], Awaitable[Plan]],
+    stop: asyncio.Event,
+) -> None:
+    """Run a worker until ``stop`` is set; migrations come from ``<package>/migrations``."""
+    pool = await create_pool(settings)
+    bus: Bus | None = None
+    relay_task: asyncio.Task[None] | None = None
+    plan: Plan | None = None
+    try:
+        await migrate(pool, schema, discover_migrations(package))
+        bus = await Bus.connect(
+            settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix)
+        )
+        plan = await setup(pool, bus)
+        relay = OutboxRelay(pool, schema, bus) if settings.outbox_relay else None
+        if relay is not None:
+            relay_task = asyncio.create_task(relay.run(), name=f"{schema}-outbox-relay")
+        exchanges = {"commands": bus.topology.commands, "events": bus.topology.events}
+        for spec in plan.queues:
+            queue = await bus.declare_worker_queue(
+                schema, spec.purpose, [(exchanges[kind], key) for kind, key in spec.bindings]
+            )
+            dispatcher = Dispatcher(
+                routes=spec.routes,
+                pool=pool,
+                schema=schema,
+                bus=bus,
+                relay=relay,
+                context=plan.context,
+            )
+            await bus.consume(queue, dispatcher, prefetch=spec.prefetch)
+        log.info("worker_started", worker=package, queues=[q.purpose for q in plan.queues])
+        await stop.wait()
+    finally:
+        if relay_task is not None:
+            relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay_task
+        if bus is not None:
+            await bus.close()
+        await pool.close()
+        for close in plan.on_close if plan is not None else ():
+            await close()
+        log.info("worker_stopped", worker=package)
