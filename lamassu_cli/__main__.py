@@ -10,9 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
-import re
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,53 +34,15 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import render
+from lamassu_cli import enrollment, render
 from lamassu_cli.client import Client, CliError, CliSettings
+from lamassu_cli.commands import add_command, days, output, reason
 from lamassu_cli.up import up
 from runtime.bus import BusUnavailable, RequestTimeout
 from runtime.log import configure_logging
 from runtime.settings import SettingsError, load_settings
 
 __all__ = ["main"]
-
-_DURATION = re.compile(r"^(\d+)([dwy])$")
-_UNIT_DAYS = {"d": 1, "w": 7, "y": 365}
-_REASONS = {
-    "unspecified": RevocationReason.UNSPECIFIED,
-    "key-compromise": RevocationReason.KEY_COMPROMISE,
-    "ca-compromise": RevocationReason.CA_COMPROMISE,
-    "affiliation-changed": RevocationReason.AFFILIATION_CHANGED,
-    "superseded": RevocationReason.SUPERSEDED,
-    "cessation-of-operation": RevocationReason.CESSATION_OF_OPERATION,
-    "certificate-hold": RevocationReason.CERTIFICATE_HOLD,
-    "remove-from-crl": RevocationReason.REMOVE_FROM_CRL,
-    "privilege-withdrawn": RevocationReason.PRIVILEGE_WITHDRAWN,
-    "aa-compromise": RevocationReason.AA_COMPROMISE,
-}
-
-
-def days(text: str) -> int:
-    """``3650d``, ``52w`` or ``10y`` (365 days) as a number of days."""
-    match = _DURATION.match(text.strip())
-    if not match or int(match[1]) == 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration like 365d, 52w or 10y"
-        )
-    return int(match[1]) * _UNIT_DAYS[match[2]]
-
-
-def reason(text: str) -> RevocationReason:
-    try:
-        return _REASONS[text.strip().lower()]
-    except KeyError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a reason; one of: {', '.join(_REASONS)}"
-        ) from None
-
-
-def _out(args: argparse.Namespace, result: Any, human: Callable[[Any], str]) -> None:
-    print(json.dumps(result, indent=2) if args.json else human(result))
-
 
 # --- handlers of the subcommands: each takes the parsed args and a connected client ---
 
@@ -96,12 +56,12 @@ async def ca_create(args: argparse.Namespace, client: Client) -> None:
             validity_days=args.validity,
         )
     )
-    _out(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
+    output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
 
 
 async def ca_list(args: argparse.Namespace, client: Client) -> None:
     result = await client.call(ListCAs())
-    _out(args, result, lambda r: render.cas_table(CAs.model_validate(r).items))
+    output(args, result, lambda r: render.cas_table(CAs.model_validate(r).items))
 
 
 async def ca_show(args: argparse.Namespace, client: Client) -> None:
@@ -109,12 +69,12 @@ async def ca_show(args: argparse.Namespace, client: Client) -> None:
     if args.pem:
         print(result["certificate_pem"], end="")
         return
-    _out(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
+    output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
 
 
 async def ca_revoke(args: argparse.Namespace, client: Client) -> None:
     result = await client.call(RevokeCA(name=args.name, reason=args.reason))
-    _out(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
+    output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
 
 
 async def cert_sign(args: argparse.Namespace, client: Client) -> None:
@@ -125,7 +85,7 @@ async def cert_sign(args: argparse.Namespace, client: Client) -> None:
     result = await client.call(
         SignCertificate(ca=args.ca, csr_pem=csr, validity_days=args.validity)
     )
-    _out(args, result, lambda r: r["certificate_pem"].rstrip("\n"))
+    output(args, result, lambda r: r["certificate_pem"].rstrip("\n"))
 
 
 async def cert_show(args: argparse.Namespace, client: Client) -> None:
@@ -135,7 +95,7 @@ async def cert_show(args: argparse.Namespace, client: Client) -> None:
     if args.pem:
         print(result["certificate_pem"], end="")
         return
-    _out(
+    output(
         args,
         result,
         lambda r: render.certificate_detail(CertificateView.model_validate(r)),
@@ -146,7 +106,7 @@ async def cert_list(args: argparse.Namespace, client: Client) -> None:
     result = await client.call(
         ListCertificates(ca=args.ca, status=args.status, limit=args.limit)
     )
-    _out(
+    output(
         args,
         result,
         lambda r: render.certificates_table(Certificates.model_validate(r).items),
@@ -159,7 +119,7 @@ async def cert_revoke(args: argparse.Namespace, client: Client) -> None:
             serial=args.serial.lower().replace(":", ""), reason=args.reason
         )
     )
-    _out(
+    output(
         args,
         result,
         lambda r: render.certificate_detail(CertificateView.model_validate(r)),
@@ -208,9 +168,6 @@ async def wait_ready(args: argparse.Namespace, client: Client) -> None:
                 return
 
 
-Command = Callable[[argparse.Namespace, Client], Awaitable[None]]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lamassu", description="Operate the Lamassu PKI."
@@ -218,71 +175,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
-    def command(
-        sub: Any, name: str, func: Command | None, help_: str
-    ) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
-        p.add_argument(
-            "--json",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="machine-readable output",
-        )
-        p.set_defaults(func=func)
-        return p
-
     ca = groups.add_parser("ca", help="certificate authorities").add_subparsers(
         dest="action", required=True
     )
-    p = command(ca, "create", ca_create, "create a root or subordinate CA")
+    p = add_command(ca, "create", ca_create, "create a root or subordinate CA")
     p.add_argument("--name", required=True)
     p.add_argument("--parent", help="issue from this CA (a subordinate CA)")
     p.add_argument(
         "--key-type", type=KeyType, choices=list(KeyType), default=KeyType.EC_P256
     )
     p.add_argument("--validity", type=days, default=3650, help="e.g. 3650d, 520w, 10y")
-    command(ca, "list", ca_list, "list CAs")
-    p = command(ca, "show", ca_show, "show a CA")
+    add_command(ca, "list", ca_list, "list CAs")
+    p = add_command(ca, "show", ca_show, "show a CA")
     p.add_argument("name")
     p.add_argument("--pem", action="store_true", help="print only its certificate, PEM")
-    p = command(ca, "revoke", ca_revoke, "revoke a CA and everything it issued")
+    p = add_command(ca, "revoke", ca_revoke, "revoke a CA and everything it issued")
     p.add_argument("name")
     p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
 
     cert = groups.add_parser("cert", help="certificates").add_subparsers(
         dest="action", required=True
     )
-    p = command(
+    p = add_command(
         cert, "sign", cert_sign, "sign a PKCS#10 CSR; prints the certificate PEM"
     )
     p.add_argument("--ca", required=True)
     p.add_argument("--csr", required=True, help="PEM or DER file")
     p.add_argument("--validity", type=days, default=365)
-    p = command(cert, "show", cert_show, "show a certificate")
+    p = add_command(cert, "show", cert_show, "show a certificate")
     p.add_argument("serial")
     p.add_argument("--pem", action="store_true")
-    p = command(cert, "list", cert_list, "list certificates")
+    p = add_command(cert, "list", cert_list, "list certificates")
     p.add_argument("--ca")
     p.add_argument("--status", type=CertificateStatus, choices=list(CertificateStatus))
     p.add_argument("--limit", type=int, default=100)
-    p = command(cert, "revoke", cert_revoke, "revoke a certificate")
+    p = add_command(cert, "revoke", cert_revoke, "revoke a certificate")
     p.add_argument("serial")
     p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
 
     events = groups.add_parser("events", help="event stream").add_subparsers(
         dest="action", required=True
     )
-    p = command(events, "tail", events_tail, "print events as they arrive")
+    p = add_command(events, "tail", events_tail, "print events as they arrive")
     p.add_argument("--type", default="#", help="topic pattern, e.g. 'certificate.#'")
     p.add_argument("--count", type=int, default=0, help="exit after this many events")
 
-    p = command(groups, "wait", wait_ready, "wait until the workers answer")
+    p = add_command(groups, "wait", wait_ready, "wait until the workers answer")
     p.add_argument("--timeout", type=float, default=60.0)
-    command(groups, "up", None, "run every service in one process tree")
+    enrollment.register(groups)
+    add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True
     )
-    command(contracts, "asyncapi", None, "print the AsyncAPI document")
+    add_command(contracts, "asyncapi", None, "print the AsyncAPI document")
     return parser
 
 

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from contracts.ca import CAView, CertificateView
+from contracts.devices import DeviceView
+from contracts.dms import DMSView
 from contracts.envelope import CloudEvent
 
 __all__ = [
@@ -13,6 +15,10 @@ __all__ = [
     "cas_table",
     "certificate_detail",
     "certificates_table",
+    "device_detail",
+    "devices_table",
+    "dms_detail",
+    "dms_table",
     "event_line",
     "table",
 ]
@@ -98,3 +104,59 @@ def certificate_detail(cert: CertificateView) -> str:
 
 def event_line(event: CloudEvent) -> str:
     return f"{_date(event.time)}  {event.type:<28} {event.subject or '-'}"
+
+
+def dms_detail(dms: DMSView) -> str:
+    rows = [
+        ("name", dms.name),
+        ("status", dms.status.value),
+        ("allowed CAs", ", ".join(dms.authorized_cas)),
+        ("serial", dms.certificate_serial),
+        ("created", _date(dms.created_at)),
+    ]
+    if dms.revoked_at is not None:
+        rows.append(("revoked", f"{_date(dms.revoked_at)} ({dms.revocation_reason})"))
+    return "\n".join(f"{k:<11} {v}" for k, v in rows)
+
+
+def dms_table(items: Sequence[DMSView]) -> str:
+    return table(
+        ["NAME", "STATUS", "ALLOWED CAS", "SERIAL"],
+        [
+            [d.name, d.status.value, ",".join(d.authorized_cas), d.certificate_serial]
+            for d in items
+        ],
+    )
+
+
+def devices_table(items: Sequence[DeviceView]) -> str:
+    return table(
+        ["ID", "STATUS", "DMS", "SLOTS"],
+        [
+            [
+                d.id,
+                d.status.value,
+                d.dms or "-",
+                " ".join(f"{s.name}:{s.certificate_status or '-'}" for s in d.slots),
+            ]
+            for d in items
+        ],
+    )
+
+
+def device_detail(device: DeviceView) -> str:
+    lines = [
+        f"id          {device.id}",
+        f"status      {device.status.value}",
+        f"dms         {device.dms or '-'}",
+        f"created     {_date(device.created_at)}",
+    ]
+    if device.decommissioned_at is not None:
+        lines.append(f"retired     {_date(device.decommissioned_at)}")
+    for slot in device.slots:
+        expiry = _date(slot.not_after) if slot.not_after else "-"
+        lines.append(
+            f"slot        {slot.name}: {slot.certificate_serial or '(no certificate)'} "
+            f"{slot.certificate_status or ''} until {expiry}".rstrip()
+        )
+    return "\n".join(lines)

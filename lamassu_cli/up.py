@@ -13,7 +13,7 @@ import sys
 
 __all__ = ["SERVICES", "up"]
 
-SERVICES = ("ca_worker",)
+SERVICES = ("ca_worker", "dms_worker", "device_worker", "est_gateway")
 
 
 async def up(services: tuple[str, ...] = SERVICES) -> int:
@@ -24,6 +24,8 @@ async def up(services: tuple[str, ...] = SERVICES) -> int:
     }
     for name, child in children.items():
         sys.stderr.write(f"lamassu up: started {name} (pid {child.pid})\n")
+    if "est_gateway" in children:
+        _describe_gateway()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -51,3 +53,22 @@ async def up(services: tuple[str, ...] = SERVICES) -> int:
             await child.wait()
     stopper.cancel()
     return status
+
+
+def _describe_gateway() -> None:
+    """Tell the operator where EST listens and which files a client needs."""
+    from est_gateway.settings import Settings  # noqa: PLC0415 - only when the gateway runs
+    from runtime.settings import SettingsError, load_settings  # noqa: PLC0415
+
+    try:
+        settings = load_settings(Settings)
+    except SettingsError:
+        return  # the gateway itself reports the bad setting and exits
+    tls = settings.est_tls_cert_file or settings.est_tls_dir / "server.pem"
+    sys.stderr.write(
+        f"lamassu up: EST at https://{settings.est_server_names[0]}:{settings.est_port}"
+        "/.well-known/est/<ca-name>/\n"
+        f"lamassu up: EST server certificate (trust it in clients): {tls}\n"
+        "lamassu up: CAs trusted for client certificates: "
+        f"{settings.est_tls_dir / 'client-trust.pem'}\n"
+    )

@@ -1,0 +1,107 @@
+"""Wiring of the EST gateway, and nothing else: ``python -m est_gateway``."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
+from pydantic import ValidationError
+
+from contracts.ca import CAs, CAStatusUpdate, CAView, ListCAs
+from contracts.envelope import CloudEvent, new_message
+from contracts.names import Topology
+from est_gateway.app import SOURCE, GatewayDeps, create_app
+from est_gateway.settings import Settings
+from est_gateway.tls import ServerCredentials, server_context
+from est_gateway.trust import TrustStore
+from runtime.bus import Bus, BusUnavailable, RequestTimeout
+from runtime.service import run_service
+
+__all__ = ["main", "serve"]
+
+log = structlog.get_logger("est_gateway")
+
+
+async def _follow_cas(bus: Bus, trust: TrustStore) -> None:
+    """Keep the trust store current: subscribe first, then read the list, so nothing is missed."""
+
+    async def on_event(message: AbstractIncomingMessage) -> None:
+        async with message.process(requeue=False):
+            try:
+                event = CloudEvent.model_validate_json(message.body)
+                if event.type == "ca.create":
+                    trust.add(CAView.model_validate(event.data))
+                elif event.type == "ca.status.update":
+                    trust.add(CAStatusUpdate.model_validate(event.data).updated)
+            except ValidationError as exc:
+                log.warning("ca_event_ignored", error=str(exc).splitlines()[0])
+
+    await bus.subscribe("ca.#", on_event)
+    query = new_message(
+        type_=ListCAs.TYPE, source=SOURCE, data=ListCAs(), now=datetime.now(UTC)
+    )
+    async with asyncio.timeout(120):
+        while True:
+            try:
+                reply = await bus.request(query, timeout=5)
+            except (BusUnavailable, RequestTimeout):
+                log.info("waiting_for_ca_worker")
+                await asyncio.sleep(1)
+                continue
+            if reply.ok:
+                for view in CAs.model_validate(reply.result).items:
+                    trust.add(view)
+                return
+            raise BusUnavailable(f"ca.list refused: {reply.error}")
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve HTTPS until ``stop`` is set."""
+    if settings.est_tls_cert_file and settings.est_tls_key_file:
+        credentials = ServerCredentials(
+            settings.est_tls_cert_file, settings.est_tls_key_file
+        )
+    else:
+        credentials = ServerCredentials.load_or_create(
+            settings.est_tls_dir, settings.est_server_names
+        )
+    context = server_context(credentials)
+    settings.est_tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    trust = TrustStore(context, settings.est_tls_dir / "client-trust.pem")
+    bus = await Bus.connect(
+        settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix)
+    )
+    runner: web.AppRunner | None = None
+    try:
+        await _follow_cas(bus, trust)
+        runner = web.AppRunner(
+            create_app(GatewayDeps(settings, bus, trust)), access_log=None
+        )
+        await runner.setup()
+        site = web.TCPSite(
+            runner, settings.est_host, settings.est_port, ssl_context=context
+        )
+        await site.start()
+        log.info(
+            "est_gateway_started",
+            url=f"https://{settings.est_server_names[0]}:{settings.est_port}/.well-known/est/",
+            server_certificate=str(credentials.cert_file),
+            client_trust_bundle=str(settings.est_tls_dir / "client-trust.pem"),
+        )
+        await stop.wait()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await bus.close()
+        log.info("est_gateway_stopped")
+
+
+def main() -> None:
+    run_service("est_gateway", Settings, serve)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""The EST application (RFC 7030, as updated by RFC 8951): parse, delegate over the bus,
+render. No PKI decisions here: the DMS worker authorizes and the CA worker signs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from aio_pika.exceptions import AMQPError
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from contracts.ca import CertificateView
+from contracts.dms import EnrollmentKind, EnrollmentRequest
+from contracts.envelope import new_message
+from contracts.errors import ErrorCode
+from est_gateway import wire
+from est_gateway.errors import (
+    BadRequest,
+    EstError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from est_gateway.settings import Settings
+from est_gateway.trust import TrustStore
+from runtime.bus import Bus, BusUnavailable, RequestTimeout
+
+__all__ = ["DEPS", "GatewayDeps", "create_app"]
+
+log = structlog.get_logger("est_gateway")
+
+SOURCE = "service/est"
+# RFC 9110 §11.6.1 needs a challenge; EST's credential here is the TLS client certificate.
+_CHALLENGE = 'Transport mode="tls-client-certificate"'
+_STATUS = {
+    ErrorCode.INVALID: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.UNAVAILABLE: 503,
+}
+_SERVERKEYGEN_KEYS = 10_000
+
+
+@dataclass(slots=True)
+class GatewayDeps:
+    """What the handlers use; opened and closed by ``__main__``."""
+
+    settings: Settings
+    bus: Bus
+    trust: TrustStore
+    # serverkeygen keys by request id, so a retry after 202 gets the key its certificate
+    # was issued for. Bounded; in memory only (the key must never be stored elsewhere).
+    generated_keys: OrderedDict[str, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey] = (
+        field(default_factory=OrderedDict)
+    )
+
+
+DEPS = web.AppKey("deps", GatewayDeps)
+
+
+class Accepted(Exception):  # noqa: N818 - a response, not a failure
+    """The pipeline has not answered yet: 202 with Retry-After (RFC 7030 §4.2.3)."""
+
+
+def _label(request: web.Request) -> str:
+    deps = request.app[DEPS]
+    label, _ = wire.parse_est_path(request.path, deps.settings.est_default_label)
+    if deps.trust.get(label) is None:
+        raise NotFound(f"no CA is labelled {label!r}")
+    return label
+
+
+def _client_chain(request: web.Request) -> list[x509.Certificate]:
+    """The client certificate: from the TLS session, or from a trusted proxy's header."""
+    deps = request.app[DEPS]
+    header = request.headers.get(deps.settings.est_client_cert_header)
+    if header is not None and request.remote is not None:
+        try:
+            remote = ipaddress.ip_address(request.remote)
+        except ValueError:
+            remote = None
+        if remote is not None and str(remote) in deps.settings.est_trusted_proxies:
+            return wire.client_cert_from_header(header)
+    ssl_object = (
+        request.transport.get_extra_info("ssl_object") if request.transport else None
+    )
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return [x509.load_der_x509_certificate(der)] if der else []
+
+
+async def _body(request: web.Request) -> bytes:
+    limit = request.app[DEPS].settings.est_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        # Refused before reading: the body is never buffered (RFC 9110 §15.5.14).
+        raise PayloadTooLarge(
+            f"the body is {request.content_length} bytes; the limit is {limit}"
+        )
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes") from None
+
+
+def _request_id(
+    kind: EnrollmentKind, label: str, csr_der: bytes, chain: list[x509.Certificate]
+) -> str:
+    digest = hashlib.sha256(f"{kind.value}\n{label}\n".encode())
+    digest.update(csr_der)
+    for certificate in chain[:1]:
+        digest.update(certificate.fingerprint(hashes.SHA256()))
+    return digest.hexdigest()
+
+
+def _server_key_and_csr(
+    deps: GatewayDeps, request_id: str, csr: x509.CertificateSigningRequest
+) -> tuple[
+    ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, x509.CertificateSigningRequest
+]:
+    """RFC 7030 §4.4.1: the server makes the key; the client's CSR names the subject."""
+    key = deps.generated_keys.get(request_id)
+    if key is None:
+        public = csr.public_key()
+        if isinstance(public, rsa.RSAPublicKey):
+            key = rsa.generate_private_key(
+                public_exponent=65537, key_size=public.key_size
+            )
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            key = ec.generate_private_key(public.curve)
+        else:
+            raise BadRequest("serverkeygen needs an EC or RSA key type in the CSR")
+        deps.generated_keys[request_id] = key
+        while len(deps.generated_keys) > _SERVERKEYGEN_KEYS:
+            deps.generated_keys.popitem(last=False)
+    builder = x509.CertificateSigningRequestBuilder().subject_name(csr.subject)
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        builder = builder.add_extension(san.value, critical=san.critical)
+    except x509.ExtensionNotFound:
+        pass
+    return key, builder.sign(key, hashes.SHA256())
+
+
+async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
+    deps = request.app[DEPS]
+    label = _label(request)
+    csr = wire.decode_pkcs10_body(
+        await _body(request), request.headers.get("Content-Type")
+    )
+    chain = _client_chain(request)
+    if not chain:
+        raise Unauthorized("a TLS client certificate is required to enroll", _CHALLENGE)
+    csr_der = csr.public_bytes(serialization.Encoding.DER)
+    request_id = _request_id(kind, label, csr_der, chain)
+    structlog.contextvars.bind_contextvars(label=label, request_id=request_id[:16])
+    key = None
+    if kind is EnrollmentKind.SERVERKEYGEN:
+        key, csr = _server_key_and_csr(deps, request_id, csr)
+    enrollment = EnrollmentRequest(
+        kind=kind,
+        label=label,
+        csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
+        client_certificate_chain_pem=[
+            c.public_bytes(serialization.Encoding.PEM).decode() for c in chain
+        ],
+        request_id=request_id,
+    )
+    message = new_message(
+        type_=EnrollmentRequest.TYPE,
+        source=SOURCE,
+        data=enrollment,
+        now=datetime.now(UTC),
+        subject=f"ca/{label}",
+        correlation_id=str(uuid.uuid4()),
+    )
+    try:
+        reply = await deps.bus.request(message, timeout=deps.settings.est_wait_seconds)
+    except RequestTimeout:
+        raise Accepted from None
+    except (BusUnavailable, AMQPError, ConnectionError) as exc:
+        raise Unavailable(
+            f"the enrollment pipeline is unreachable: {exc}",
+            deps.settings.est_retry_after_seconds,
+        ) from None
+    if not reply.ok:
+        assert reply.error is not None  # noqa: S101 - guaranteed by Reply when not ok
+        status = _STATUS[reply.error.code]
+        if status == 401:
+            raise Unauthorized(reply.error.message, _CHALLENGE)
+        if status == 403:
+            raise Forbidden(reply.error.message)
+        raise EstError(status, reply.error.message)
+    issued = CertificateView.model_validate(reply.result)
+    structlog.contextvars.bind_contextvars(
+        serial=issued.serial, device=issued.device_id
+    )
+    certificate = x509.load_pem_x509_certificate(issued.certificate_pem.encode())
+    if key is not None:
+        deps.generated_keys.pop(request_id, None)
+        content_type, body = wire.encode_serverkeygen(key, certificate)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+    return _certificates([certificate], request)
+
+
+def _certificates(certs: list[x509.Certificate], request: web.Request) -> web.Response:
+    if wire.negotiate(request.headers.get("Accept")) == "pem":
+        return web.Response(
+            body=wire.encode_pem_chain(certs), headers={"Content-Type": wire.PEM_FILE}
+        )
+    # RFC 7030 §4.1.3 and RFC 8951 §3: base64 body; clients in the field need these
+    # exact header values, and a Content-Length (aiohttp sets it for a bytes body).
+    return web.Response(
+        body=wire.encode_certs_only(certs),
+        headers={
+            "Content-Type": wire.CERTS_ONLY,
+            wire.CONTENT_TRANSFER_ENCODING: wire.BASE64,
+        },
+    )
+
+
+async def cacerts(request: web.Request) -> web.Response:
+    """RFC 7030 §4.1: the CA's chain, including the self-signed root."""
+    label = _label(request)
+    return _certificates(request.app[DEPS].trust.chain(label), request)
+
+
+async def csrattrs(request: web.Request) -> web.Response:
+    """RFC 7030 §4.5: what the server wants in a CSR; 204 when nothing."""
+    _label(request)
+    oids = [
+        x509.ObjectIdentifier(o) for o in request.app[DEPS].settings.est_csr_attributes
+    ]
+    body = wire.encode_csrattrs(oids)
+    if body is None:
+        return web.Response(status=204)
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Type": wire.CSRATTRS,
+            wire.CONTENT_TRANSFER_ENCODING: wire.BASE64,
+        },
+    )
+
+
+async def simpleenroll(request: web.Request) -> web.Response:
+    return await _enroll(request, EnrollmentKind.ENROLL)
+
+
+async def simplereenroll(request: web.Request) -> web.Response:
+    return await _enroll(request, EnrollmentKind.REENROLL)
+
+
+async def serverkeygen(request: web.Request) -> web.Response:
+    return await _enroll(request, EnrollmentKind.SERVERKEYGEN)
+
+
+async def unknown(request: web.Request) -> web.Response:
+    wire.parse_est_path(request.path, request.app[DEPS].settings.est_default_label)
+    raise NotFound(f"{request.method} is not an EST operation on {request.path}")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map EstError to its status with a one-line text reason; one log line per request."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(method=request.method, path=request.path)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except Accepted:
+        retry = request.app[DEPS].settings.est_retry_after_seconds
+        response = web.Response(
+            status=202,
+            text="the request is being processed; retry the same request\n",
+            headers={"Retry-After": str(retry)},
+        )
+    except EstError as exc:
+        headers = {}
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = exc.www_authenticate
+        if isinstance(exc, Unavailable) and exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        response = web.Response(
+            status=exc.status, text=exc.reason + "\n", headers=headers
+        )
+    except web.HTTPException as exc:
+        response = web.Response(status=exc.status, text=(exc.text or exc.reason) + "\n")
+    log.info(
+        "est_request",
+        status=response.status,
+        ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response
+
+
+def create_app(deps: GatewayDeps) -> web.Application:
+    """The aiohttp application; resources are owned by the caller (``__main__``)."""
+    app = web.Application(
+        middlewares=[errors], client_max_size=deps.settings.est_max_body_bytes
+    )
+    app[DEPS] = deps
+    for prefix in ("/.well-known/est/{label}", "/.well-known/est"):
+        app.router.add_get(f"{prefix}/cacerts", cacerts)
+        app.router.add_get(f"{prefix}/csrattrs", csrattrs)
+        app.router.add_post(f"{prefix}/simpleenroll", simpleenroll)
+        app.router.add_post(f"{prefix}/simplereenroll", simplereenroll)
+        app.router.add_post(f"{prefix}/serverkeygen", serverkeygen)
+    app.router.add_route("*", "/{tail:.*}", unknown)
+    return app

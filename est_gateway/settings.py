@@ -1,0 +1,63 @@
+"""Settings of the EST gateway (``EST_*``) plus the shared bus and log settings."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from runtime.settings import BusSettings, LogSettings
+
+__all__ = ["Settings"]
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BusSettings, LogSettings):
+    est_host: str = "0.0.0.0"  # noqa: S104 - a server for devices on the network
+    est_port: int = Field(default=8443, gt=0, lt=65536)
+    # Server certificate and key; generated (self-signed, key 0600) in EST_TLS_DIR when unset.
+    est_tls_cert_file: Path | None = None
+    est_tls_key_file: Path | None = None
+    est_tls_dir: Path = Path("/var/lib/lamassu/est-tls")
+    est_server_names: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1"]
+    )
+    # The label served by /.well-known/est/<operation> (RFC 7030 §3.2.2).
+    est_default_label: str | None = None
+    # How long a request waits for the pipeline before answering 202 (RFC 7030 §4.2.3).
+    est_wait_seconds: float = Field(default=10.0, gt=0, le=300)
+    est_retry_after_seconds: int = Field(default=5, ge=1, le=3600)
+    est_max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
+    # Client-certificate headers are honoured only from these proxy addresses.
+    est_trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    est_client_cert_header: str = "x-forwarded-client-cert"
+    # OIDs a client should put in its CSR (RFC 7030 §4.5); empty: csrattrs answers 204.
+    est_csr_attributes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    _split = field_validator(
+        "est_server_names", "est_trusted_proxies", "est_csr_attributes", mode="before"
+    )(_comma_list)
+
+    @field_validator("est_trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            ipaddress.ip_address(address)
+        return value
+
+    @field_validator("est_csr_attributes")
+    @classmethod
+    def _oids(cls, value: list[str]) -> list[str]:
+        for oid in value:
+            parts = oid.split(".")
+            if len(parts) < 2 or not all(p.isdigit() for p in parts):
+                raise ValueError(f"{oid!r} is not a dotted OID")
+        return value

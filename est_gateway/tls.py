@@ -1,0 +1,86 @@
+"""TLS for the gateway: the server certificate (self-signed on first start when none is
+configured) and a server context offering TLS 1.2 and 1.3 with optional client
+certificates, whose trust anchors grow as CAs are created."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["ServerCredentials", "server_context"]
+
+
+class ServerCredentials:
+    """Paths of the server certificate and key, created once when absent."""
+
+    def __init__(self, cert_file: Path, key_file: Path) -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file
+
+    @classmethod
+    def load_or_create(
+        cls, directory: Path, names: list[str], now: datetime | None = None
+    ) -> ServerCredentials:
+        cert_file, key_file = directory / "server.pem", directory / "server.key"
+        if cert_file.exists() and key_file.exists():
+            return cls(cert_file, key_file)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = now or datetime.now(UTC)
+        alt_names: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alt_names.append(x509.DNSName(name))
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + timedelta(days=825))
+            # RFC 6125 §6.4: clients match the SAN, never the CN.
+            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+            .add_extension(
+                x509.BasicConstraints(ca=False, path_length=None), critical=True
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+            .sign(key, hashes.SHA256())
+        )
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cls(cert_file, key_file)
+
+
+def server_context(credentials: ServerCredentials) -> ssl.SSLContext:
+    """TLS 1.2+ server context asking for (not requiring) a client certificate.
+
+    A client with no certificate may still fetch /cacerts (RFC 7030 §4.1.1); enrollment
+    without one gets 401 from the application, which can say why.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.load_cert_chain(credentials.cert_file, credentials.key_file)
+    return context

@@ -1,0 +1,206 @@
+"""``lamassu dms ...`` and ``lamassu device ...``: registration authorities and devices."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from contracts.ca import RevocationReason
+from contracts.devices import (
+    DecommissionDevice,
+    Devices,
+    DeviceStatus,
+    DeviceView,
+    GetDevice,
+    ListDevices,
+    RegisterDevice,
+)
+from contracts.dms import (
+    CreateDMS,
+    DMSs,
+    DMSView,
+    GetDMS,
+    ListDMSs,
+    RevokeDMS,
+    UpdateAuthorizedCAs,
+)
+from lamassu_cli import render
+from lamassu_cli.client import Client, CliError
+from lamassu_cli.commands import add_command, output, reason
+
+__all__ = ["register"]
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (house rule: key files are 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+async def dms_create(args: argparse.Namespace, client: Client) -> None:
+    """Create a DMS; without --csr a P-256 key is made here and never leaves this machine."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before any I/O on the bus
+    if args.csr:
+        try:
+            csr_pem = Path(args.csr).read_text("utf-8")  # noqa: ASYNC240 - one small file
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(
+                f"cannot read CSR file {args.csr}: {exc}", exit_code=2
+            ) from None
+        key_file = None
+    else:
+        key_file = out / f"{args.name}.key"
+        if key_file.exists():
+            raise CliError(
+                f"{key_file} exists; pass --csr or another --out", exit_code=2
+            )
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, args.name)])
+            )
+            .sign(key, hashes.SHA256())
+        )
+        csr_pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+        _write_private(
+            key_file,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+    try:
+        result = await client.call(
+            CreateDMS(
+                name=args.name, authorized_cas=args.authorized_ca, csr_pem=csr_pem
+            )
+        )
+    except CliError:
+        if key_file is not None:
+            key_file.unlink()  # nothing was created: leave no orphan key behind
+        raise
+    cert_file = out / f"{args.name}.pem"
+    cert_file.write_text(result["certificate_pem"])
+    output(
+        args,
+        result,
+        lambda r: (
+            render.dms_detail(DMSView.model_validate(r))
+            + f"\ncertificate {cert_file}"
+            + (f"\nkey         {key_file} (mode 0600)" if key_file else "")
+        ),
+    )
+
+
+async def dms_allow(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(UpdateAuthorizedCAs(name=args.name, add=[args.ca]))
+    output(args, result, lambda r: render.dms_detail(DMSView.model_validate(r)))
+
+
+async def dms_deny(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(UpdateAuthorizedCAs(name=args.name, remove=[args.ca]))
+    output(args, result, lambda r: render.dms_detail(DMSView.model_validate(r)))
+
+
+async def dms_revoke(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(RevokeDMS(name=args.name, reason=args.reason))
+    output(args, result, lambda r: render.dms_detail(DMSView.model_validate(r)))
+
+
+async def dms_show(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(GetDMS(name=args.name))
+    output(args, result, lambda r: render.dms_detail(DMSView.model_validate(r)))
+
+
+async def dms_list(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(ListDMSs())
+    output(args, result, lambda r: render.dms_table(DMSs.model_validate(r).items))
+
+
+async def device_list(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(ListDevices(status=args.status, limit=args.limit))
+    output(
+        args, result, lambda r: render.devices_table(Devices.model_validate(r).items)
+    )
+
+
+def _device(result: Any) -> str:
+    return render.device_detail(DeviceView.model_validate(result))
+
+
+async def device_show(args: argparse.Namespace, client: Client) -> None:
+    output(args, await client.call(GetDevice(id=args.id)), _device)
+
+
+async def device_register(args: argparse.Namespace, client: Client) -> None:
+    request = RegisterDevice(id=args.id, dms=args.dms, slots=args.slot or ["default"])
+    output(args, await client.call(request), _device)
+
+
+async def device_decommission(args: argparse.Namespace, client: Client) -> None:
+    output(args, await client.call(DecommissionDevice(id=args.id)), _device)
+
+
+def register(groups: Any) -> None:
+    """Add the ``dms`` and ``device`` command groups."""
+    dms = groups.add_parser(
+        "dms", help="device manufacturing systems (registration authorities)"
+    )
+    sub = dms.add_subparsers(dest="action", required=True)
+    p = add_command(
+        sub, "create", dms_create, "register a DMS and issue its certificate"
+    )
+    p.add_argument("--name", required=True)
+    p.add_argument("--authorized-ca", action="append", required=True, metavar="CA")
+    p.add_argument(
+        "--csr", help="the DMS's own CSR; without it a key is generated here"
+    )
+    p.add_argument(
+        "--out", default=".", help="where the certificate (and key) are written"
+    )
+    p = add_command(sub, "allow", dms_allow, "let a DMS enroll devices for a CA")
+    p.add_argument("name")
+    p.add_argument("ca")
+    p = add_command(sub, "deny", dms_deny, "take a CA off a DMS's allow-list")
+    p.add_argument("name")
+    p.add_argument("ca")
+    p = add_command(
+        sub, "revoke", dms_revoke, "revoke a DMS; its enrollments are refused"
+    )
+    p.add_argument("name")
+    p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+    p = add_command(sub, "show", dms_show, "show a DMS")
+    p.add_argument("name")
+    add_command(sub, "list", dms_list, "list DMSs")
+
+    device = groups.add_parser("device", help="devices and their status")
+    sub = device.add_subparsers(dest="action", required=True)
+    p = add_command(sub, "list", device_list, "list devices")
+    p.add_argument("--status", type=DeviceStatus, choices=list(DeviceStatus))
+    p.add_argument("--limit", type=int, default=100)
+    p = add_command(sub, "show", device_show, "show a device and its slots")
+    p.add_argument("id")
+    p = add_command(
+        sub, "register", device_register, "register a device before it enrolls"
+    )
+    p.add_argument("id")
+    p.add_argument("--dms")
+    p.add_argument("--slot", action="append", help="slot names (default: default)")
+    p = add_command(
+        sub,
+        "decommission",
+        device_decommission,
+        "decommission; revokes its certificates",
+    )
+    p.add_argument("id")
