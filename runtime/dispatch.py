@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode, Reply
 from engines.errors import EngineUnavailable
-from runtime.bus import Bus
+from runtime.bus import Bus, BusUnavailable
 from runtime.errors import Failure, Transient
 from runtime.outbox import OutboxRelay, write_events
 
@@ -179,13 +179,20 @@ class Dispatcher:
             forward = outcome.forward.model_copy(
                 update={"correlationid": message.correlation_id}
             )
-            await self._bus.publish(
-                self._bus.topology.commands,
-                forward,
-                reply_to=message.reply_to,
-                mandatory=True,
-            )
-            log.info("message_forwarded", to=forward.type)
+            try:
+                await self._bus.publish(
+                    self._bus.topology.commands,
+                    forward,
+                    reply_to=message.reply_to,
+                    mandatory=True,
+                )
+            except BusUnavailable as exc:
+                log.warning("forward_failed", to=forward.type, error=str(exc))
+                await self._answer(
+                    message, Reply.failure(ErrorCode.UNAVAILABLE, str(exc))
+                )
+            else:
+                log.info("message_forwarded", to=forward.type)
         elif reply is not None:
             await self._answer(message, reply)
             log.info("message_handled")

@@ -78,7 +78,9 @@ async def serve_worker(
         exchanges = {"commands": bus.topology.commands, "events": bus.topology.events}
         for spec in plan.queues:
             queue = await bus.declare_worker_queue(
-                schema, spec.purpose, [(exchanges[kind], key) for kind, key in spec.bindings]
+                schema,
+                spec.purpose,
+                [(exchanges[kind], key) for kind, key in spec.bindings],
             )
             dispatcher = Dispatcher(
                 routes=spec.routes,
@@ -89,7 +91,9 @@ async def serve_worker(
                 context=plan.context,
             )
             await bus.consume(queue, dispatcher, prefetch=spec.prefetch)
-        log.info("worker_started", worker=package, queues=[q.purpose for q in plan.queues])
+        log.info(
+            "worker_started", worker=package, queues=[q.purpose for q in plan.queues]
+        )
         await stop.wait()
     finally:
         if relay_task is not None:

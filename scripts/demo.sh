@@ -1,44 +1,70 @@
 #!/usr/bin/env bash
-# `make run`: start the PKI with `lamassu up`, show it working, keep it running.
+# `make run`: start the PKI with `lamassu up`, enroll a device over EST with curl and
+# openssl, re-enroll it, show its status; then keep the PKI running until Ctrl-C.
 # State lives in the database named by POSTGRES_DATABASE (default lamassu) and in .run/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-export POSTGRES_DATABASE="${POSTGRES_DATABASE:-lamassu}"
-export GOPEM_DATA="${GOPEM_DATA:-$PWD/.run/keys}"
-export LOG_FORMAT="${LOG_FORMAT:-json}"
 RUN="$PWD/.run"
-mkdir -p "$RUN/demo"
+export POSTGRES_DATABASE="${POSTGRES_DATABASE:-lamassu}"
+export GOPEM_DATA="${GOPEM_DATA:-$RUN/keys}"
+export EST_TLS_DIR="${EST_TLS_DIR:-$RUN/est-tls}"
+export EST_PORT="${EST_PORT:-8443}"
+export LOG_FORMAT="${LOG_FORMAT:-json}"
+DEMO="$RUN/demo"
+mkdir -p "$DEMO"
 lamassu() { .venv/bin/lamassu "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+est() { # est OPERATION CERT KEY CSR-BODY-FILE OUT: one EST POST with curl over mTLS
+    curl --silent --show-error --fail-with-body --cacert "$EST_TLS_DIR/server.pem" \
+        --cert "$2" --key "$3" -H 'Content-Type: application/pkcs10' \
+        --data-binary "@$4" -o "$5.b64" "https://localhost:$EST_PORT/.well-known/est/demo-ca/$1"
+    base64 -d "$5.b64" | openssl pkcs7 -inform DER -print_certs -out "$5"
+}
 
 .venv/bin/lamassu up 2>>"$RUN/pki.log" &
 UP=$!
 trap 'kill -TERM $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT INT TERM
-lamassu wait --timeout 90
+lamassu wait --timeout 120
+for _ in $(seq 100); do [[ -s "$EST_TLS_DIR/server.pem" ]] && break; sleep 0.2; done
 
-step "CAs (LAMASSU-DMS-MANAGER is created on first start)"
-lamassu ca show demo-root >/dev/null 2>&1 || lamassu ca create --name demo-root --key-type ec-p256 --validity 10y >/dev/null
+step "A CA for devices (LAMASSU-DMS-MANAGER, the internal CA, exists from the first start)"
+lamassu ca show demo-ca >/dev/null 2>&1 || lamassu ca create --name demo-ca --validity 10y >/dev/null
 lamassu ca list
 
-step "A device key and CSR made with openssl"
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$RUN/demo/device.key" -subj "/CN=demo-device-$(date +%s)" -out "$RUN/demo/device.csr" 2>/dev/null
-chmod 600 "$RUN/demo/device.key"
-echo "$RUN/demo/device.csr"
+step "A DMS allowed to enroll for demo-ca; its key is made here, mode 0600"
+if ! lamassu dms show demo-dms >/dev/null 2>&1; then
+    rm -f "$DEMO/demo-dms.key"
+    lamassu dms create --name demo-dms --authorized-ca demo-ca --out "$DEMO"
+fi
+lamassu dms list
 
-step "lamassu cert sign --ca demo-root --csr device.csr"
-lamassu events tail --type 'certificate.#' --count 1 > "$RUN/demo/event.txt" &
-TAIL=$!
-lamassu cert sign --ca demo-root --csr "$RUN/demo/device.csr" | tee "$RUN/demo/device.crt"
+DEVICE="sensor-$(date +%s)"
+step "Device $DEVICE: key and CSR with openssl, simpleenroll with curl (client certificate: the DMS's)"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$DEMO/device.key" \
+    -subj "/CN=$DEVICE" -outform DER 2>/dev/null | base64 > "$DEMO/device.csr.b64"
+chmod 600 "$DEMO/device.key"
+for _ in $(seq 100); do  # the gateway learns new CAs from ca.create events
+    curl -s -o /dev/null -w '%{http_code}' --cacert "$EST_TLS_DIR/server.pem" \
+        "https://localhost:$EST_PORT/.well-known/est/demo-ca/cacerts" | grep -q 200 && break
+    sleep 0.2
+done
+est simpleenroll "$DEMO/demo-dms.pem" "$DEMO/demo-dms.key" "$DEMO/device.csr.b64" "$DEMO/device.pem"
+openssl x509 -in "$DEMO/device.pem" -noout -subject -serial -enddate
 
-step "openssl verify against the CA certificate"
-lamassu ca show demo-root --pem > "$RUN/demo/ca.pem"
-openssl verify -CAfile "$RUN/demo/ca.pem" "$RUN/demo/device.crt"
+step "The chain from /cacerts verifies it"
+curl -s --cacert "$EST_TLS_DIR/server.pem" "https://localhost:$EST_PORT/.well-known/est/demo-ca/cacerts" \
+    | base64 -d | openssl pkcs7 -inform DER -print_certs -out "$DEMO/chain.pem"
+openssl verify -CAfile "$DEMO/chain.pem" "$DEMO/device.pem"
 
-step "The certificate.create event, as any subscriber sees it"
-wait $TAIL
-cat "$RUN/demo/event.txt"
+step "simplereenroll: the device renews with its own certificate (same key, same subject)"
+openssl req -new -key "$DEMO/device.key" -subj "/CN=$DEVICE" -outform DER | base64 > "$DEMO/renew.csr.b64"
+est simplereenroll "$DEMO/device.pem" "$DEMO/device.key" "$DEMO/renew.csr.b64" "$DEMO/device-renewed.pem"
+openssl x509 -in "$DEMO/device-renewed.pem" -noout -subject -serial -enddate
 
-step "The PKI is running (logs: .run/pki.log). Try: .venv/bin/lamassu --help. Ctrl-C stops it."
+step "The device, as the device worker derived it from certificate events"
+for _ in $(seq 50); do lamassu device show "$DEVICE" 2>/dev/null | grep -q FULLY_PROVISIONED && break; sleep 0.2; done
+lamassu device show "$DEVICE"
+
+step "The PKI is running: EST on https://localhost:$EST_PORT (server certificate $EST_TLS_DIR/server.pem), logs in .run/pki.log. Try .venv/bin/lamassu --help. Ctrl-C stops it."
 wait $UP

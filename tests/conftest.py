@@ -11,9 +11,10 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -209,3 +210,157 @@ async def db(backends: Backends, ca_service: CaSettings) -> AsyncIterator[asyncp
     assert pool is not None
     yield pool
     await pool.close()
+
+
+def worker_settings(
+    settings_class: type[Any], backends: Backends, **overrides: object
+) -> Any:
+    """Settings of any worker for this run's backends, independent of the environment."""
+    values: dict[str, object] = {
+        "postgres_hostname": backends.pg_host,
+        "postgres_port": backends.pg_port,
+        "postgres_username": backends.pg_user,
+        "postgres_database": backends.database,
+        "amqp_url": AMQP_URL,
+        "amqp_prefix": backends.prefix,
+    }
+    values.update(overrides)
+    return settings_class(**values)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    serve: Callable[[Any, asyncio.Event], Awaitable[None]], settings: Any
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Run a service's ``serve`` in-process; stop it cleanly afterwards."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture(scope="session")
+async def dms_service(
+    backends: Backends, ca_service: CaSettings
+) -> AsyncIterator[None]:
+    """The DMS worker in-process for the session (after the CA worker, which it asks)."""
+    from dms_worker.__main__ import serve
+
+    from dms_worker.settings import Settings
+
+    async with running(serve, worker_settings(Settings, backends)) as task:
+        bus = await Bus.connect(AMQP_URL, Topology(backends.prefix))
+        try:
+            await wait_until_queue(bus, "dms", "commands", task)
+        finally:
+            await bus.close()
+        yield
+
+
+@pytest.fixture(scope="session")
+async def device_service(
+    backends: Backends, ca_service: CaSettings
+) -> AsyncIterator[None]:
+    """The device worker in-process for the session."""
+    from device_worker.__main__ import serve
+
+    from device_worker.settings import Settings
+
+    async with running(serve, worker_settings(Settings, backends)) as task:
+        bus = await Bus.connect(AMQP_URL, Topology(backends.prefix))
+        try:
+            await wait_until_queue(bus, "devices", "commands", task)
+        finally:
+            await bus.close()
+        yield
+
+
+async def wait_until_queue(
+    bus: Bus, worker: str, purpose: str, task: asyncio.Task[None]
+) -> None:
+    """Wait (deadline 30 s) until a worker consumes its queue."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection, asyncio.timeout(30):
+        channel = await connection.channel()
+        while True:
+            if task.done():
+                task.result()
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                queue = await channel.declare_queue(
+                    bus.topology.queue(worker, purpose), passive=True
+                )
+                if queue.declaration_result.consumer_count:
+                    return
+            if channel.is_closed:
+                channel = await connection.channel()
+            await asyncio.sleep(0.05)
+
+
+@dataclass
+class Gateway:
+    """Where the in-process EST gateway listens, and the file clients trust it by."""
+
+    url: str
+    server_certificate: Path
+
+    async def knows(self, label: str, timeout: float = 10) -> None:
+        """Wait until the gateway serves a CA's /cacerts (it learns CAs from events)."""
+        import ssl
+
+        import aiohttp
+
+        context = ssl.create_default_context(cafile=str(self.server_certificate))
+        async with (
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context)
+            ) as session,
+            asyncio.timeout(timeout),
+        ):
+            while True:
+                async with session.get(
+                    f"{self.url}/.well-known/est/{label}/cacerts"
+                ) as response:
+                    if response.status == 200:
+                        return
+                await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+async def gateway(
+    backends: Backends,
+    ca_service: CaSettings,
+    dms_service: None,
+    device_service: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Gateway]:
+    """The EST gateway in-process over real TLS on a free loopback port."""
+    from est_gateway.__main__ import serve
+    from est_gateway.settings import Settings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tls_dir = tmp_path_factory.mktemp("est-tls")
+    settings = Settings(
+        amqp_url=AMQP_URL,  # type: ignore[arg-type]
+        amqp_prefix=backends.prefix,
+        est_host="127.0.0.1",
+        est_port=port,
+        est_tls_dir=tls_dir,
+        est_wait_seconds=15,
+    )
+    async with running(serve, settings) as task:
+        async with asyncio.timeout(60):
+            while True:
+                if task.done():
+                    task.result()
+                with contextlib.suppress(OSError):
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    await writer.wait_closed()
+                    break
+                await asyncio.sleep(0.05)
+        yield Gateway(f"https://127.0.0.1:{port}", tls_dir / "server.pem")

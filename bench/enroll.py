@@ -1,0 +1,450 @@
+"""Enrollment throughput: our EST pipeline against OpenBao's pki/sign, on this machine.
+
+Starts its own CA, DMS and device workers and EST gateway (fresh database and bus names),
+and an OpenBao dev server with a TLS listener whose PKI role stores certificates. Then,
+at each concurrency, runs a fixed number of enrollments with a new TLS connection per
+request and with keep-alive, and prints enrollments/s, p50/p99 latency and the ratio.
+
+    .venv/bin/python bench/enroll.py [--count 300] [--concurrency 1,8,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PG_ADMIN = os.environ.get(
+    "PKI_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def csr_bodies(count: int) -> list[bytes]:
+    """Base64 DER CSRs, made before timing starts."""
+    bodies = []
+    for _ in range(count):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = f"bench-{uuid.uuid4().hex[:12]}"
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .sign(key, hashes.SHA256())
+        )
+        bodies.append(base64.encodebytes(csr.public_bytes(serialization.Encoding.DER)))
+    return bodies
+
+
+@dataclass
+class Result:
+    label: str
+    concurrency: int
+    count: int
+    seconds: float
+    latencies: list[float]
+    failures: int
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def drive(
+    label: str,
+    concurrency: int,
+    jobs: list[bytes],
+    send: Callable[[aiohttp.ClientSession | None, bytes], Awaitable[bool]],
+    session_factory: Callable[[], aiohttp.ClientSession] | None,
+) -> Result:
+    """Run ``jobs`` with ``concurrency`` workers; a session per worker when keep-alive."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
+    latencies: list[float] = []
+    failures = 0
+
+    async def worker() -> None:
+        nonlocal failures
+        session = session_factory() if session_factory else None
+        try:
+            while not queue.empty():
+                job = queue.get_nowait()
+                started = time.perf_counter()
+                ok = await send(session, job)
+                latencies.append(time.perf_counter() - started)
+                failures += not ok
+        finally:
+            if session is not None:
+                await session.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Result(
+        label,
+        concurrency,
+        len(jobs),
+        time.perf_counter() - started,
+        latencies,
+        failures,
+    )
+
+
+# --- our PKI --------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def lamassu_stack(workdir: Path) -> AsyncIterator[dict[str, str]]:
+    database = f"lamassu_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        POSTGRES_DATABASE=database,
+        AMQP_URL=AMQP_URL,
+        AMQP_PREFIX=f"bench-{uuid.uuid4().hex[:6]}.",
+        GOPEM_DATA=str(workdir / "keys"),
+        EST_TLS_DIR=str(workdir / "tls"),
+        EST_PORT=str(port),
+        EST_HOST="127.0.0.1",
+        EST_WAIT_SECONDS="60",
+        LOG_LEVEL="warning",
+        LOG_FORMAT="json",
+    )
+    log = (workdir / "services.log").open("ab")
+    children = [
+        subprocess.Popen(
+            [PYTHON, "-m", name], env=env, cwd=ROOT, stdout=log, stderr=log
+        )
+        for name in ("ca_worker", "dms_worker", "device_worker", "est_gateway")
+    ]
+    try:
+        lamassu = [PYTHON, "-m", "lamassu_cli"]
+        subprocess.run(
+            [*lamassu, "wait", "--timeout", "90"], env=env, check=True, cwd=ROOT
+        )
+        subprocess.run(
+            [*lamassu, "ca", "create", "--name", "bench-ca"],
+            env=env,
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            [
+                *lamassu,
+                "dms",
+                "create",
+                "--name",
+                "bench-dms",
+                "--authorized-ca",
+                "bench-ca",
+                "--out",
+                str(workdir),
+            ],
+            env=env,
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not (workdir / "tls" / "server.pem").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start; see services.log")
+            await asyncio.sleep(0.1)
+        env["URL"] = f"https://127.0.0.1:{port}/.well-known/est/bench-ca/simpleenroll"
+        yield env
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        log.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+
+
+def lamassu_context(workdir: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(workdir / "tls" / "server.pem"))
+    context.load_cert_chain(workdir / "bench-dms.pem", workdir / "bench-dms.key")
+    return context
+
+
+# --- OpenBao ----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def openbao(workdir: Path) -> AsyncIterator[str]:
+    bao = shutil.which("bao") or str(ROOT / ".venv" / "bin" / "bao")
+    port = free_port()
+    log = (workdir / "bao.log").open("ab")
+    process = subprocess.Popen(
+        [
+            bao,
+            "server",
+            "-dev",
+            "-dev-tls",
+            f"-dev-tls-cert-dir={workdir}",
+            "-dev-root-token-id=bench",
+            f"-dev-listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=log,
+    )
+    url = f"https://127.0.0.1:{port}"
+    headers = {"X-Vault-Token": "bench"}
+    try:
+        connector = aiohttp.TCPConnector(ssl=False)
+        async with aiohttp.ClientSession(
+            connector=connector, headers=headers
+        ) as session:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    async with session.get(f"{url}/v1/sys/health") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("OpenBao did not start; see bao.log")
+                await asyncio.sleep(0.1)
+            for method, path, body in [
+                (
+                    "POST",
+                    "/v1/sys/mounts/pki",
+                    {"type": "pki", "config": {"max_lease_ttl": "87600h"}},
+                ),
+                (
+                    "POST",
+                    "/v1/pki/root/generate/internal",
+                    {
+                        "common_name": "bao-bench-root",
+                        "key_type": "ec",
+                        "key_bits": 256,
+                        "ttl": "87600h",
+                    },
+                ),
+                # no_store=false: issued certificates are stored, as ours are.
+                (
+                    "POST",
+                    "/v1/pki/roles/device",
+                    {
+                        "allow_any_name": True,
+                        "key_type": "any",
+                        "no_store": False,
+                        "ttl": "8760h",
+                        "enforce_hostnames": False,
+                    },
+                ),
+            ]:
+                async with session.request(
+                    method, f"{url}{path}", json=body
+                ) as response:
+                    if response.status >= 300:
+                        raise RuntimeError(
+                            f"{path}: {response.status} {await response.text()}"
+                        )
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def bao_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = (
+        ssl.CERT_NONE
+    )  # dev-tls self-signed; the handshake is still paid
+    return context
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--count", type=int, default=300, help="enrollments per measurement"
+    )
+    parser.add_argument("--concurrency", default="1,8,32")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="lamassu-bench-") as tmp:
+        workdir = Path(tmp)
+        print(f"# preparing {args.count * len(levels) * 4} CSRs", file=sys.stderr)
+        async with lamassu_stack(workdir) as env:
+            url = env["URL"]
+            context = lamassu_context(workdir)
+
+            async def ours(session: aiohttp.ClientSession | None, body: bytes) -> bool:
+                own = session is None
+                session = session or aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=context, force_close=True)
+                )
+                try:
+                    async with session.post(
+                        url, data=body, headers={"Content-Type": "application/pkcs10"}
+                    ) as response:
+                        await response.read()
+                        return response.status == 200
+                finally:
+                    if own:
+                        await session.close()
+
+            for level in levels:
+                for mode, factory in (
+                    ("new mTLS conn", None),
+                    (
+                        "keep-alive",
+                        lambda: aiohttp.ClientSession(
+                            connector=aiohttp.TCPConnector(ssl=context)
+                        ),
+                    ),
+                ):
+                    jobs = csr_bodies(args.count)
+                    results.append(
+                        await drive(f"lamassu {mode}", level, jobs, ours, factory)
+                    )
+                    print(
+                        f"# {results[-1].label} c={level}: {results[-1].rate:.0f}/s",
+                        file=sys.stderr,
+                    )
+        async with openbao(workdir) as bao_url:
+            context = bao_context()
+            sign_url = f"{bao_url}/v1/pki/sign/device"
+
+            async def bao(session: aiohttp.ClientSession | None, body: bytes) -> bool:
+                own = session is None
+                session = session or aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=context, force_close=True)
+                )
+                der = base64.decodebytes(body)
+                pem = (
+                    x509.load_der_x509_csr(der)
+                    .public_bytes(serialization.Encoding.PEM)
+                    .decode()
+                )
+                try:
+                    async with session.post(
+                        sign_url,
+                        json={"csr": pem, "common_name": "device"},
+                        headers={"X-Vault-Token": "bench"},
+                    ) as response:
+                        await response.read()
+                        return response.status == 200
+                finally:
+                    if own:
+                        await session.close()
+
+            for level in levels:
+                for mode, factory in (
+                    ("new TLS conn", None),
+                    (
+                        "keep-alive",
+                        lambda: aiohttp.ClientSession(
+                            connector=aiohttp.TCPConnector(ssl=context)
+                        ),
+                    ),
+                ):
+                    jobs = csr_bodies(args.count)
+                    results.append(
+                        await drive(f"openbao {mode}", level, jobs, bao, factory)
+                    )
+                    print(
+                        f"# {results[-1].label} c={level}: {results[-1].rate:.0f}/s",
+                        file=sys.stderr,
+                    )
+
+    print(
+        f"\nenrollments on this machine ({os.cpu_count()} cores), {args.count} per row, {datetime.now(UTC):%Y-%m-%d}"
+    )
+    print(
+        f"{'system':<26}{'conc':>5}{'per s':>9}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}"
+    )
+    for r in results:
+        print(
+            f"{r.label:<26}{r.concurrency:>5}{r.rate:>9.1f}{r.percentile(0.5):>9.1f}{r.percentile(0.99):>9.1f}{r.failures:>8}"
+        )
+    print("\nratio lamassu / openbao (per s)")
+    for level in levels:
+        for ours_mode, bao_mode in (
+            ("new mTLS conn", "new TLS conn"),
+            ("keep-alive", "keep-alive"),
+        ):
+            mine = next(
+                r
+                for r in results
+                if r.label == f"lamassu {ours_mode}" and r.concurrency == level
+            )
+            theirs = next(
+                r
+                for r in results
+                if r.label == f"openbao {bao_mode}" and r.concurrency == level
+            )
+            print(f"  c={level:<3} {ours_mode:<14} {mine.rate / theirs.rate:5.2f}x")
+    print(
+        json.dumps(
+            {
+                "rows": [
+                    {
+                        "system": r.label,
+                        "concurrency": r.concurrency,
+                        "per_s": round(r.rate, 1),
+                        "p50_ms": round(r.percentile(0.5), 1),
+                        "p99_ms": round(r.percentile(0.99), 1),
+                        "failed": r.failures,
+                    }
+                    for r in results
+                ]
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,398 @@
+"""One function per DMS message type, plus the routing tables ``HANDLERS`` (commands and
+queries) and ``EVENT_HANDLERS`` (events of the CA and device workers) at the bottom.
+
+A handler takes a validated contract and a ``DmsContext`` and returns an ``Outcome``; an
+authorized enrollment is forwarded to the CA worker, which answers the EST gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from cryptography import x509
+from pydantic import BaseModel
+
+from contracts.ca import (
+    CertificateStatus,
+    CertificateStatusUpdate,
+    CertificateView,
+    IssueCertificate,
+    RevocationReason,
+    RevokeCertificate,
+)
+from contracts.devices import DeviceStatus, DeviceStatusUpdate
+from contracts.dms import (
+    CreateDMS,
+    DMSEnrolled,
+    DMSReenrolled,
+    DMSs,
+    DMSStatus,
+    DMSUpdate,
+    DMSView,
+    EnrollmentKind,
+    EnrollmentRequest,
+    GetDMS,
+    ListDMSs,
+    RevokeDMS,
+    UpdateAuthorizedCAs,
+)
+from contracts.envelope import CloudEvent, new_message
+from contracts.errors import ErrorCode
+from dms_worker.authorization import (
+    DEFAULT_SLOT,
+    CSRRejected,
+    Decision,
+    DeviceIdentity,
+    DMSRecord,
+    authorize_enrollment,
+    authorize_reenrollment,
+    certificate_serial,
+    device_identity,
+    load_csr,
+)
+from dms_worker.ca_client import CAClient, KnownCA
+from dms_worker.errors import (
+    AlreadyRevoked,
+    BadClientCertificate,
+    BadCSR,
+    DMSExists,
+    DMSNotFound,
+    DMSRevoked,
+    EnrollmentForbidden,
+    InternalCARefused,
+    NoClientCertificate,
+)
+from dms_worker.settings import Settings
+from dms_worker.store import NewDMS, Store
+from runtime.dispatch import Outcome, Route
+from runtime.errors import Failure
+from runtime.outbox import write_commands
+
+__all__ = ["EVENT_HANDLERS", "HANDLERS", "INTERNAL_CA", "DmsContext", "DmsDeps"]
+
+INTERNAL_CA = "LAMASSU-DMS-MANAGER"
+SOURCE = "service/dms"
+SCHEMA = "dms"
+
+
+@dataclass(frozen=True, slots=True)
+class DmsDeps:
+    """What every DMS handler may use, built once in ``__main__``'s setup."""
+
+    store: Store
+    cas: CAClient  # the bus to the CA worker, with its cache of CA certificates
+    dms_manager_ca: x509.Certificate
+    settings: Settings
+
+
+@dataclass(frozen=True, slots=True)
+class DmsContext:
+    """Per message: the connection (in a transaction when the route writes), the clock
+    reading, the causing request."""
+
+    conn: asyncpg.Connection
+    now: datetime
+    correlation_id: str | None
+    deps: DmsDeps
+
+
+def _message(ctx: DmsContext, type_: str, subject: str, data: BaseModel) -> CloudEvent:
+    return new_message(
+        type_=type_,
+        source=SOURCE,
+        subject=subject,
+        data=data,
+        now=ctx.now,
+        correlation_id=ctx.correlation_id,
+    )
+
+
+def _update(ctx: DmsContext, previous: DMSView, updated: DMSView) -> CloudEvent:
+    return _message(
+        ctx,
+        DMSUpdate.TYPE,
+        f"dms/{updated.name}",
+        DMSUpdate(previous=previous, updated=updated),
+    )
+
+
+def _csr(pem: str) -> x509.CertificateSigningRequest:
+    try:
+        return load_csr(pem.encode())
+    except CSRRejected as exc:
+        raise BadCSR(str(exc)) from None
+
+
+async def _allowable_ca(ctx: DmsContext, name: str) -> KnownCA:
+    """A CA a DMS may have in its allow-list: it exists and is not internal."""
+    ca = await ctx.deps.cas.get(name)
+    if ca.internal:
+        raise InternalCARefused(name)
+    return ca
+
+
+# --- commands and queries ------------------------------------------------------------
+
+
+async def create_dms(cmd: CreateDMS, ctx: DmsContext) -> Outcome:
+    store = ctx.deps.store
+    _csr(cmd.csr_pem)  # refuse garbage before asking the CA worker
+    # Held to commit: a concurrent twin waits here, then finds the row, so no second
+    # DMS certificate is signed for nothing.
+    await store.lock_name(ctx.conn, cmd.name)
+    if await store.get_dms(ctx.conn, cmd.name) is not None:
+        raise DMSExists(cmd.name)
+    for name in cmd.authorized_cas:
+        await _allowable_ca(ctx, name)
+    issued = await ctx.deps.cas.sign(
+        ca=INTERNAL_CA,
+        csr_pem=cmd.csr_pem,
+        validity_days=ctx.deps.settings.dms_certificate_validity_days,
+    )
+    view = await store.insert_dms(
+        ctx.conn,
+        NewDMS(
+            name=cmd.name,
+            authorized_cas=list(cmd.authorized_cas),
+            certificate_serial=issued.serial,
+            certificate=x509.load_pem_x509_certificate(issued.certificate_pem.encode()),
+            created_at=ctx.now,
+        ),
+    )
+    return Outcome(view, [_message(ctx, "dms.create", f"dms/{view.name}", view)])
+
+
+async def update_authorized_cas(cmd: UpdateAuthorizedCAs, ctx: DmsContext) -> Outcome:
+    for name in cmd.add:  # before the row lock: these may wait on the CA worker
+        await _allowable_ca(ctx, name)
+    store = ctx.deps.store
+    current = await store.get_dms(ctx.conn, cmd.name, lock=True)
+    if current is None:
+        raise DMSNotFound(cmd.name)
+    if current.status is DMSStatus.REVOKED:
+        raise DMSRevoked(cmd.name)
+    removed = set(cmd.remove)
+    cas = [name for name in current.authorized_cas if name not in removed]
+    cas += [name for name in cmd.add if name not in cas]
+    if cas == current.authorized_cas:
+        return Outcome(current)
+    updated = await store.set_authorized_cas(ctx.conn, cmd.name, cas)
+    return Outcome(updated, [_update(ctx, current, updated)])
+
+
+async def revoke_dms(cmd: RevokeDMS, ctx: DmsContext) -> Outcome:
+    store = ctx.deps.store
+    current = await store.get_dms(ctx.conn, cmd.name, lock=True)
+    if current is None:
+        raise DMSNotFound(cmd.name)
+    if current.status is DMSStatus.REVOKED:
+        raise AlreadyRevoked(cmd.name)
+    updated = await store.revoke_dms(ctx.conn, cmd.name, reason=cmd.reason, now=ctx.now)
+    # Its certificate is revoked at the CA as well, in this same transaction, so CRL and
+    # OCSP relying parties stop trusting it too (RFC 5280 §3.3).
+    serial = current.certificate_serial
+    revoke = _message(
+        ctx,
+        RevokeCertificate.TYPE,
+        f"certificate/{serial}",
+        RevokeCertificate(serial=serial, reason=cmd.reason),
+    )
+    await write_commands(ctx.conn, SCHEMA, [revoke])
+    return Outcome(updated, [_update(ctx, current, updated)])
+
+
+async def get_dms(query: GetDMS, ctx: DmsContext) -> Outcome:
+    dms = await ctx.deps.store.get_dms(ctx.conn, query.name)
+    if dms is None:
+        raise DMSNotFound(query.name)
+    return Outcome(dms)
+
+
+async def list_dmss(query: ListDMSs, ctx: DmsContext) -> Outcome:
+    items = await ctx.deps.store.list_dmss(
+        ctx.conn, status=query.status, limit=query.limit, after=query.after
+    )
+    return Outcome(DMSs(items=items))
+
+
+# --- the enrollment pipeline -------------------------------------------------------
+
+_REFUSALS: Mapping[ErrorCode | None, type[Failure]] = {
+    ErrorCode.UNAUTHORIZED: NoClientCertificate,
+    ErrorCode.FORBIDDEN: EnrollmentForbidden,
+}
+
+
+def _enforce(decision: Decision) -> None:
+    if not decision.allowed:
+        raise _REFUSALS.get(decision.code, EnrollmentForbidden)(decision.reason)
+
+
+def _chain(pems: Sequence[str]) -> list[x509.Certificate]:
+    try:
+        return [x509.load_pem_x509_certificate(pem.encode()) for pem in pems]
+    except ValueError:
+        raise BadClientCertificate(
+            "the client certificate chain is not PEM X.509"
+        ) from None
+
+
+def _record(dms: DMSView | None) -> DMSRecord | None:
+    if dms is None:
+        return None
+    return DMSRecord(
+        dms.name, dms.status, frozenset(dms.authorized_cas), dms.certificate_serial
+    )
+
+
+async def _authorize_enrollment(
+    request: EnrollmentRequest,
+    chain: list[x509.Certificate],
+    identity: DeviceIdentity,
+    ctx: DmsContext,
+) -> str:
+    """RFC 7030 §3.3.2: the DMS authenticates with its certificate; returns its name."""
+    store = ctx.deps.store
+    dms = None
+    if chain:
+        dms = await store.get_dms_by_serial(ctx.conn, certificate_serial(chain[0]))
+    _enforce(
+        authorize_enrollment(
+            chain,
+            dms_manager_ca=ctx.deps.dms_manager_ca,
+            dms=_record(dms),
+            label=request.label,
+            # A revoked DMS certificate marks its DMS revoked, which refuses it.
+            revoked_serials=frozenset(),
+            now=ctx.now,
+        )
+    )
+    if await store.is_decommissioned(ctx.conn, identity.device_id):
+        raise EnrollmentForbidden(f"device {identity.device_id!r} is decommissioned")
+    assert dms is not None  # noqa: S101 - authorization found the DMS holding the leaf
+    return dms.name
+
+
+async def authorize_request(request: EnrollmentRequest, ctx: DmsContext) -> Outcome:
+    """Authorize an EST request; forward it to the CA worker, which replies to the gateway."""
+    csr = _csr(request.csr_pem)
+    try:
+        identity = device_identity(csr)
+    except CSRRejected as exc:
+        raise BadCSR(str(exc)) from None
+    chain = _chain(request.client_certificate_chain_pem)
+    # RFC 7030 §3.2.2: the label names the CA; an unknown one is not found.
+    label = await ctx.deps.cas.get(request.label)
+    dms: str | None = None
+    replaces: str | None = None
+    if request.kind is EnrollmentKind.REENROLL:
+        # RFC 7030 §4.2.2: the device authenticates with the certificate it renews.
+        presented = chain[0] if chain else None
+        _enforce(
+            authorize_reenrollment(
+                presented,
+                csr=csr,
+                issuing_ca=label.certificate,
+                device_decommissioned=await ctx.deps.store.is_decommissioned(
+                    ctx.conn, identity.device_id
+                ),
+                revoked_serials=frozenset(),  # the CA worker checks it is not revoked
+                now=ctx.now,
+            )
+        )
+        assert presented is not None  # noqa: S101 - authorization refuses None
+        replaces = certificate_serial(presented)
+    else:
+        dms = await _authorize_enrollment(request, chain, identity, ctx)
+    if label.internal:
+        raise EnrollmentForbidden(
+            f"CA {label.name!r} is internal: devices do not enroll with it"
+        )
+    issue = IssueCertificate(
+        ca=label.name,
+        csr_pem=request.csr_pem,
+        request_id=request.request_id,
+        device_id=identity.device_id,
+        slot=identity.slot,
+        dms=dms,
+        replaces=replaces,
+    )
+    return Outcome(
+        forward=_message(
+            ctx, IssueCertificate.TYPE, f"device/{identity.device_id}", issue
+        )
+    )
+
+
+# --- events of other workers ---------------------------------------------------------
+
+
+async def announce_enrollment(certificate: CertificateView, ctx: DmsContext) -> Outcome:
+    """``certificate.create`` of an enrollment becomes ``dms.enroll`` or ``dms.reenroll``."""
+    if certificate.dms is None or certificate.device_id is None:
+        return Outcome()
+    model = DMSEnrolled if certificate.replaces is None else DMSReenrolled
+    data = model(
+        dms=certificate.dms,
+        device_id=certificate.device_id,
+        slot=certificate.slot or DEFAULT_SLOT,
+        serial=certificate.serial,
+        ca=certificate.ca,
+        not_before=certificate.not_before,
+        not_after=certificate.not_after,
+    )
+    return Outcome(events=[_message(ctx, model.TYPE, f"dms/{certificate.dms}", data)])
+
+
+async def revoke_dms_of_certificate(
+    update: CertificateStatusUpdate, ctx: DmsContext
+) -> Outcome:
+    """A revoked DMS certificate revokes its DMS, even when an admin revoked it directly."""
+    certificate = update.updated
+    if (
+        certificate.status is not CertificateStatus.REVOKED
+        or certificate.ca != INTERNAL_CA
+    ):
+        return Outcome()
+    store = ctx.deps.store
+    current = await store.get_dms_by_serial(ctx.conn, certificate.serial, lock=True)
+    if current is None or current.status is DMSStatus.REVOKED:
+        return Outcome()
+    updated = await store.revoke_dms(
+        ctx.conn,
+        current.name,
+        reason=certificate.revocation_reason or RevocationReason.UNSPECIFIED,
+        now=certificate.revoked_at or ctx.now,
+    )
+    return Outcome(events=[_update(ctx, current, updated)])
+
+
+async def record_decommission(update: DeviceStatusUpdate, ctx: DmsContext) -> Outcome:
+    """Keep the projection of decommissioned devices, which never enroll again."""
+    device = update.updated
+    if device.status is DeviceStatus.DECOMMISSIONED:
+        await ctx.deps.store.record_decommissioned(
+            ctx.conn, device.id, device.decommissioned_at or ctx.now
+        )
+    return Outcome()
+
+
+HANDLERS: Mapping[str, Route] = {
+    CreateDMS.TYPE: Route(CreateDMS, create_dms),
+    UpdateAuthorizedCAs.TYPE: Route(UpdateAuthorizedCAs, update_authorized_cas),
+    RevokeDMS.TYPE: Route(RevokeDMS, revoke_dms),
+    GetDMS.TYPE: Route(GetDMS, get_dms, writes=False),
+    ListDMSs.TYPE: Route(ListDMSs, list_dmss, writes=False),
+    EnrollmentRequest.TYPE: Route(EnrollmentRequest, authorize_request, writes=False),
+}
+
+EVENT_HANDLERS: Mapping[str, Route] = {
+    "certificate.create": Route(CertificateView, announce_enrollment),
+    CertificateStatusUpdate.TYPE: Route(
+        CertificateStatusUpdate, revoke_dms_of_certificate
+    ),
+    DeviceStatusUpdate.TYPE: Route(DeviceStatusUpdate, record_decommission),
+}
