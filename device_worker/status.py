@@ -47,6 +47,9 @@ class SlotCertificate:
     status: CertificateStatus
     not_before: datetime
     not_after: datetime
+    # The serial a re-enrollment presented (RFC 7030 §4.2.2), if this certificate
+    # renewed one: it outranks that certificate even when both start in the same second.
+    replaces: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,12 @@ def derive_status(slots: Sequence[SlotState], decommissioned: bool) -> DeviceSta
 
 
 def _newer(candidate: SlotCertificate, current: SlotCertificate) -> bool:
+    # A renewal outranks the certificate it replaced, whatever their validity; X.509
+    # times have one-second precision, so a quick re-enrollment may start together.
+    if candidate.replaces == current.serial:
+        return True
+    if current.replaces == candidate.serial:
+        return False
     # Newest not_before wins; not_after and then the serial break ties, so the same set
     # of enrollments ends in the same slot whatever order their events arrive in.
     return (candidate.not_before, candidate.not_after, candidate.serial) > (

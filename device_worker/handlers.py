@@ -1,0 +1,254 @@
+"""One function per device message type, plus the routing tables at the bottom.
+
+A handler takes a validated contract and a ``DeviceContext`` (connection in an open
+transaction, ``now``, dependencies) and returns an ``Outcome``; the dispatcher writes its
+events to the outbox in the same transaction. Status rules live in ``status.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import asyncpg
+from pydantic import BaseModel
+
+from contracts.ca import (
+    CertificateStatus,
+    CertificateStatusUpdate,
+    CertificateView,
+    RevocationReason,
+    RevokeCertificate,
+)
+from contracts.devices import (
+    DecommissionDevice,
+    DeviceIdentityUpdate,
+    Devices,
+    DeviceStatusUpdate,
+    GetDevice,
+    ListDevices,
+    RegisterDevice,
+)
+from contracts.envelope import CloudEvent, new_message
+from device_worker.errors import AlreadyDecommissioned, DeviceExists, DeviceNotFound
+from device_worker.status import (
+    SlotCertificate,
+    SlotState,
+    apply_certificate_status,
+    bind_certificate,
+    derive_status,
+)
+from device_worker.store import SCHEMA, Device, Store
+from runtime.dispatch import Outcome, Route
+from runtime.outbox import write_commands
+
+__all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "DeviceContext", "DeviceDeps"]
+
+SOURCE = "service/devmanager"
+DEFAULT_SLOT = "default"
+
+_LIVE = {CertificateStatus.ACTIVE, CertificateStatus.ABOUT_TO_EXPIRE}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDeps:
+    """What every device handler may use, built once in ``__main__``."""
+
+    store: Store
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceContext:
+    """Per message: the transaction's connection, the clock reading, the causing request."""
+
+    conn: asyncpg.Connection
+    now: datetime
+    correlation_id: str | None
+    deps: DeviceDeps
+
+
+def _event(
+    ctx: DeviceContext, type_: str, device_id: str, data: BaseModel
+) -> CloudEvent:
+    return new_message(
+        type_=type_,
+        source=SOURCE,
+        subject=f"device/{device_id}",
+        data=data,
+        now=ctx.now,
+        correlation_id=ctx.correlation_id,
+    )
+
+
+def _change(
+    ctx: DeviceContext,
+    model: type[DeviceStatusUpdate | DeviceIdentityUpdate],
+    before: Device,
+    after: Device,
+) -> CloudEvent:
+    """``{"previous": ..., "updated": ...}`` of the device, as DESIGN §2 has updates."""
+    data = model(previous=before.view(), updated=after.view())
+    return _event(ctx, model.TYPE, before.id, data)
+
+
+def _revocations(ctx: DeviceContext, serials: Sequence[str]) -> list[CloudEvent]:
+    """Fire-and-forget ``certificate.revoke`` commands: the CA worker acts, nobody replies."""
+    return [
+        new_message(
+            type_=RevokeCertificate.TYPE,
+            source=SOURCE,
+            subject=f"certificate/{serial}",
+            data=RevokeCertificate(
+                serial=serial, reason=RevocationReason.CESSATION_OF_OPERATION
+            ),
+            now=ctx.now,
+            correlation_id=ctx.correlation_id,
+        )
+        for serial in serials
+    ]
+
+
+def _live_serials(slots: Sequence[SlotState]) -> list[str]:
+    return [
+        s.certificate.serial
+        for s in slots
+        if s.certificate is not None and s.certificate.status in _LIVE
+    ]
+
+
+def _serials(slots: Sequence[SlotState]) -> dict[str, str | None]:
+    return {
+        s.name: None if s.certificate is None else s.certificate.serial for s in slots
+    }
+
+
+async def register_device(cmd: RegisterDevice, ctx: DeviceContext) -> Outcome:
+    device = await ctx.deps.store.insert_device(
+        ctx.conn, device_id=cmd.id, dms=cmd.dms, slots=cmd.slots, now=ctx.now
+    )
+    if device is None:
+        raise DeviceExists(cmd.id)
+    view = device.view()
+    return Outcome(view, [_event(ctx, "device.create", cmd.id, view)])
+
+
+async def decommission_device(cmd: DecommissionDevice, ctx: DeviceContext) -> Outcome:
+    """Retire a device for good and revoke what its slots hold (cessationOfOperation)."""
+    store = ctx.deps.store
+    device = await store.get_device(ctx.conn, cmd.id, lock=True)
+    if device is None:
+        raise DeviceNotFound(cmd.id)
+    if device.decommissioned_at is not None:
+        raise AlreadyDecommissioned(cmd.id)
+    await store.mark_decommissioned(ctx.conn, cmd.id, ctx.now)
+    await write_commands(
+        ctx.conn, SCHEMA, _revocations(ctx, _live_serials(device.slots))
+    )
+    updated = replace(
+        device,
+        status=derive_status(device.slots, decommissioned=True),
+        decommissioned_at=ctx.now,
+    )
+    return Outcome(updated.view(), [_change(ctx, DeviceStatusUpdate, device, updated)])
+
+
+async def get_device(query: GetDevice, ctx: DeviceContext) -> Outcome:
+    device = await ctx.deps.store.get_device(ctx.conn, query.id)
+    if device is None:
+        raise DeviceNotFound(query.id)
+    return Outcome(device.view())
+
+
+async def list_devices(query: ListDevices, ctx: DeviceContext) -> Outcome:
+    devices = await ctx.deps.store.list_devices(
+        ctx.conn, status=query.status, limit=query.limit, after=query.after
+    )
+    return Outcome(Devices(items=[d.view() for d in devices]))
+
+
+async def record_certificate(
+    certificate: CertificateView, ctx: DeviceContext
+) -> Outcome:
+    """``certificate.create``: an enrollment certificate fills its device's slot."""
+    if certificate.device_id is None:
+        return Outcome()  # not issued through enrollment: no device to follow
+    return await _observe(ctx, certificate.device_id, certificate)
+
+
+async def record_certificate_status(
+    update: CertificateStatusUpdate, ctx: DeviceContext
+) -> Outcome:
+    """``certificate.status.update``: the slot holding that certificate follows it."""
+    certificate = update.updated
+    holder = await ctx.deps.store.device_holding(ctx.conn, certificate.serial)
+    # An enrollment certificate also names its device: if this update overtook the
+    # certificate.create event (one queue, consumed concurrently), binding it here
+    # keeps the status; the late create then changes nothing.
+    device_id = holder or certificate.device_id
+    if device_id is None:
+        return Outcome()
+    return await _observe(ctx, device_id, certificate)
+
+
+async def _observe(
+    ctx: DeviceContext, device_id: str, certificate: CertificateView
+) -> Outcome:
+    """Bind and update ``certificate`` in its device, then emit what changed."""
+    store = ctx.deps.store
+    device, created = await store.get_or_create_device(
+        ctx.conn, device_id=device_id, dms=certificate.dms, now=ctx.now
+    )
+    events = [_event(ctx, "device.create", device_id, device.view())] if created else []
+    slots = device.slots
+    if certificate.device_id == device_id:
+        slots = bind_certificate(
+            slots,
+            certificate.slot or DEFAULT_SLOT,
+            SlotCertificate(
+                serial=certificate.serial,
+                status=certificate.status,
+                not_before=certificate.not_before,
+                not_after=certificate.not_after,
+                replaces=certificate.replaces,
+            ),
+        )
+    slots = apply_certificate_status(slots, certificate.serial, certificate.status)
+    decommissioned = device.decommissioned_at is not None
+    updated = replace(
+        device, slots=slots, status=derive_status(slots, decommissioned=decommissioned)
+    )
+    await store.save_slots(ctx.conn, device_id, _changed(device.slots, slots))
+    if _serials(slots) != _serials(device.slots):
+        events.append(_change(ctx, DeviceIdentityUpdate, device, updated))
+        if (
+            decommissioned
+        ):  # DESIGN §4: a decommissioned device keeps no live certificate
+            new = set(_live_serials(slots)) - set(_live_serials(device.slots))
+            await write_commands(ctx.conn, SCHEMA, _revocations(ctx, sorted(new)))
+    if updated.status != device.status:
+        await store.save_status(ctx.conn, device_id, updated.status)
+        events.append(_change(ctx, DeviceStatusUpdate, device, updated))
+    return Outcome(None, events)
+
+
+def _changed(
+    before: Sequence[SlotState], after: Sequence[SlotState]
+) -> list[SlotState]:
+    unchanged = set(before)
+    return [s for s in after if s not in unchanged]
+
+
+COMMAND_HANDLERS: Mapping[str, Route] = {
+    RegisterDevice.TYPE: Route(RegisterDevice, register_device),
+    DecommissionDevice.TYPE: Route(DecommissionDevice, decommission_device),
+    GetDevice.TYPE: Route(GetDevice, get_device, writes=False),
+    ListDevices.TYPE: Route(ListDevices, list_devices, writes=False),
+}
+
+EVENT_HANDLERS: Mapping[str, Route] = {
+    "certificate.create": Route(CertificateView, record_certificate),
+    CertificateStatusUpdate.TYPE: Route(
+        CertificateStatusUpdate, record_certificate_status
+    ),
+}
