@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,7 +230,7 @@ def worker_settings(
 
 @contextlib.asynccontextmanager
 async def running(
-    serve: Callable[[Any, asyncio.Event], Awaitable[None]], settings: Any
+    serve: Callable[[Any, asyncio.Event], Coroutine[Any, Any, None]], settings: Any
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run a service's ``serve`` in-process; stop it cleanly afterwards."""
     stop = asyncio.Event()
@@ -248,7 +248,6 @@ async def dms_service(
 ) -> AsyncIterator[None]:
     """The DMS worker in-process for the session (after the CA worker, which it asks)."""
     from dms_worker.__main__ import serve
-
     from dms_worker.settings import Settings
 
     async with running(serve, worker_settings(Settings, backends)) as task:
@@ -266,7 +265,6 @@ async def device_service(
 ) -> AsyncIterator[None]:
     """The device worker in-process for the session."""
     from device_worker.__main__ import serve
-
     from device_worker.settings import Settings
 
     async with running(serve, worker_settings(Settings, backends)) as task:
@@ -345,7 +343,7 @@ async def gateway(
         port = probe.getsockname()[1]
     tls_dir = tmp_path_factory.mktemp("est-tls")
     settings = Settings(
-        amqp_url=AMQP_URL,  # type: ignore[arg-type]
+        amqp_url=AMQP_URL,
         amqp_prefix=backends.prefix,
         est_host="127.0.0.1",
         est_port=port,

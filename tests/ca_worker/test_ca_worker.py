@@ -13,9 +13,7 @@ from pathlib import Path
 import aio_pika
 import asyncpg
 import pytest
-from conftest import Backends
 from cryptography import x509
-from pki import call, csr_pem, make_csr, tampered_csr_pem
 from pydantic import BaseModel
 
 from contracts.ca import (
@@ -33,6 +31,8 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode, Reply
 from runtime.bus import Bus
+from tests.conftest import Backends
+from tests.pki import call, csr_pem, make_csr, tampered_csr_pem
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -255,7 +255,7 @@ async def test_malformed_messages_are_answered_and_dead_lettered(
     backends: Backends, bus: Bus, routing_key: str, body: bytes, reason: str
 ) -> None:
     """Malformed or unknown messages get an 'invalid' reply and land in the DLQ; the worker goes on."""
-    from conftest import AMQP_URL
+    from tests.conftest import AMQP_URL
 
     reply, dead = await _raw_request(backends.prefix, AMQP_URL, routing_key, body)
     assert (False, ErrorCode.INVALID) == (reply.ok, reply.error and reply.error.code)

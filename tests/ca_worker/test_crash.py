@@ -12,13 +12,13 @@ from pathlib import Path
 import aio_pika
 import asyncpg
 import pytest
-from conftest import AMQP_URL, Backends, isolated_backends, wait_until_answered
-from pki import call
 
 from contracts.ca import CreateCA
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from runtime.bus import Bus
+from tests.conftest import AMQP_URL, Backends, isolated_backends, wait_until_answered
+from tests.pki import call
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 

@@ -8,7 +8,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from pki import csr_pem, make_csr, tampered_csr_pem
 
 from ca_worker.issuance import (
     CSRRejected,
@@ -19,6 +18,7 @@ from ca_worker.issuance import (
     new_serial,
     serial_hex,
 )
+from tests.pki import csr_pem, make_csr, tampered_csr_pem
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -10,7 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Backends
+
+from tests.conftest import Backends
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 

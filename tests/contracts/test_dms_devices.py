@@ -59,7 +59,9 @@ DECOMMISSIONED_VIEW = DEVICE_VIEW.model_copy(
 
 # One instance of every model the two modules export.
 SAMPLES: dict[type[BaseModel], BaseModel] = {
-    dms.CreateDMS: dms.CreateDMS(name="dms-1", authorized_cas=["device-ca"], csr_pem=PEM),
+    dms.CreateDMS: dms.CreateDMS(
+        name="dms-1", authorized_cas=["device-ca"], csr_pem=PEM
+    ),
     dms.UpdateAuthorizedCAs: dms.UpdateAuthorizedCAs(
         name="dms-1", add=["ca-2"], remove=["device-ca"]
     ),

@@ -13,18 +13,6 @@ from typing import Any, NamedTuple
 
 import asyncpg
 import pytest
-from device_bus import (
-    EventLog,
-    call,
-    csr_pem,
-    enrollment_certificate,
-    envelope_bytes,
-    get,
-    issue,
-    processed,
-    publish_raw,
-    unique,
-)
 from pydantic import BaseModel
 
 from ca_worker.settings import Settings as CaSettings
@@ -52,6 +40,18 @@ from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode
 from runtime.bus import Bus
 from runtime.settings import BusSettings
+from tests.device_worker.device_bus import (
+    EventLog,
+    call,
+    csr_pem,
+    enrollment_certificate,
+    envelope_bytes,
+    get,
+    issue,
+    processed,
+    publish_raw,
+    unique,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 

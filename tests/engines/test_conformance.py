@@ -38,6 +38,9 @@ from engines import (
     open_engine,
 )
 
+# SoftHSM2 and OpenBao fixtures, shared with tests/ca_worker (see engine_backends.py).
+pytest_plugins = ["tests.engines.engine_backends"]
+
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 Sha2 = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
 

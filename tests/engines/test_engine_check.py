@@ -17,6 +17,9 @@ from engines import (
     check,
 )
 
+# SoftHSM2 and OpenBao fixtures, shared with tests/ca_worker (see engine_backends.py).
+pytest_plugins = ["tests.engines.engine_backends"]
+
 
 def names_and_oks(lines: list[CheckLine]) -> list[tuple[str, bool]]:
     return [(line.name, line.ok) for line in lines]

@@ -9,6 +9,9 @@ from pkcs11 import Attribute, ObjectClass
 
 from engines import EngineMisconfigured, KeySpec, KeyType, Pkcs11Config, Pkcs11Engine
 
+# SoftHSM2 and OpenBao fixtures, shared with tests/ca_worker (see engine_backends.py).
+pytest_plugins = ["tests.engines.engine_backends"]
+
 pytestmark = pytest.mark.softhsm
 
 

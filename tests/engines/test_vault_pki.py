@@ -23,6 +23,9 @@ from engines import (
     open_vault_pki,
 )
 
+# SoftHSM2 and OpenBao fixtures, shared with tests/ca_worker (see engine_backends.py).
+pytest_plugins = ["tests.engines.engine_backends"]
+
 pytestmark = pytest.mark.vault
 
 

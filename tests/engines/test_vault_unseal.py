@@ -18,6 +18,9 @@ from engines import (
     open_engine,
 )
 
+# SoftHSM2 and OpenBao fixtures, shared with tests/ca_worker (see engine_backends.py).
+pytest_plugins = ["tests.engines.engine_backends"]
+
 pytestmark = pytest.mark.vault
 
 

@@ -16,17 +16,17 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
-from conftest import Gateway
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from pki import call, tampered_csr_pem
 
 from contracts.ca import CAView, CreateCA, RevokeCertificate
 from contracts.devices import DecommissionDevice, DeviceStatus, DeviceView, GetDevice
 from contracts.dms import CreateDMS, DMSView, RevokeDMS, UpdateAuthorizedCAs
 from est_gateway import wire
 from runtime.bus import Bus
+from tests.conftest import Gateway
+from tests.pki import call, tampered_csr_pem
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -268,7 +268,7 @@ async def test_enroll_reenroll_rekey_and_serverkeygen(stage: Stage, bus: Bus) ->
     )
     assert 200 == status, payload
     generated = wire.decode_serverkeygen(headers["Content-Type"], payload)
-    assert generated.private_key.public_key() == generated.certificates[0].public_key()  # type: ignore[union-attr]
+    assert generated.private_key.public_key() == generated.certificates[0].public_key()
 
 
 async def test_retry_of_same_csr_gets_same_certificate(
