@@ -143,7 +143,7 @@ async def lamassu_stack(workdir: Path) -> AsyncIterator[dict[str, str]]:
         EST_PORT=str(port),
         EST_HOST="127.0.0.1",
         EST_WAIT_SECONDS="60",
-        LOG_LEVEL="warning",
+        LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "warning"),
         LOG_FORMAT="json",
     )
     log = (workdir / "services.log").open("ab")
