@@ -59,7 +59,12 @@ def configure_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
-            structlog.processors.dict_tracebacks if as_json else _keep,
+            # No local variables in tracebacks: they may hold PINs, tokens or keys.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+            if as_json
+            else _keep,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
