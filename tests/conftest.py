@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import socket
 import uuid
@@ -242,20 +243,28 @@ async def running(
         await asyncio.wait_for(task, 30)
 
 
+@contextlib.asynccontextmanager
+async def worker_running(
+    package: str, schema: str, backends: Backends
+) -> AsyncIterator[None]:
+    """A worker package (``<package>.__main__.serve``) in-process, once it consumes."""
+    main = importlib.import_module(f"{package}.__main__")
+    settings_class = importlib.import_module(f"{package}.settings").Settings
+    async with running(main.serve, worker_settings(settings_class, backends)) as task:
+        bus = await Bus.connect(AMQP_URL, Topology(backends.prefix))
+        try:
+            await wait_until_queue(bus, schema, "commands", task)
+        finally:
+            await bus.close()
+        yield
+
+
 @pytest.fixture(scope="session")
 async def dms_service(
     backends: Backends, ca_service: CaSettings
 ) -> AsyncIterator[None]:
     """The DMS worker in-process for the session (after the CA worker, which it asks)."""
-    from dms_worker.__main__ import serve
-    from dms_worker.settings import Settings
-
-    async with running(serve, worker_settings(Settings, backends)) as task:
-        bus = await Bus.connect(AMQP_URL, Topology(backends.prefix))
-        try:
-            await wait_until_queue(bus, "dms", "commands", task)
-        finally:
-            await bus.close()
+    async with worker_running("dms_worker", "dms", backends):
         yield
 
 
@@ -264,15 +273,7 @@ async def device_service(
     backends: Backends, ca_service: CaSettings
 ) -> AsyncIterator[None]:
     """The device worker in-process for the session."""
-    from device_worker.__main__ import serve
-    from device_worker.settings import Settings
-
-    async with running(serve, worker_settings(Settings, backends)) as task:
-        bus = await Bus.connect(AMQP_URL, Topology(backends.prefix))
-        try:
-            await wait_until_queue(bus, "devices", "commands", task)
-        finally:
-            await bus.close()
+    async with worker_running("device_worker", "devices", backends):
         yield
 
 

@@ -51,6 +51,13 @@ path "transit/keys/*" { capabilities = ["create", "read", "update", "delete"] }
 path "transit/sign/*" { capabilities = ["update"] }
 """
 
+# Least privilege for Vault PKI CAs under the default VAULT_PKI_CA_PATH prefix ``pki-``
+# (the README's policy): create, tune and remove the CA mounts, and use them.
+PKI_POLICY = """
+path "sys/mounts/pki-*" { capabilities = ["create", "read", "update", "delete"] }
+path "pki-*" { capabilities = ["create", "read", "update", "delete", "list"] }
+"""
+
 
 def missing_backend(what: str) -> NoReturn:
     """Skip locally; fail under CI, where every backend must be present."""
@@ -149,13 +156,16 @@ def await_active_node(client: hvac.Client) -> None:
 class DevServer:
     address: str
     root_token: str
-    role_id: str
+    role_id: str  # AppRole "lamassu": Transit only
     secret_id: str
+    ca_role_id: str  # AppRole "lamassu-ca": Transit and PKI mounts pki-*
+    ca_secret_id: str
 
 
 @pytest.fixture(scope="session")
 def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    """A dev-mode OpenBao with Transit at ``transit/`` and an AppRole limited to it."""
+    """A dev-mode OpenBao with Transit at ``transit/``, an AppRole limited to it, and
+    an AppRole for Transit plus Vault PKI CA mounts (``pki-*``)."""
     bao = bao_binary()
     workdir = tmp_path_factory.mktemp("openbao")
     port = free_port()
@@ -171,14 +181,19 @@ def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
             client.sys.enable_secrets_engine("transit", path="transit")
             client.sys.enable_auth_method("approle")
             client.sys.create_or_update_policy("lamassu-transit", TRANSIT_POLICY)
-            client.auth.approle.create_or_update_approle(
-                "lamassu", token_policies=["lamassu-transit"]
-            )
-            role_id = client.auth.approle.read_role_id("lamassu")["data"]["role_id"]
-            secret = client.auth.approle.generate_secret_id("lamassu")
+            client.sys.create_or_update_policy("lamassu-pki", PKI_POLICY)
+            logins = []
+            for role, policies in (
+                ("lamassu", ["lamassu-transit"]),
+                ("lamassu-ca", ["lamassu-transit", "lamassu-pki"]),
+            ):
+                approle = client.auth.approle
+                approle.create_or_update_approle(role, token_policies=policies)
+                logins.append(approle.read_role_id(role)["data"]["role_id"])
+                logins.append(approle.generate_secret_id(role)["data"]["secret_id"])
         finally:
             client.adapter.close()
-        yield DevServer(address, root_token, role_id, secret["data"]["secret_id"])
+        yield DevServer(address, root_token, *logins)
 
 
 @pytest.fixture

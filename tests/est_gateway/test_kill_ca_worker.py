@@ -36,8 +36,7 @@ from tests.conftest import (
     isolated_backends,
     running,
     wait_until_answered,
-    wait_until_queue,
-    worker_settings,
+    worker_running,
 )
 from tests.pki import call, csr_pem, make_csr
 
@@ -76,10 +75,6 @@ async def test_kill_ca_worker_mid_enrollments(
     crash_backends: Backends, tmp_path: Path
 ) -> None:
     """SIGKILL the CA worker while 100 devices enroll: each gets one certificate, event and row."""
-    from device_worker.__main__ import serve as serve_devices
-    from device_worker.settings import Settings as DeviceSettings
-    from dms_worker.__main__ import serve as serve_dms
-    from dms_worker.settings import Settings as DmsSettings
     from est_gateway.__main__ import serve as serve_gateway
     from est_gateway.settings import Settings as GatewaySettings
 
@@ -90,7 +85,7 @@ async def test_kill_ca_worker_mid_enrollments(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     gateway_settings = GatewaySettings(
-        amqp_url=AMQP_URL,  # type: ignore[arg-type]
+        amqp_url=AMQP_URL,
         amqp_prefix=backends.prefix,
         est_host="127.0.0.1",
         est_port=port,
@@ -101,13 +96,9 @@ async def test_kill_ca_worker_mid_enrollments(
     try:
         await wait_until_answered(bus)
         async with (
-            running(serve_dms, worker_settings(DmsSettings, backends)) as dms_task,
-            running(
-                serve_devices, worker_settings(DeviceSettings, backends)
-            ) as device_task,
+            worker_running("dms_worker", "dms", backends),
+            worker_running("device_worker", "devices", backends),
         ):
-            await wait_until_queue(bus, "dms", "commands", dms_task)
-            await wait_until_queue(bus, "devices", "commands", device_task)
             assert (await call(bus, CreateCA(name="crash-ca"))).ok
             dms_key, dms_csr = make_csr("crash-dms")
             reply = await call(
