@@ -1,16 +1,22 @@
-"""Test helpers: throwaway keys and CSRs built in memory, and a bus call shortcut."""
+"""Test helpers: throwaway keys and CSRs built in memory, a bus call shortcut, and an
+event log that tests await on (with a deadline, never a sleep)."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
+import aio_pika
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel
 
-from contracts.envelope import new_message
+from contracts.envelope import CloudEvent, new_message
 from contracts.errors import Reply
 from runtime.bus import Bus
 
@@ -60,3 +66,43 @@ async def call(bus: Bus, request: BaseModel, timeout: float = 15) -> Reply:
         now=datetime.now(UTC),
     )
     return await bus.request(message, timeout=timeout)
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+Where = Callable[[dict[str, Any]], bool]
+
+
+class EventLog:
+    """Collects events from a temporary subscription; tests await what they expect."""
+
+    def __init__(self) -> None:
+        self.events: list[CloudEvent] = []
+        self._changed = asyncio.Condition()
+
+    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            event = CloudEvent.model_validate_json(message.body)
+        async with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    def matching(
+        self, type_: str, subject: str, where: Where | None = None
+    ) -> list[CloudEvent]:
+        return [
+            e
+            for e in self.events
+            if (e.type, e.subject) == (type_, subject)
+            and (where is None or where(e.data))
+        ]
+
+    async def wait_for(
+        self, type_: str, subject: str, where: Where | None = None, timeout: float = 10
+    ) -> CloudEvent:
+        async with asyncio.timeout(timeout), self._changed:
+            while not (found := self.matching(type_, subject, where)):
+                await self._changed.wait()
+            return found[0]

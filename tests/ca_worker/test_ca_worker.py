@@ -28,38 +28,13 @@ from contracts.ca import (
     RevokeCertificate,
     SignCertificate,
 )
-from contracts.envelope import CloudEvent, new_message
+from contracts.envelope import new_message
 from contracts.errors import ErrorCode, Reply
 from runtime.bus import Bus
 from tests.conftest import Backends
-from tests.pki import call, csr_pem, make_csr, tampered_csr_pem
+from tests.pki import EventLog, call, csr_pem, make_csr, tampered_csr_pem, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
-
-
-class EventLog:
-    """Collects events from a temporary subscription; tests await what they expect."""
-
-    def __init__(self) -> None:
-        self.events: list[CloudEvent] = []
-        self._changed = asyncio.Condition()
-
-    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        async with message.process():
-            event = CloudEvent.model_validate_json(message.body)
-        async with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
-
-    async def wait_for(
-        self, type_: str, subject: str, timeout: float = 10
-    ) -> CloudEvent:
-        async with asyncio.timeout(timeout), self._changed:
-            while True:
-                for event in self.events:
-                    if event.type == type_ and event.subject == subject:
-                        return event
-                await self._changed.wait()
 
 
 @pytest.fixture
@@ -67,10 +42,6 @@ async def events(bus: Bus) -> AsyncIterator[EventLog]:
     log = EventLog()
     await bus.subscribe("#", log.on_message)
     yield log
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 async def create_ca(bus: Bus, name: str, parent: str | None = None) -> CAView:

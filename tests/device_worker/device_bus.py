@@ -8,9 +8,7 @@ import asyncio
 import json
 import secrets
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import aio_pika
 import asyncpg
@@ -18,31 +16,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from pydantic import BaseModel
 
 from contracts.ca import CAView, CertificateStatus, CertificateView, IssueCertificate
 from contracts.devices import DeviceStatus, DeviceView, GetDevice
-from contracts.envelope import CloudEvent, new_message
+from contracts.envelope import CloudEvent
 from contracts.errors import Reply
 from runtime.bus import Bus
 from runtime.settings import BusSettings
-
-Where = Callable[[dict[str, Any]], bool]
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-async def call(bus: Bus, request: BaseModel) -> Reply:
-    """Send a command or query and return its reply."""
-    message = new_message(
-        type_=request.TYPE,  # type: ignore[attr-defined]
-        source="tests",
-        data=request,
-        now=datetime.now(UTC),
-    )
-    return await bus.request(message, timeout=15)
+from tests.pki import EventLog, call
 
 
 def csr_pem(common_name: str) -> str:
@@ -94,50 +75,18 @@ async def processed(db: asyncpg.Pool, event_id: str) -> None:
             await asyncio.sleep(0.05)
 
 
-class EventLog:
-    """Collects events from a temporary subscription; tests await what they expect."""
-
-    def __init__(self) -> None:
-        self.events: list[CloudEvent] = []
-        self._changed = asyncio.Condition()
-
-    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        async with message.process():
-            event = CloudEvent.model_validate_json(message.body)
-        async with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
-
-    def matching(
-        self, type_: str, subject: str, where: Where | None = None
-    ) -> list[CloudEvent]:
-        return [
-            e
-            for e in self.events
-            if (e.type, e.subject) == (type_, subject)
-            and (where is None or where(e.data))
-        ]
-
-    async def wait_for(
-        self, type_: str, subject: str, where: Where | None = None, timeout: float = 10
-    ) -> CloudEvent:
-        async with asyncio.timeout(timeout), self._changed:
-            while not (found := self.matching(type_, subject, where)):
-                await self._changed.wait()
-            return found[0]
-
-    async def status_change(
-        self, device_id: str, previous: DeviceStatus, updated: DeviceStatus
-    ) -> CloudEvent:
-        """The ``device.status.update`` of ``device_id`` from ``previous`` to ``updated``."""
-        return await self.wait_for(
-            "device.status.update",
-            f"device/{device_id}",
-            lambda data: (
-                (data["previous"]["status"], data["updated"]["status"])
-                == (previous, updated)
-            ),
-        )
+async def status_change(
+    events: EventLog, device_id: str, previous: DeviceStatus, updated: DeviceStatus
+) -> CloudEvent:
+    """The ``device.status.update`` of ``device_id`` from ``previous`` to ``updated``."""
+    return await events.wait_for(
+        "device.status.update",
+        f"device/{device_id}",
+        lambda data: (
+            (data["previous"]["status"], data["updated"]["status"])
+            == (previous, updated)
+        ),
+    )
 
 
 def enrollment_certificate(device_id: str) -> CertificateView:

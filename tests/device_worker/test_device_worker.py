@@ -41,8 +41,6 @@ from contracts.errors import ErrorCode
 from runtime.bus import Bus
 from runtime.settings import BusSettings
 from tests.device_worker.device_bus import (
-    EventLog,
-    call,
     csr_pem,
     enrollment_certificate,
     envelope_bytes,
@@ -50,8 +48,9 @@ from tests.device_worker.device_bus import (
     issue,
     processed,
     publish_raw,
-    unique,
+    status_change,
 )
+from tests.pki import EventLog, call, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -202,7 +201,7 @@ async def test_enrollment_provisions_and_revocation_warns(
     assert (PENDING, "plant-7") == (created.data["status"], created.data["dms"])
     identity = await events.wait_for("device.identity.update", f"device/{device_id}")
     assert [] == identity.data["previous"]["slots"]
-    provisioned = await events.status_change(device_id, PENDING, FULL)
+    provisioned = await status_change(events, device_id, PENDING, FULL)
     device = await get(bus, device_id)
     assert FULL == device.status
     assert [
@@ -217,7 +216,7 @@ async def test_enrollment_provisions_and_revocation_warns(
 
     reply = await call(bus, RevokeCertificate(serial=certificate.serial))
     assert reply.ok, reply.error
-    await events.status_change(device_id, FULL, WARNINGS)
+    await status_change(events, device_id, FULL, WARNINGS)
     device = await get(bus, device_id)
     assert (WARNINGS, CertificateStatus.REVOKED) == (
         device.status,
@@ -243,7 +242,7 @@ async def test_registered_slots_must_all_be_filled(
     assert PENDING == (await get(bus, device_id)).status
     await issue(bus, ca, device_id, slot="default")
 
-    await events.status_change(device_id, PENDING, FULL)
+    await status_change(events, device_id, PENDING, FULL)
 
 
 async def test_reenrollment_then_decommission(
@@ -255,7 +254,7 @@ async def test_reenrollment_then_decommission(
     device_id = unique("plc")
     subject = f"device/{device_id}"
     old = await issue(bus, ca, device_id)
-    await events.status_change(device_id, PENDING, FULL)
+    await status_change(events, device_id, PENDING, FULL)
 
     new = await issue(bus, ca, device_id, replaces=old.serial)
     await events.wait_for(
@@ -274,7 +273,7 @@ async def test_reenrollment_then_decommission(
     reply = await call(bus, DecommissionDevice(id=device_id))
     assert reply.ok, reply.error
     assert DECOMMISSIONED == DeviceView.model_validate(reply.result).status
-    await events.status_change(device_id, FULL, DECOMMISSIONED)
+    await status_change(events, device_id, FULL, DECOMMISSIONED)
     revocation = await events.wait_for(
         "certificate.status.update", f"certificate/{new.serial}"
     )
@@ -357,7 +356,7 @@ async def test_redelivered_event_changes_nothing(
 
     assert first.ok, first.error
     assert first == second
-    await events.status_change(device_id, PENDING, FULL)
+    await status_change(events, device_id, PENDING, FULL)
     subject = f"device/{device_id}"
     assert (1, 1) == (
         len(events.matching("device.create", subject)),
@@ -397,7 +396,7 @@ async def test_status_update_overtaking_its_certificate_is_kept(
         device.status,
         device.slots[0].certificate_status,
     )
-    await events.status_change(device_id, PENDING, WARNINGS)
+    await status_change(events, device_id, PENDING, WARNINGS)
 
 
 class Malformed(NamedTuple):

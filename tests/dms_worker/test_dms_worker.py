@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import aio_pika
 import asyncpg
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import BaseModel
 
 from contracts.ca import (
@@ -43,9 +39,10 @@ from contracts.dms import (
     RevokeDMS,
     UpdateAuthorizedCAs,
 )
-from contracts.envelope import CloudEvent, new_message
+from contracts.envelope import new_message
 from contracts.errors import ErrorCode, Reply
 from runtime.bus import Bus
+from tests.pki import EventLog, call, csr_pem, make_csr, tampered_csr_pem, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -56,75 +53,6 @@ INTERNAL_CA = "LAMASSU-DMS-MANAGER"
 # (as tests/pki.py has them; repeated so that mypy checks this package on its own)
 
 
-async def call(bus: Bus, request: BaseModel, timeout: float = 15) -> Reply:
-    message = new_message(
-        type_=request.TYPE,  # type: ignore[attr-defined]
-        source="tests",
-        data=request,
-        now=datetime.now(UTC),
-    )
-    return await bus.request(message, timeout=timeout)
-
-
-def make_csr(
-    common_name: str, *, dns_names: tuple[str, ...] = ()
-) -> tuple[ec.EllipticCurvePrivateKey, x509.CertificateSigningRequest]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    )
-    if dns_names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]),
-            critical=False,
-        )
-    return key, builder.sign(key, hashes.SHA256())
-
-
-def csr_pem(csr: x509.CertificateSigningRequest) -> str:
-    return csr.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def tampered_csr_pem(common_name: str) -> str:
-    """A well-formed CSR whose signature does not verify (one signature byte flipped)."""
-    der = bytearray(make_csr(common_name)[1].public_bytes(serialization.Encoding.DER))
-    der[-3] ^= 0x01
-    return csr_pem(x509.load_der_x509_csr(bytes(der)))
-
-
-class EventLog:
-    """Collects events from a temporary subscription; tests await what they expect."""
-
-    def __init__(self) -> None:
-        self.events: list[CloudEvent] = []
-        self._changed = asyncio.Condition()
-
-    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        async with message.process():
-            event = CloudEvent.model_validate_json(message.body)
-        async with self._changed:
-            self.events.append(event)
-            self._changed.notify_all()
-
-    async def wait_for(
-        self,
-        type_: str,
-        subject: str,
-        where: Callable[[CloudEvent], bool] = lambda _: True,
-        timeout: float = 10,
-    ) -> CloudEvent:
-        async with asyncio.timeout(timeout), self._changed:
-            while True:
-                for event in self.events:
-                    if (
-                        event.type == type_
-                        and event.subject == subject
-                        and where(event)
-                    ):
-                        return event
-                await self._changed.wait()
-
-
 @pytest.fixture
 async def events(bus: Bus, dms_service: None) -> AsyncIterator[EventLog]:
     log = EventLog()
@@ -133,10 +61,6 @@ async def events(bus: Bus, dms_service: None) -> AsyncIterator[EventLog]:
 
 
 # --- a small site: CAs, DMSs and devices made through the bus ------------------------
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def new_request_id() -> str:
@@ -394,7 +318,7 @@ async def test_certificate_revoked_directly_revokes_its_dms(
     event = await events.wait_for(
         "dms.update",
         f"dms/{dms.name}",
-        lambda e: e.data["updated"]["status"] == "REVOKED",
+        lambda data: data["updated"]["status"] == "REVOKED",
     )
     got = DMSView.model_validate((await ok(bus, GetDMS(name=dms.name))).result)
     assert DMSStatus.REVOKED == got.status
@@ -606,7 +530,7 @@ async def test_reenroll_renews_for_the_same_subject(
     event = await events.wait_for(
         "dms.reenroll",
         f"dms/{site.dms.name}",
-        lambda e: e.data["serial"] == renewed.serial,
+        lambda data: data["serial"] == renewed.serial,
     )
     assert name == event.data["device_id"]
 

@@ -1,11 +1,9 @@
 """Engine test backends: a SoftHSM2 token and OpenBao servers, started once per session.
 
-A pytest plugin, not a ``conftest.py``: a second conftest module would take the name
-``conftest`` from ``tests/conftest.py`` (pytest imports every rootless conftest under
-that one name), which breaks ``from conftest import ...`` and ``mypy .``. Test modules
-that need these fixtures say ``pytest_plugins = ["tests.engines.engine_backends"]``;
-the plugin is registered once, so session fixtures are shared by tests/engines and
-tests/ca_worker.
+A pytest plugin, not a ``conftest.py``: conftest fixtures are visible only below their
+directory, and tests/ca_worker runs CA workers on these same backends. Test modules
+that need them say ``pytest_plugins = ["tests.engines.engine_backends"]``; the plugin is
+registered once, so the session fixtures (one token, one OpenBao) are shared.
 
 Fixtures hand out the engines' own config models, so tests import nothing from here. A
 missing backend skips locally but fails when CI=true, so CI never passes on skips.
