@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from ca_worker.authorities import close_authorities, open_authorities
 from ca_worker.handlers import HANDLERS, CaContext, CaDeps, ensure_internal_ca
 from ca_worker.settings import Settings
 from ca_worker.store import Store
 from contracts.envelope import CloudEvent
-from engines.config import open_engine
 from runtime.bus import Bus
 from runtime.service import run_service
 from runtime.worker import Plan, QueueSpec, serve_worker
@@ -21,9 +21,10 @@ __all__ = ["main", "serve"]
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set. Tests call this in-process with their own settings."""
-    engine = open_engine(settings.engine_config())
+    # Engines first: a wrong engine setting stops the process before anything else.
+    authorities = await asyncio.to_thread(open_authorities, settings.engine_configs())
     deps = CaDeps(
-        store=Store(), engines={engine.name: engine}, default_engine=engine.name
+        store=Store(), authorities=authorities, default_engine=settings.engine
     )
 
     def context(
@@ -34,10 +35,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     async def setup(pool: asyncpg.Pool, _bus: Bus) -> Plan:
         async with pool.acquire() as conn:
             await ensure_internal_ca(conn, deps, datetime.now(UTC))
-
-        async def close_engine() -> None:
-            engine.close()
-
         return Plan(
             context=context,
             queues=[
@@ -48,12 +45,15 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                     prefetch=settings.ca_prefetch,
                 )
             ],
-            on_close=[close_engine],
         )
 
-    await serve_worker(
-        package="ca_worker", schema="ca", settings=settings, setup=setup, stop=stop
-    )
+    try:
+        await serve_worker(
+            package="ca_worker", schema="ca", settings=settings, setup=setup, stop=stop
+        )
+    finally:
+        # After serve_worker: its consumers and pool are closed, nothing signs any more.
+        close_authorities(authorities.values())
 
 
 def main() -> None:

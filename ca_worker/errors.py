@@ -4,7 +4,7 @@ Failure
  ├── NotFound ── CANotFound, CertificateNotFound
  ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable
  ├── Forbidden ─ PresentedCertificateRefused
- └── Invalid ─── BadCSR
+ └── Invalid ─── BadCSR, EngineNotConfigured, EngineMismatch
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ __all__ = [
     "CANotFound",
     "CAUnusable",
     "CertificateNotFound",
+    "EngineMismatch",
+    "EngineNotConfigured",
     "PresentedCertificateRefused",
 ]
 
@@ -52,3 +54,17 @@ class BadCSR(Invalid):
 
 class PresentedCertificateRefused(Forbidden):
     """A re-enrolling device presented a certificate this CA does not vouch for now."""
+
+
+class EngineNotConfigured(Invalid):
+    """A CA was asked for on an engine this CA worker has not opened."""
+
+    def __init__(self, engine: str, configured: list[str]) -> None:
+        super().__init__(
+            f"engine {engine!r} is not configured in the CA worker "
+            f"(ENGINE/ENGINES: {', '.join(configured)})"
+        )
+
+
+class EngineMismatch(Invalid):
+    """A subordinate CA and its parent are on engines that cannot sign for each other."""

@@ -8,14 +8,16 @@ events, which the dispatcher writes to the outbox in the same transaction.
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
-from cryptography import x509
+import structlog
 from pydantic import BaseModel
 
+from ca_worker.authorities import Authority, CASpec, Parent
 from ca_worker.errors import (
     AlreadyRevoked,
     BadCSR,
@@ -23,17 +25,10 @@ from ca_worker.errors import (
     CANotFound,
     CAUnusable,
     CertificateNotFound,
+    EngineNotConfigured,
     PresentedCertificateRefused,
 )
-from ca_worker.issuance import (
-    CSRRejected,
-    Issuer,
-    build_ca_certificate,
-    build_leaf_certificate,
-    csr_fingerprint,
-    load_csr,
-    new_serial,
-)
+from ca_worker.issuance import CSRRejected, csr_fingerprint, load_csr
 from ca_worker.store import NewCA, NewCertificate, Store
 from contracts.ca import (
     CAs,
@@ -53,7 +48,7 @@ from contracts.ca import (
     SignCertificate,
 )
 from contracts.envelope import CloudEvent, new_message
-from engines import Engine, KeyDeleter, KeySpec, KeyType
+from engines import KeyType
 from runtime.dispatch import Outcome, Route
 from runtime.outbox import write_events
 
@@ -64,13 +59,19 @@ SOURCE = "service/ca"
 
 _USABLE = {CertificateStatus.ACTIVE, CertificateStatus.ABOUT_TO_EXPIRE}
 
+log = structlog.get_logger("ca_worker")
+
 
 @dataclass(frozen=True, slots=True)
 class CaDeps:
-    """What every CA handler may use, built once in ``__main__``."""
+    """What every CA handler may use, built once in ``__main__``.
+
+    ``authorities`` holds one strategy per configured engine, keyed by engine name;
+    ``default_engine`` (ENGINE) keeps CAs created without ``CreateCA.engine``.
+    """
 
     store: Store
-    engines: Mapping[str, Engine]
+    authorities: Mapping[str, Authority]
     default_engine: str
 
 
@@ -95,17 +96,44 @@ def _event(ctx: CaContext, type_: str, subject: str, data: BaseModel) -> CloudEv
     )
 
 
-async def _issuer(ctx: CaContext, name: str) -> tuple[CAView, Issuer]:
-    """A CA that may sign now, with its signer; refuses revoked or expired CAs."""
+async def _signing_ca(ctx: CaContext, name: str) -> tuple[CAView, Authority]:
+    """A CA that may sign now, with its engine's authority; refuses revoked or expired
+    CAs, and CAs whose engine this worker has not opened."""
     ca = await ctx.deps.store.get_ca(ctx.conn, name)
     if ca is None:
         raise CANotFound(name)
     if ca.status not in _USABLE or ca.not_after <= ctx.now:
         raise CAUnusable(f"CA {name!r} cannot sign: it is {ca.status.value.lower()}")
-    engine = ctx.deps.engines[ca.engine]
-    signer = await asyncio.to_thread(engine.signer, ca.key_id)
-    certificate = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
-    return ca, Issuer(certificate, signer)
+    authority = ctx.deps.authorities.get(ca.engine)
+    if authority is None:
+        raise CAUnusable(
+            f"CA {name!r} is kept by engine {ca.engine!r}, which this CA worker has "
+            "not configured (ENGINE/ENGINES)"
+        )
+    return ca, authority
+
+
+def _authority_for_new_ca(ctx: CaContext, engine: str | None) -> Authority:
+    name = engine or ctx.deps.default_engine
+    authority = ctx.deps.authorities.get(name)
+    if authority is None:
+        raise EngineNotConfigured(name, list(ctx.deps.authorities))
+    return authority
+
+
+async def _mirror_revocations(ctx: CaContext, revoked: Mapping[str, list[str]]) -> None:
+    """Tell each issuing CA's engine the serials it revoked (the rows are updated).
+
+    In the handler's transaction: if the engine fails, nothing is committed and the
+    retried message tells it again (revoking twice is harmless).
+    """
+    for name, serials in revoked.items():
+        ca = await ctx.deps.store.get_ca(ctx.conn, name)
+        authority = None if ca is None else ctx.deps.authorities.get(ca.engine)
+        if ca is None or authority is None:
+            log.warning("revocation_not_mirrored", ca=name, reason="engine not open")
+            continue
+        await asyncio.to_thread(authority.revoke, ca, serials)
 
 
 async def _create(
@@ -116,40 +144,29 @@ async def _create(
     key_type: KeyType,
     validity: timedelta,
     internal: bool,
+    engine: str | None = None,
 ) -> Outcome:
     store = ctx.deps.store
     if await store.get_ca(ctx.conn, name) is not None:
         raise CAExists(name)
-    issuer = None if parent is None else (await _issuer(ctx, parent))[1]
-    engine = ctx.deps.engines[ctx.deps.default_engine]
-
-    def make() -> tuple[str, x509.Certificate]:
-        key_id = engine.create_key(KeySpec(key_type))
-        certificate = build_ca_certificate(
-            name=name,
-            public_key=engine.public_key(key_id),
-            issuer=issuer,
-            self_signer=engine.signer(key_id),
-            serial=new_serial(),
-            now=ctx.now,
-            validity=validity,
-        )
-        return key_id, certificate
-
-    key_id, certificate = await asyncio.to_thread(make)
+    authority = _authority_for_new_ca(ctx, engine)
+    parent_ca = None if parent is None else Parent(*await _signing_ca(ctx, parent))
+    spec = CASpec(name, key_type, ctx.now, validity)
+    created = await asyncio.to_thread(authority.create_ca, spec, parent_ca)
+    new = NewCA(
+        name,
+        parent,
+        internal,
+        key_type,
+        created.key_id,
+        authority.engine,
+        created.certificate,
+    )
     try:
-        async with (
-            ctx.conn.transaction()
-        ):  # a savepoint, so a lost race leaves no key behind
-            view = await store.insert_ca(
-                ctx.conn,
-                NewCA(
-                    name, parent, internal, key_type, key_id, engine.name, certificate
-                ),
-            )
+        async with ctx.conn.transaction():  # a savepoint: a lost race leaves no key
+            view = await store.insert_ca(ctx.conn, new)
     except asyncpg.UniqueViolationError:
-        if isinstance(engine, KeyDeleter):
-            await asyncio.to_thread(engine.delete_key, key_id)
+        await asyncio.to_thread(authority.discard_ca, name, created.key_id)
         raise CAExists(name) from None
     return Outcome(view, [_event(ctx, "ca.create", f"ca/{name}", view)])
 
@@ -162,6 +179,7 @@ async def create_ca(cmd: CreateCA, ctx: CaContext) -> Outcome:
         key_type=cmd.key_type,
         validity=timedelta(days=cmd.validity_days),
         internal=False,
+        engine=cmd.engine,
     )
 
 
@@ -207,6 +225,13 @@ async def revoke_ca(cmd: RevokeCA, ctx: CaContext) -> Outcome:
         )
         for c in cert_changes
     ]
+    revoked: dict[str, list[str]] = defaultdict(list)
+    for cert_change in cert_changes:
+        revoked[cert_change.updated.ca].append(cert_change.updated.serial)
+    for ca_change in ca_changes:
+        if ca_change.updated.parent is not None:
+            revoked[ca_change.updated.parent].append(ca_change.updated.serial)
+    await _mirror_revocations(ctx, revoked)
     updated = next(c.updated for c in ca_changes if c.updated.name == cmd.name)
     return Outcome(updated, events)
 
@@ -216,12 +241,11 @@ async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
         csr = load_csr(cmd.csr_pem.encode())
     except CSRRejected as exc:
         raise BadCSR(str(exc)) from None
-    ca, issuer = await _issuer(ctx, cmd.ca)
+    ca, authority = await _signing_ca(ctx, cmd.ca)
     certificate = await asyncio.to_thread(
-        build_leaf_certificate,
-        csr=csr,
-        issuer=issuer,
-        serial=new_serial(),
+        authority.sign_leaf,
+        ca,
+        csr,
         now=ctx.now,
         validity=timedelta(days=cmd.validity_days),
     )
@@ -257,12 +281,11 @@ async def issue_certificate(cmd: IssueCertificate, ctx: CaContext) -> Outcome:
                 f"the presented certificate {cmd.replaces} is {presented.status.value.lower()}"
             )
         dms = dms or presented.dms  # a renewal stays with the DMS that enrolled it
-    ca, issuer = await _issuer(ctx, cmd.ca)
+    ca, authority = await _signing_ca(ctx, cmd.ca)
     certificate = await asyncio.to_thread(
-        build_leaf_certificate,
-        csr=csr,
-        issuer=issuer,
-        serial=new_serial(),
+        authority.sign_leaf,
+        ca,
+        csr,
         now=ctx.now,
         validity=timedelta(days=cmd.validity_days),
     )
@@ -316,6 +339,7 @@ async def revoke_certificate(cmd: RevokeCertificate, ctx: CaContext) -> Outcome:
     if not changes:
         raise AlreadyRevoked(f"certificate {cmd.serial}")
     change = changes[0]
+    await _mirror_revocations(ctx, {current.ca: [cmd.serial]})
     event = _event(
         ctx,
         "certificate.status.update",

@@ -24,15 +24,21 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from engines import PrivateKey, PublicKey
 
 __all__ = [
+    "LEAF_EXTENDED_KEY_USAGE",
     "CSRRejected",
     "Issuer",
     "build_ca_certificate",
     "build_leaf_certificate",
     "csr_fingerprint",
+    "leaf_key_usage",
     "load_csr",
     "new_serial",
     "serial_hex",
+    "verbatim_conflicts",
 ]
+
+# Devices authenticate as TLS clients (RFC 5280 §4.2.1.12).
+LEAF_EXTENDED_KEY_USAGE = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
 
 
 class CSRRejected(ValueError):  # noqa: N818 - a domain outcome, mapped to 'invalid'
@@ -181,24 +187,8 @@ def build_leaf_certificate(
         .not_valid_before(now)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                # RFC 5246 §7.4.7.1: RSA key transport needs keyEncipherment.
-                key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
+        .add_extension(leaf_key_usage(public_key), critical=True)
+        .add_extension(LEAF_EXTENDED_KEY_USAGE, critical=False)
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
         )
@@ -211,6 +201,42 @@ def build_leaf_certificate(
     else:
         builder = builder.add_extension(san.value, critical=san.critical)
     return builder.sign(issuer.signer, _hash_for(issuer.signer))
+
+
+def leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
+    """digitalSignature, plus keyEncipherment for RSA keys (RFC 5246 §7.4.7.1: RSA key
+    transport needs it)."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def verbatim_conflicts(csr: x509.CertificateSigningRequest) -> list[str]:
+    """Requested extensions that a CA copying the CSR verbatim would put in the leaf
+    although this profile would not: everything but subjectAltName, a non-CA
+    basicConstraints, and keyUsage / extendedKeyUsage equal to the profile's own."""
+    public_key = csr.public_key()
+    allowed: list[x509.ExtensionType] = [LEAF_EXTENDED_KEY_USAGE]
+    if isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        allowed.append(leaf_key_usage(public_key))
+    conflicts = []
+    for extension in csr.extensions:
+        value = extension.value
+        if isinstance(value, x509.SubjectAlternativeName) or value in allowed:
+            continue
+        if isinstance(value, x509.BasicConstraints) and not value.ca:
+            continue
+        name = extension.oid._name  # noqa: SLF001 - cryptography's only name accessor
+        conflicts.append(extension.oid.dotted_string if name == "Unknown OID" else name)
+    return conflicts
 
 
 def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:

@@ -74,6 +74,9 @@ class CreateCA(_Message):
     parent: str | None = Field(default=None, pattern=_NAME)
     key_type: KeyType = KeyType.EC_P256
     validity_days: int = Field(default=3650, gt=0, le=36500)
+    # The crypto engine that keeps the CA's key: one the CA worker has configured
+    # (ENGINE/ENGINES); None means its default, ENGINE.
+    engine: str | None = None
 
 
 class GetCA(_Message):

@@ -16,6 +16,7 @@ from engines.base import (
 )
 from engines.check import CheckLine, check
 from engines.config import (
+    AnyEngineConfig,
     EngineConfig,
     GopemConfig,
     Pkcs11Config,
@@ -35,16 +36,20 @@ from engines.gopem import PemFileEngine, generate_private_key
 from engines.keys import KeyType
 from engines.pkcs11 import Pkcs11Engine
 from engines.remote_key import RemoteEcPrivateKey, RemoteRsaPrivateKey
+from engines.settings import EngineName, EngineSettings
 from engines.vault_client import VaultConnection
 from engines.vault_pki import VaultPkiAuthority
 from engines.vault_transit import VaultTransitEngine
 
 __all__ = [
+    "AnyEngineConfig",
     "CheckLine",
     "Engine",
     "EngineConfig",
     "EngineError",
     "EngineMisconfigured",
+    "EngineName",
+    "EngineSettings",
     "EngineUnavailable",
     "GopemConfig",
     "KeyDeleter",

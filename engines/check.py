@@ -1,7 +1,7 @@
 """What ``lamassu engine check`` reports: one line per fact, stopping at the first fault.
 
-Pure in the sense that matters to the CLI: it opens the configured engine, asks it what
-it offers, closes it, and returns lines; it prints nothing. The stage a configuration
+Pure in the sense that matters to the CLI: it opens the configured engine (or Vault PKI),
+asks it what it offers, closes it, and returns lines; it prints nothing. The stage a configuration
 error belongs to comes from the setting its message names first (errors.py convention).
 """
 
@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 from engines.base import KeyTypeReporter
 from engines.config import (
-    EngineConfig,
+    AnyEngineConfig,
     GopemConfig,
     Pkcs11Config,
+    VaultPkiConfig,
     VaultTransitConfig,
     open_engine,
+    open_vault_pki,
 )
 from engines.errors import EngineError, EngineUnavailable
 from engines.keys import KeyType
@@ -47,7 +49,7 @@ class CheckLine:
         return f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
 
 
-def _describe(config: EngineConfig) -> tuple[str, str, str]:
+def _describe(config: AnyEngineConfig) -> tuple[str, str, str]:
     """(which engine, what "reachable" means, what "logged in" means) for a config."""
     match config:
         case GopemConfig():
@@ -65,6 +67,13 @@ def _describe(config: EngineConfig) -> tuple[str, str, str]:
                 "answered and unsealed",
                 f"{how} login accepted",
             )
+        case VaultPkiConfig():
+            how = "token" if config.token is not None else "AppRole"
+            return (
+                f"vault, {config.address} CA mounts {config.ca_path}<name>",
+                "answered and unsealed",
+                f"{how} login accepted",
+            )
 
 
 def _stage_of(error: EngineError) -> str:
@@ -76,12 +85,16 @@ def _stage_of(error: EngineError) -> str:
     return "ready"
 
 
-def check(config: EngineConfig) -> list[CheckLine]:
+def check(config: AnyEngineConfig) -> list[CheckLine]:
     """Open the engine once and report each stage; the first failing line is the fault."""
     which, reached, logged_in = _describe(config)
     lines = [CheckLine("engine", ok=True, detail=which)]
     try:
-        engine = open_engine(config)
+        engine = (
+            open_vault_pki(config)
+            if isinstance(config, VaultPkiConfig)
+            else open_engine(config)
+        )
     except EngineError as exc:
         failed = _stage_of(exc)
         for stage, detail in (("reachable", reached), ("logged in", logged_in)):

@@ -19,6 +19,7 @@ from engines.vault_pki import VaultPkiAuthority
 from engines.vault_transit import VaultTransitEngine
 
 __all__ = [
+    "AnyEngineConfig",
     "EngineConfig",
     "GopemConfig",
     "Pkcs11Config",
@@ -64,6 +65,9 @@ class VaultPkiConfig(VaultConnection):
 EngineConfig = Annotated[
     GopemConfig | Pkcs11Config | VaultTransitConfig, Field(discriminator="kind")
 ]
+
+# Everything a CA can be kept by: a signer engine, or Vault PKI (which issues itself).
+AnyEngineConfig = GopemConfig | Pkcs11Config | VaultTransitConfig | VaultPkiConfig
 
 
 def open_engine(config: EngineConfig) -> Engine:

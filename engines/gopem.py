@@ -1,12 +1,15 @@
 """The ``gopem`` engine: one unencrypted PKCS#8 PEM file per key under GOPEM_DATA, mode 0600.
 
 The directory is created 0700. Files are written with O_EXCL so a key is never overwritten.
+A key is read and checked once, then kept in memory: loading an RSA key checks it
+(RSA_check_key), which costs tens of milliseconds, far more than a signature.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -43,6 +46,8 @@ class PemFileEngine:
         if not os.access(directory, os.W_OK | os.X_OK):
             raise EngineMisconfigured(f"GOPEM_DATA: {directory} is not writable")
         self._directory = directory
+        self._keys: dict[str, PrivateKey] = {}
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -67,19 +72,26 @@ class PemFileEngine:
         return key_id
 
     def signer(self, key_id: str) -> PrivateKey:
+        with self._lock:
+            key = self._keys.get(key_id)
+        if key is not None:
+            return key
         try:
             pem = self._path(key_id).read_bytes()
         except FileNotFoundError as exc:
             raise KeyNotFound(f"no key {key_id} in {self._directory}") from exc
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        loaded = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise KeyNotFound(f"key {key_id} is not an EC or RSA key")
-        return key
+        with self._lock:
+            return self._keys.setdefault(key_id, loaded)
 
     def public_key(self, key_id: str) -> PublicKey:
         return self.signer(key_id).public_key()
 
     def delete_key(self, key_id: str) -> None:
+        with self._lock:
+            self._keys.pop(key_id, None)
         try:
             self._path(key_id).unlink()
         except FileNotFoundError as exc:
@@ -91,4 +103,6 @@ class PemFileEngine:
         )
 
     def close(self) -> None:
-        """Nothing to release: files are opened per call."""
+        """Forget the keys held in memory; files are opened per call."""
+        with self._lock:
+            self._keys.clear()

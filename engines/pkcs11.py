@@ -13,6 +13,8 @@ Built on python-pkcs11, tested against SoftHSM2 2.6. Quirks, citing PKCS#11 v2.4
   ECDSA-Sig-Value of RFC 3279 §2.2.3 with ``encode_dss_signature``. RSA uses CKM_RSA_PKCS
   (Mechanisms §2.1.6) over the DER DigestInfo of RFC 8017 §9.2, which is exactly
   EMSA-PKCS1-v1_5; that keeps one host-side hashing path for both key kinds.
+- Key objects are looked up once per key id and kept (their handles are valid for the
+  session's life, §4.4), so a signature is one C_Sign, not two C_FindObjects first.
 - One R/W session is opened at start and the user logs in once. Login state belongs to
   the application and is shared by all its sessions (§2.6; C_Login, C_Logout in §5.6),
   so a process opens one engine per token and a second one is refused. python-pkcs11
@@ -155,6 +157,7 @@ class Pkcs11Engine:
         self._label = label
         self._lock = threading.Lock()
         self._closed = False
+        self._signers: dict[str, PrivateKey] = {}
 
     @property
     def name(self) -> str:
@@ -221,6 +224,15 @@ class Pkcs11Engine:
             return _to_public_key(self._find_public(key_id))
 
     def signer(self, key_id: str) -> PrivateKey:
+        with self._lock:
+            found = self._signers.get(key_id)
+        if found is None:
+            found = self._new_signer(key_id)
+            with self._lock:
+                found = self._signers.setdefault(key_id, found)
+        return found
+
+    def _new_signer(self, key_id: str) -> PrivateKey:
         with self._lock, _translated():
             public_key = _to_public_key(self._find_public(key_id))
             private = self._find_private(key_id)
@@ -247,6 +259,7 @@ class Pkcs11Engine:
 
     def delete_key(self, key_id: str) -> None:
         with self._lock, _translated():
+            self._signers.pop(key_id, None)
             self._find(ObjectClass.PRIVATE_KEY, key_id).destroy()
             with suppress(KeyNotFound):  # a key imported without its public half
                 self._find(ObjectClass.PUBLIC_KEY, key_id).destroy()

@@ -10,13 +10,14 @@ intermediate's CSR is generated inside its own mount, signed by the parent mount
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import hvac
 from hvac import exceptions as hvac_errors
 
-from engines.errors import KeyExists
+from engines.errors import EngineMisconfigured, KeyExists, KeyNotFound
 from engines.keys import KeyType
 from engines.vault_client import VaultConnection, VaultSession
 
@@ -52,6 +53,22 @@ class VaultPkiAuthority:
     def __init__(self, connection: VaultConnection, mount_prefix: str = "pki-") -> None:
         self._vault = VaultSession(connection)
         self._prefix = mount_prefix
+        try:
+            self._check_policy()
+        except BaseException:
+            self._vault.close()
+            raise
+
+    def _check_policy(self) -> None:
+        """Fail at start, not at the first CA, when the login may not create mounts."""
+        probe = f"sys/mounts/{self._prefix}lamassu-probe"
+        answer = self._vault.call(lambda c: c.sys.get_capabilities(paths=[probe]))
+        granted = set(answer["data"].get(probe) or [])
+        if not granted & {"root", "create", "update"}:
+            raise EngineMisconfigured(
+                f"VAULT_PKI_CA_PATH: the Vault policy may not create mounts at "
+                f"sys/mounts/{self._prefix}* (granted: {', '.join(sorted(granted))})"
+            )
 
     def _mount(self, name: str) -> str:
         if not _CA_NAME.match(name):
@@ -114,23 +131,73 @@ class VaultPkiAuthority:
         )
         return certificate
 
-    def sign_verbatim(self, ca_name: str, csr_pem: str, ttl: timedelta) -> str:
-        """Issue a certificate for the CSR exactly as requested; returns its PEM."""
+    def sign_verbatim(
+        self,
+        ca_name: str,
+        csr_pem: str,
+        ttl: timedelta | None = None,
+        *,
+        not_after: datetime | None = None,
+        key_usage: Sequence[str] | None = None,
+        ext_key_usage: Sequence[str] | None = None,
+    ) -> str:
+        """Issue a certificate for the CSR as requested; returns its PEM.
+
+        Vault copies the CSR's subject, SANs and extensions (all but basicConstraints,
+        which it drops). ``key_usage`` / ``ext_key_usage`` (Vault's names, e.g.
+        ``DigitalSignature``, ``ClientAuth``) apply only when the CSR requests none;
+        None keeps Vault's defaults. The end is ``not_after`` (whole seconds) or
+        ``ttl`` from Vault's clock; past the CA's own expiry it is refused.
+        """
         mount = self._mount(ca_name)
+        params: dict[str, Any] = {}
+        if not_after is not None:
+            params["not_after"] = not_after.astimezone(UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
+        elif ttl is not None:
+            params["ttl"] = _ttl(ttl)
+        if key_usage is not None:
+            params["key_usage"] = list(key_usage)
+        if ext_key_usage is not None:
+            params["ext_key_usage"] = list(ext_key_usage)
         response = self._vault.call(
             lambda c: c.secrets.pki.sign_verbatim(
-                csr_pem, extra_params={"ttl": _ttl(ttl)}, mount_point=mount
+                csr_pem, extra_params=params, mount_point=mount
             )
         )
         return str(response["data"]["certificate"])
 
     def revoke(self, ca_name: str, serial_hex: str) -> None:
-        """Revoke a certificate the CA issued; it appears on the CA's next CRL."""
+        """Revoke a certificate the CA issued; it appears on the CA's next CRL.
+
+        Revoking twice is harmless; a serial the mount never issued is KeyNotFound.
+        """
         mount = self._mount(ca_name)
         serial = _vault_serial(serial_hex)
-        self._vault.call(
-            lambda c: c.secrets.pki.revoke_certificate(serial, mount_point=mount)
-        )
+
+        def revoke(client: hvac.Client) -> Any:
+            try:
+                return client.secrets.pki.revoke_certificate(serial, mount_point=mount)
+            except hvac_errors.InvalidRequest as exc:
+                if any("not found" in str(e) for e in exc.errors or []):
+                    raise KeyNotFound(f"{mount} issued no serial {serial}") from exc
+                raise
+
+        self._vault.call(revoke)
+
+    def mount_path(self, name: str) -> str:
+        """The PKI mount that holds the CA ``name`` (and its key)."""
+        return self._mount(name)
+
+    def delete_ca(self, name: str) -> None:
+        """Remove the CA's mount, its key and everything it issued, for good."""
+        mount = self._mount(name)
+        self._vault.call(lambda c: c.sys.disable_secrets_engine(mount))
+
+    def key_types(self) -> list[KeyType]:
+        """Vault PKI generates every key type the CA offers."""
+        return list(KeyType)
 
     def close(self) -> None:
         self._vault.close()

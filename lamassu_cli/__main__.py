@@ -34,7 +34,7 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import enrollment, render
+from lamassu_cli import engine, enrollment, render
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import add_command, days, output, reason
 from lamassu_cli.up import up
@@ -54,6 +54,7 @@ async def ca_create(args: argparse.Namespace, client: Client) -> None:
             parent=args.parent,
             key_type=args.key_type,
             validity_days=args.validity,
+            engine=args.engine,
         )
     )
     output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
@@ -185,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--key-type", type=KeyType, choices=list(KeyType), default=KeyType.EC_P256
     )
     p.add_argument("--validity", type=days, default=3650, help="e.g. 3650d, 520w, 10y")
+    p.add_argument(
+        "--engine",
+        help="engine that keeps the key: one of the CA worker's ENGINE/ENGINES "
+        "(default ENGINE)",
+    )
     add_command(ca, "list", ca_list, "list CAs")
     p = add_command(ca, "show", ca_show, "show a CA")
     p.add_argument("name")
@@ -223,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(groups, "wait", wait_ready, "wait until the workers answer")
     p.add_argument("--timeout", type=float, default=60.0)
     enrollment.register(groups)
+    engine.register(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True
@@ -244,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.group == "contracts":
         print(json.dumps(asyncapi_document(Topology()), indent=2))
         return
+    if args.group == "engine":
+        sys.exit(engine.run_check(args))
     try:
         settings = load_settings(CliSettings)
     except SettingsError as exc:

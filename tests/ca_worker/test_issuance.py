@@ -14,9 +14,11 @@ from ca_worker.issuance import (
     Issuer,
     build_ca_certificate,
     build_leaf_certificate,
+    leaf_key_usage,
     load_csr,
     new_serial,
     serial_hex,
+    verbatim_conflicts,
 )
 from tests.pki import csr_pem, make_csr, tampered_csr_pem
 
@@ -121,3 +123,62 @@ def test_serials_are_128_bit_positive_and_even_hex() -> None:
     assert all(0 < s < 2**128 for s in serials)
     assert all(len(serial_hex(s)) % 2 == 0 for s in serials)
     assert "0a" == serial_hex(10)
+
+
+CA_USAGE = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.mark.parametrize(
+    ("extensions", "conflicts"),
+    [
+        ((), []),
+        ((x509.BasicConstraints(ca=False, path_length=None),), []),
+        ((leaf_key_usage(EC_KEY.public_key()),), []),
+        ((x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),), []),
+        ((CA_USAGE,), ["keyUsage"]),
+        ((x509.BasicConstraints(ca=True, path_length=None),), ["basicConstraints"]),
+        (
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),),
+            ["extendedKeyUsage"],
+        ),
+        ((x509.SubjectKeyIdentifier(b"\x01" * 20),), ["subjectKeyIdentifier"]),
+        (
+            (
+                x509.UnrecognizedExtension(
+                    x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"
+                ),
+            ),
+            ["1.3.6.1.4.1.99999.1"],
+        ),
+    ],
+    ids=[
+        "none",
+        "not-a-ca",
+        "profile-key-usage",
+        "client-auth",
+        "ca-key-usage",
+        "is-a-ca",
+        "server-auth",
+        "own-ski",
+        "unknown",
+    ],
+)
+def test_verbatim_conflicts_name_what_the_profile_would_not_grant(
+    extensions: tuple[x509.ExtensionType, ...], conflicts: list[str]
+) -> None:
+    """Only extensions beyond SAN and the profile's own usages are conflicts."""
+    _, csr = make_csr(
+        "dev", key=EC_KEY, dns_names=("dev.example",), extra_extensions=extensions
+    )
+    assert conflicts == verbatim_conflicts(csr)
