@@ -327,14 +327,8 @@ class Gateway:
                 await asyncio.sleep(0.02)
 
 
-@pytest.fixture(scope="session")
-async def gateway(
-    backends: Backends,
-    ca_service: CaSettings,
-    dms_service: None,
-    device_service: None,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[Gateway]:
+@contextlib.asynccontextmanager
+async def gateway_running(backends: Backends, tls_dir: Path) -> AsyncIterator[Gateway]:
     """The EST gateway in-process over real TLS on a free loopback port."""
     from est_gateway.__main__ import serve
     from est_gateway.settings import Settings
@@ -342,7 +336,6 @@ async def gateway(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    tls_dir = tmp_path_factory.mktemp("est-tls")
     settings = Settings(
         amqp_url=AMQP_URL,
         amqp_prefix=backends.prefix,
@@ -363,3 +356,16 @@ async def gateway(
                     break
                 await asyncio.sleep(0.05)
         yield Gateway(f"https://127.0.0.1:{port}", tls_dir / "server.pem")
+
+
+@pytest.fixture(scope="session")
+async def gateway(
+    backends: Backends,
+    ca_service: CaSettings,
+    dms_service: None,
+    device_service: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Gateway]:
+    """The gateway for the session, in front of the session's workers."""
+    async with gateway_running(backends, tmp_path_factory.mktemp("est-tls")) as found:
+        yield found

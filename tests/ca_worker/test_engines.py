@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from contracts.ca import (
@@ -29,7 +30,8 @@ from tests.ca_worker.engine_workers import (
     unique,
     vault_settings,
 )
-from tests.conftest import Backends, isolated_backends
+from tests.conftest import Backends, gateway_running, isolated_backends, worker_running
+from tests.est_gateway.test_gateway import Identity
 from tests.pki import call, make_csr
 
 # SoftHSM2 and OpenBao fixtures (see tests/engines/engine_backends.py).
@@ -117,3 +119,37 @@ async def test_revoking_a_leaf_is_recorded(engine_bus: Bus) -> None:
     assert reply.ok, reply.error
     revoked = CertificateView.model_validate(reply.result)
     assert CertificateStatus.REVOKED == revoked.status
+
+
+async def test_enrollment_end_to_end(
+    engine: str, engine_bus: Bus, own_backends: Backends, tmp_path: Path
+) -> None:
+    """With ENGINE set to this engine, a device enrolls and re-enrolls over real HTTPS."""
+    from tests.est_gateway.test_gateway import (
+        new_stage,
+        openssl_csr,
+        single_certificate,
+    )
+
+    async with (
+        worker_running("dms_worker", "dms", own_backends),
+        worker_running("device_worker", "devices", own_backends),
+        gateway_running(own_backends, tmp_path / "tls") as gateway,
+    ):
+        stage = await new_stage(engine_bus, gateway, tmp_path)
+        device_id = unique("engine-device")
+        body, key = openssl_csr(tmp_path, device_id)
+        status, _, payload = await stage.est.enroll(
+            stage.ca.name, body, stage.dms_identity
+        )
+        assert 200 == status, payload
+        issued = single_certificate(payload)
+        issued.verify_directly_issued_by(load(stage.ca.certificate_pem))
+        device = Identity(tmp_path / "device.pem", key)
+        device.cert.write_bytes(issued.public_bytes(serialization.Encoding.PEM))
+        renewal, _ = openssl_csr(tmp_path, device_id, key=key)
+        status, _, payload = await stage.est.enroll(
+            stage.ca.name, renewal, device, "simplereenroll"
+        )
+        assert 200 == status, payload
+        assert issued.subject == single_certificate(payload).subject
