@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -305,6 +306,43 @@ def bao_context() -> ssl.SSLContext:
 # --- the run -------------------------------------------------------------------------------
 
 
+async def measure(  # noqa: PLR0917 - a benchmark knob list
+    system: str,
+    new_connection: str,
+    context: ssl.SSLContext,
+    post: Callable[[aiohttp.ClientSession, bytes], Any],
+    levels: list[int],
+    count: int,
+) -> list[Result]:
+    """One system at each concurrency: a new TLS connection per request, then keep-alive."""
+
+    async def send(session: aiohttp.ClientSession | None, body: bytes) -> bool:
+        own = session is None
+        session = session or aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, force_close=True)
+        )
+        try:
+            async with post(session, body) as response:
+                await response.read()
+                return bool(response.status == 200)
+        finally:
+            if own:
+                await session.close()
+
+    def keep_alive() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
+
+    results = []
+    for level in levels:
+        for mode, factory in ((new_connection, None), ("keep-alive", keep_alive)):
+            result = await drive(
+                f"{system} {mode}", level, csr_bodies(count), send, factory
+            )
+            print(f"# {result.label} c={level}: {result.rate:.0f}/s", file=sys.stderr)
+            results.append(result)
+    return results
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -321,84 +359,31 @@ async def main() -> None:
             url = env["URL"]
             context = lamassu_context(workdir)
 
-            async def ours(session: aiohttp.ClientSession | None, body: bytes) -> bool:
-                own = session is None
-                session = session or aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(ssl=context, force_close=True)
-                )
-                try:
-                    async with session.post(
-                        url, data=body, headers={"Content-Type": "application/pkcs10"}
-                    ) as response:
-                        await response.read()
-                        return response.status == 200
-                finally:
-                    if own:
-                        await session.close()
-
-            for level in levels:
-                for mode, factory in (
-                    ("new mTLS conn", None),
-                    (
-                        "keep-alive",
-                        lambda: aiohttp.ClientSession(
-                            connector=aiohttp.TCPConnector(ssl=context)
-                        ),
-                    ),
-                ):
-                    jobs = csr_bodies(args.count)
-                    results.append(
-                        await drive(f"lamassu {mode}", level, jobs, ours, factory)
-                    )
-                    print(
-                        f"# {results[-1].label} c={level}: {results[-1].rate:.0f}/s",
-                        file=sys.stderr,
-                    )
+            results += await measure(
+                "lamassu",
+                "new mTLS conn",
+                context,
+                lambda session, body: session.post(
+                    url, data=body, headers={"Content-Type": "application/pkcs10"}
+                ),
+                levels,
+                args.count,
+            )
         async with openbao(workdir) as bao_url:
-            context = bao_context()
             sign_url = f"{bao_url}/v1/pki/sign/device"
 
-            async def bao(session: aiohttp.ClientSession | None, body: bytes) -> bool:
-                own = session is None
-                session = session or aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(ssl=context, force_close=True)
+            def bao(session: aiohttp.ClientSession, body: bytes) -> Any:
+                csr = x509.load_der_x509_csr(base64.decodebytes(body))
+                pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+                return session.post(
+                    sign_url,
+                    json={"csr": pem, "common_name": "device"},
+                    headers={"X-Vault-Token": "bench"},
                 )
-                der = base64.decodebytes(body)
-                pem = (
-                    x509.load_der_x509_csr(der)
-                    .public_bytes(serialization.Encoding.PEM)
-                    .decode()
-                )
-                try:
-                    async with session.post(
-                        sign_url,
-                        json={"csr": pem, "common_name": "device"},
-                        headers={"X-Vault-Token": "bench"},
-                    ) as response:
-                        await response.read()
-                        return response.status == 200
-                finally:
-                    if own:
-                        await session.close()
 
-            for level in levels:
-                for mode, factory in (
-                    ("new TLS conn", None),
-                    (
-                        "keep-alive",
-                        lambda: aiohttp.ClientSession(
-                            connector=aiohttp.TCPConnector(ssl=context)
-                        ),
-                    ),
-                ):
-                    jobs = csr_bodies(args.count)
-                    results.append(
-                        await drive(f"openbao {mode}", level, jobs, bao, factory)
-                    )
-                    print(
-                        f"# {results[-1].label} c={level}: {results[-1].rate:.0f}/s",
-                        file=sys.stderr,
-                    )
+            results += await measure(
+                "openbao", "new TLS conn", bao_context(), bao, levels, args.count
+            )
 
     print(
         f"\nenrollments on this machine ({os.cpu_count()} cores), {args.count} per row, {datetime.now(UTC):%Y-%m-%d}"
