@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -19,8 +20,14 @@ from runtime.worker import Plan, QueueSpec, serve_worker
 __all__ = ["main", "serve"]
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set. Tests call this in-process with their own settings."""
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> None:
+    """Run until ``stop`` is set. Tests call this in-process with their own settings
+    and, to walk through expiry without waiting, their own ``clock``."""
     # Engines first: a wrong engine setting stops the process before anything else.
     authorities = await asyncio.to_thread(open_authorities, settings.engine_configs())
     deps = CaDeps(
@@ -34,7 +41,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
     async def setup(pool: asyncpg.Pool, _bus: Bus) -> Plan:
         async with pool.acquire() as conn:
-            await ensure_internal_ca(conn, deps, datetime.now(UTC))
+            await ensure_internal_ca(conn, deps, clock())
         return Plan(
             context=context,
             queues=[
@@ -49,7 +56,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
     try:
         await serve_worker(
-            package="ca_worker", schema="ca", settings=settings, setup=setup, stop=stop
+            package="ca_worker",
+            schema="ca",
+            settings=settings,
+            setup=setup,
+            stop=stop,
+            clock=clock,
         )
     finally:
         # After serve_worker: its consumers and pool are closed, nothing signs any more.

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 import asyncpg
@@ -60,8 +61,12 @@ async def serve_worker(
     settings: WorkerSettings,
     setup: Callable[[asyncpg.Pool, Bus], Awaitable[Plan]],
     stop: asyncio.Event,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    """Run a worker until ``stop`` is set; migrations come from ``<package>/migrations``."""
+    """Run a worker until ``stop`` is set; migrations come from ``<package>/migrations``.
+
+    ``clock`` is every handler's ``now``; tests inject one to walk through expiry.
+    """
     pool = await create_pool(settings)
     bus: Bus | None = None
     relay_task: asyncio.Task[None] | None = None
@@ -89,6 +94,7 @@ async def serve_worker(
                 bus=bus,
                 relay=relay,
                 context=plan.context,
+                clock=clock,
             )
             await bus.consume(queue, dispatcher, prefetch=spec.prefetch)
         log.info(
