@@ -32,7 +32,7 @@ from contracts.errors import ErrorCode, Reply
 from engines.errors import EngineUnavailable
 from runtime.bus import Bus, BusUnavailable
 from runtime.errors import Failure, Transient
-from runtime.outbox import OutboxRelay, write_events
+from runtime.outbox import OutboxRelay, write_commands, write_events
 
 __all__ = ["Dispatcher", "Handler", "Outcome", "Route", "first_error"]
 
@@ -50,6 +50,8 @@ class Outcome:
     result: BaseModel | None = None
     events: Sequence[CloudEvent] = field(default_factory=tuple)
     forward: CloudEvent | None = None
+    # Fire-and-forget commands (no reply expected), sent through the outbox with the events.
+    commands: Sequence[CloudEvent] = field(default_factory=tuple)
 
 
 Handler = Callable[[Any, Any], Awaitable[Outcome]]
@@ -173,7 +175,11 @@ class Dispatcher:
             )
             await message.reject(requeue=False)
             return
-        if outcome is not None and outcome.events and self._relay is not None:
+        if (
+            outcome is not None
+            and (outcome.events or outcome.commands)
+            and self._relay is not None
+        ):
             self._relay.wake()
         if outcome is not None and outcome.forward is not None:
             forward = outcome.forward.model_copy(
@@ -217,6 +223,7 @@ class Dispatcher:
             ctx = self._context(conn, envelope, self._clock())
             outcome = await route.handler(request, ctx)
             await write_events(conn, self._schema, outcome.events)
+            await write_commands(conn, self._schema, outcome.commands)
             reply = Reply.success(outcome.result)
             await conn.execute(
                 f"UPDATE {self._schema}.inbox SET reply = $2 WHERE id = $1",
