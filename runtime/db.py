@@ -2,7 +2,7 @@
 
 Migrations are ``<package>/migrations/NNNN_name.sql``, applied at start in one
 transaction each under a per-schema advisory lock, recorded in ``<schema>.schema_migrations``.
-The outbox and inbox tables every worker needs are created here too, so no worker
+The outbox, inbox and schedule-claim tables every worker needs are created here too, so no worker
 repeats them.
 """
 
@@ -107,6 +107,12 @@ def _plumbing(schema: str) -> str:
         id text PRIMARY KEY,
         reply jsonb,
         processed_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE IF NOT EXISTS {schema}.schedule_claims (
+        name text NOT NULL,
+        period timestamptz NOT NULL,
+        claimed_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (name, period)
     );
     """
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 import structlog
@@ -52,6 +52,11 @@ class Plan:
     context: ContextFactory
     queues: Sequence[QueueSpec]
     on_close: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+    # Background loops (a scheduler, say), started once the queues consume and
+    # cancelled at stop; each gets the outbox relay's wake-up for what it writes.
+    tasks: Sequence[Callable[[Callable[[], None]], Coroutine[Any, Any, None]]] = field(
+        default_factory=tuple
+    )
 
 
 async def serve_worker(
@@ -70,6 +75,7 @@ async def serve_worker(
     pool = await create_pool(settings)
     bus: Bus | None = None
     relay_task: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = []
     plan: Plan | None = None
     try:
         await migrate(pool, schema, discover_migrations(package))
@@ -97,15 +103,17 @@ async def serve_worker(
                 clock=clock,
             )
             await bus.consume(queue, dispatcher, prefetch=spec.prefetch)
+        wake = relay.wake if relay is not None else lambda: None
+        tasks = [asyncio.create_task(task(wake)) for task in plan.tasks]
         log.info(
             "worker_started", worker=package, queues=[q.purpose for q in plan.queues]
         )
         await stop.wait()
     finally:
-        if relay_task is not None:
-            relay_task.cancel()
+        for task in [*tasks, *([relay_task] if relay_task is not None else [])]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
+                await task
         if bus is not None:
             await bus.close()
         await pool.close()
