@@ -12,8 +12,11 @@ from ca_worker.authorities import close_authorities, open_authorities
 from ca_worker.handlers import HANDLERS, CaContext, CaDeps, ensure_internal_ca
 from ca_worker.settings import Settings
 from ca_worker.store import Store
+from ca_worker.sweeps import SHARD_HANDLERS, SWEEP_HANDLERS, fire_scheduled_sweep
 from contracts.envelope import CloudEvent
+from contracts.sweeps import SweepShard
 from runtime.bus import Bus
+from runtime.schedule import Scheduler
 from runtime.service import run_service
 from runtime.worker import Plan, QueueSpec, serve_worker
 
@@ -31,7 +34,10 @@ async def serve(
     # Engines first: a wrong engine setting stops the process before anything else.
     authorities = await asyncio.to_thread(open_authorities, settings.engine_configs())
     deps = CaDeps(
-        store=Store(), authorities=authorities, default_engine=settings.engine
+        store=Store(),
+        authorities=authorities,
+        default_engine=settings.engine,
+        sweep_shards=settings.sweep_shards,
     )
 
     def context(
@@ -42,16 +48,40 @@ async def serve(
     async def setup(pool: asyncpg.Pool, _bus: Bus) -> Plan:
         async with pool.acquire() as conn:
             await ensure_internal_ca(conn, deps, clock())
+        schedule = settings.schedule()
+        tasks = []
+        if schedule is not None:
+            scheduler = Scheduler(
+                pool=pool,
+                schema="ca",
+                name="sweep",
+                schedule=schedule,
+                fire=lambda conn, _period, now: fire_scheduled_sweep(conn, deps, now),
+                clock=clock,
+            )
+            tasks.append(scheduler.run)
         return Plan(
             context=context,
             queues=[
                 QueueSpec(
                     "commands",
-                    [("commands", "ca.*"), ("commands", "certificate.*")],
-                    HANDLERS,
+                    [
+                        ("commands", "ca.*"),
+                        ("commands", "certificate.*"),
+                        ("commands", "sweep.run"),
+                        ("commands", "sweep.get"),
+                    ],
+                    {**HANDLERS, **SWEEP_HANDLERS},
                     prefetch=settings.ca_prefetch,
-                )
+                ),
+                QueueSpec(
+                    "sweeps",
+                    [("commands", SweepShard.TYPE)],
+                    SHARD_HANDLERS,
+                    prefetch=settings.sweep_prefetch,
+                ),
             ],
+            tasks=tasks,
         )
 
     try:

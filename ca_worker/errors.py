@@ -1,7 +1,7 @@
 """Failures of the CA worker, each a subclass of the shared tree in ``runtime.errors``.
 
 Failure
- ├── NotFound ── CANotFound, CertificateNotFound
+ ├── NotFound ── CANotFound, CertificateNotFound, SweepNotFound
  ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable
  ├── Forbidden ─ PresentedCertificateRefused
  └── Invalid ─── BadCSR, EngineNotConfigured, EngineMismatch
@@ -21,6 +21,7 @@ __all__ = [
     "EngineMismatch",
     "EngineNotConfigured",
     "PresentedCertificateRefused",
+    "SweepNotFound",
 ]
 
 
@@ -68,3 +69,8 @@ class EngineNotConfigured(Invalid):
 
 class EngineMismatch(Invalid):
     """A subordinate CA and its parent are on engines that cannot sign for each other."""
+
+
+class SweepNotFound(NotFound):
+    def __init__(self, sweep_id: str) -> None:
+        super().__init__(f"no sweep with id {sweep_id}")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
+from cryptography import x509
 from pydantic import BaseModel
 
 from ca_worker.authorities import Authority, CASpec, Parent
@@ -28,15 +29,18 @@ from ca_worker.errors import (
     EngineNotConfigured,
     PresentedCertificateRefused,
 )
+from ca_worker.expiry import status_at
 from ca_worker.issuance import CSRRejected, csr_fingerprint, load_csr
-from ca_worker.store import NewCA, NewCertificate, Store
+from ca_worker.store import NewCA, NewCertificate, StatusChange, Store
 from contracts.ca import (
     CAs,
     CAStatusUpdate,
+    CAUpdate,
     CAView,
     Certificates,
     CertificateStatus,
     CertificateStatusUpdate,
+    CertificateView,
     CreateCA,
     GetCA,
     GetCertificate,
@@ -46,13 +50,22 @@ from contracts.ca import (
     RevokeCA,
     RevokeCertificate,
     SignCertificate,
+    UpdateCA,
 )
 from contracts.envelope import CloudEvent, new_message
 from engines import KeyType
 from runtime.dispatch import Outcome, Route
 from runtime.outbox import write_events
 
-__all__ = ["HANDLERS", "INTERNAL_CA", "CaContext", "CaDeps", "ensure_internal_ca"]
+__all__ = [
+    "HANDLERS",
+    "INTERNAL_CA",
+    "SOURCE",
+    "CaContext",
+    "CaDeps",
+    "ensure_internal_ca",
+    "status_events",
+]
 
 INTERNAL_CA = "LAMASSU-DMS-MANAGER"
 SOURCE = "service/ca"
@@ -73,6 +86,7 @@ class CaDeps:
     store: Store
     authorities: Mapping[str, Authority]
     default_engine: str
+    sweep_shards: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +108,31 @@ def _event(ctx: CaContext, type_: str, subject: str, data: BaseModel) -> CloudEv
         now=ctx.now,
         correlation_id=ctx.correlation_id,
     )
+
+
+def status_events(
+    ctx: CaContext,
+    changes: Sequence[StatusChange[CAView]] | Sequence[StatusChange[CertificateView]],
+) -> list[CloudEvent]:
+    """``ca.status.update`` / ``certificate.status.update`` for each change."""
+    events = []
+    for change in changes:
+        previous, updated = change.previous, change.updated
+        if isinstance(previous, CAView) and isinstance(updated, CAView):
+            data: BaseModel = CAStatusUpdate(previous=previous, updated=updated)
+            type_, subject = CAStatusUpdate.TYPE, f"ca/{updated.name}"
+        elif isinstance(previous, CertificateView) and isinstance(
+            updated, CertificateView
+        ):
+            data = CertificateStatusUpdate(previous=previous, updated=updated)
+            type_, subject = (
+                CertificateStatusUpdate.TYPE,
+                f"certificate/{updated.serial}",
+            )
+        else:  # pragma: no cover - StatusChange is only built for the two views
+            raise TypeError(type(updated))
+        events.append(_event(ctx, type_, subject, data))
+    return events
 
 
 async def _signing_ca(ctx: CaContext, name: str) -> tuple[CAView, Authority]:
@@ -136,6 +175,18 @@ async def _mirror_revocations(ctx: CaContext, revoked: Mapping[str, list[str]]) 
         await asyncio.to_thread(authority.revoke, ca, serials)
 
 
+def _initial_status(
+    ca: CAView, certificate: x509.Certificate, now: datetime
+) -> CertificateStatus:
+    """A certificate issued inside its CA's warning period starts ABOUT_TO_EXPIRE."""
+    return status_at(
+        CertificateStatus.ACTIVE,
+        certificate.not_valid_after_utc,
+        now,
+        ca.about_to_expire_days,
+    )
+
+
 async def _create(
     ctx: CaContext,
     *,
@@ -145,6 +196,7 @@ async def _create(
     validity: timedelta,
     internal: bool,
     engine: str | None = None,
+    about_to_expire_days: int = 30,
 ) -> Outcome:
     store = ctx.deps.store
     if await store.get_ca(ctx.conn, name) is not None:
@@ -161,6 +213,7 @@ async def _create(
         created.key_id,
         authority.engine,
         created.certificate,
+        about_to_expire_days,
     )
     try:
         async with ctx.conn.transaction():  # a savepoint: a lost race leaves no key
@@ -180,7 +233,27 @@ async def create_ca(cmd: CreateCA, ctx: CaContext) -> Outcome:
         validity=timedelta(days=cmd.validity_days),
         internal=False,
         engine=cmd.engine,
+        about_to_expire_days=cmd.about_to_expire_days,
     )
+
+
+async def update_ca(cmd: UpdateCA, ctx: CaContext) -> Outcome:
+    """Change a CA's about-to-expire threshold; the next sweep applies it."""
+    store = ctx.deps.store
+    previous = await store.get_ca(ctx.conn, cmd.name, lock=True)
+    if previous is None:
+        raise CANotFound(cmd.name)
+    updated = await store.update_ca(ctx.conn, cmd.name, cmd.about_to_expire_days)
+    assert updated is not None  # noqa: S101 - the row is locked above
+    if updated == previous:
+        return Outcome(updated)
+    event = _event(
+        ctx,
+        CAUpdate.TYPE,
+        f"ca/{cmd.name}",
+        CAUpdate(previous=previous, updated=updated),
+    )
+    return Outcome(updated, [event])
 
 
 async def get_ca(query: GetCA, ctx: CaContext) -> Outcome:
@@ -208,23 +281,7 @@ async def revoke_ca(cmd: RevokeCA, ctx: CaContext) -> Outcome:
         reason=cmd.reason,
         now=ctx.now,
     )
-    events = [
-        _event(
-            ctx,
-            "ca.status.update",
-            f"ca/{c.updated.name}",
-            CAStatusUpdate(previous=c.previous, updated=c.updated),
-        )
-        for c in ca_changes
-    ] + [
-        _event(
-            ctx,
-            "certificate.status.update",
-            f"certificate/{c.updated.serial}",
-            CertificateStatusUpdate(previous=c.previous, updated=c.updated),
-        )
-        for c in cert_changes
-    ]
+    events = status_events(ctx, ca_changes) + status_events(ctx, cert_changes)
     revoked: dict[str, list[str]] = defaultdict(list)
     for cert_change in cert_changes:
         revoked[cert_change.updated.ca].append(cert_change.updated.serial)
@@ -250,7 +307,13 @@ async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
         validity=timedelta(days=cmd.validity_days),
     )
     view = await ctx.deps.store.insert_certificate(
-        ctx.conn, NewCertificate(ca.name, csr_fingerprint(csr), certificate)
+        ctx.conn,
+        NewCertificate(
+            ca.name,
+            csr_fingerprint(csr),
+            certificate,
+            status=_initial_status(ca, certificate, ctx.now),
+        ),
     )
     return Outcome(
         view, [_event(ctx, "certificate.create", f"certificate/{view.serial}", view)]
@@ -298,6 +361,7 @@ async def issue_certificate(cmd: IssueCertificate, ctx: CaContext) -> Outcome:
         dms=dms,
         replaces=cmd.replaces,
         request_id=cmd.request_id,
+        status=_initial_status(ca, certificate, ctx.now),
     )
     try:
         async with ctx.conn.transaction():  # savepoint: a concurrent twin may have won
@@ -338,15 +402,8 @@ async def revoke_certificate(cmd: RevokeCertificate, ctx: CaContext) -> Outcome:
     )
     if not changes:
         raise AlreadyRevoked(f"certificate {cmd.serial}")
-    change = changes[0]
     await _mirror_revocations(ctx, {current.ca: [cmd.serial]})
-    event = _event(
-        ctx,
-        "certificate.status.update",
-        f"certificate/{cmd.serial}",
-        CertificateStatusUpdate(previous=change.previous, updated=change.updated),
-    )
-    return Outcome(change.updated, [event])
+    return Outcome(changes[0].updated, status_events(ctx, changes))
 
 
 async def ensure_internal_ca(
@@ -373,6 +430,7 @@ async def ensure_internal_ca(
 
 HANDLERS: Mapping[str, Route] = {
     CreateCA.TYPE: Route(CreateCA, create_ca),
+    UpdateCA.TYPE: Route(UpdateCA, update_ca),
     RevokeCA.TYPE: Route(RevokeCA, revoke_ca),
     SignCertificate.TYPE: Route(SignCertificate, sign_certificate),
     RevokeCertificate.TYPE: Route(RevokeCertificate, revoke_certificate),

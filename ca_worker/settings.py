@@ -6,9 +6,11 @@ engine's variables are checked in ``engines.settings``.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from contracts.sweeps import MAX_SHARDS
 from engines.settings import EngineSettings
+from runtime.schedule import Schedule, parse_schedule
 from runtime.settings import LogSettings
 from runtime.worker import WorkerSettings
 
@@ -17,3 +19,20 @@ __all__ = ["Settings"]
 
 class Settings(WorkerSettings, LogSettings, EngineSettings):
     ca_prefetch: int = Field(default=32, ge=1, le=1000)
+    # When expiry sweeps run: "off", an interval ("1h", "15m", "1d") or a five-field
+    # cron expression in UTC ("0 3 * * *", "@daily"). Every replica may run it: the
+    # period is claimed in the database, so one fires (runtime.schedule).
+    sweep_schedule: str = "1h"
+    # How many sweep.shard messages one sweep fans out into.
+    sweep_shards: int = Field(default=16, ge=1, le=MAX_SHARDS)
+    # Shards one replica works on at once (each is one transaction on one connection).
+    sweep_prefetch: int = Field(default=4, ge=1, le=MAX_SHARDS)
+
+    @field_validator("sweep_schedule")
+    @classmethod
+    def _schedule_parses(cls, value: str) -> str:
+        parse_schedule(value)  # its ValueError is the one-line reason
+        return value
+
+    def schedule(self) -> Schedule | None:
+        return parse_schedule(self.sweep_schedule)

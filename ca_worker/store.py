@@ -3,6 +3,8 @@ so the caller owns the transaction. Rows come back as contract views."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -13,11 +15,12 @@ from cryptography.hazmat.primitives import serialization
 
 from ca_worker.issuance import serial_hex
 from contracts.ca import CAView, CertificateStatus, CertificateView, RevocationReason
+from contracts.sweeps import SweepTrigger, SweepView
 from engines import KeyType
 
 T = TypeVar("T", CAView, CertificateView)
 
-__all__ = ["NewCA", "NewCertificate", "StatusChange", "Store"]
+__all__ = ["SHARD_SQL", "NewCA", "NewCertificate", "StatusChange", "Store"]
 
 
 def _pem(der: bytes) -> str:
@@ -44,6 +47,7 @@ def _ca_view(row: asyncpg.Record | dict[str, Any]) -> CAView:
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
         certificate_pem=_pem(row["certificate_der"]),
+        about_to_expire_days=row["about_to_expire_days"],
     )
 
 
@@ -76,6 +80,7 @@ class NewCA:
     key_id: str
     engine: str
     certificate: x509.Certificate
+    about_to_expire_days: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,8 @@ class NewCertificate:
     dms: str | None = None
     replaces: str | None = None
     request_id: str | None = None
+    # ABOUT_TO_EXPIRE when issued inside its CA's warning period (expiry.status_at).
+    status: CertificateStatus = CertificateStatus.ACTIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +104,44 @@ class StatusChange(Generic[T]):
 
 
 _CA_COLUMNS = """name, parent, internal, key_type, key_id, engine, serial, subject, status,
-    not_before, not_after, revoked_at, revocation_reason, certificate_der"""
+    not_before, not_after, revoked_at, revocation_reason, certificate_der, about_to_expire_days"""
 _CERT_COLUMNS = """serial, ca, subject, issuer, status, not_before, not_after, revoked_at,
     revocation_reason, csr_fingerprint, certificate_der, device_id, slot, dms, replaces"""
+
+
+# expiry.shard_of in SQL: the serial's low 32 bits modulo $3.
+SHARD_SQL = "(('x' || lpad(right(serial, 8), 8, '0'))::bit(32)::bigint % $3)"
+# expiry.status_at in SQL, for a row that is ACTIVE or ABOUT_TO_EXPIRE at $1 (as_of)
+# and whose threshold column is about_to_expire_days.
+_DUE = """(not_after < $1 OR (status = 'ACTIVE' AND about_to_expire_days > 0
+    AND not_after - $1 <= make_interval(days => about_to_expire_days)))"""
+_NEW_STATUS = "CASE WHEN not_after < $1 THEN 'EXPIRED' ELSE 'ABOUT_TO_EXPIRE' END"
+
+
+def _qualified(columns: str) -> str:
+    return ", ".join("c." + col.strip() for col in columns.split(","))
+
+
+def _changes(
+    rows: list[asyncpg.Record],
+    view: Callable[[asyncpg.Record], T],
+    *,
+    revoked: bool,
+) -> list[StatusChange[T]]:
+    """Previous and updated views from ``RETURNING old_status, <columns>`` rows."""
+    reset: dict[str, Any] = (
+        {"revoked_at": None, "revocation_reason": None} if revoked else {}
+    )
+    changes = []
+    for row in rows:
+        updated = view(row)
+        status = CertificateStatus(row["old_status"])
+        changes.append(
+            StatusChange(
+                updated.model_copy(update={"status": status, **reset}), updated
+            )
+        )
+    return changes
 
 
 class Store:
@@ -125,8 +167,9 @@ class Store:
         cert = new.certificate
         row = await conn.fetchrow(
             f"""INSERT INTO ca.cas (name, parent, internal, key_type, key_id, engine, serial,
-                    subject, status, not_before, not_after, certificate_der)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10, $11)
+                    subject, status, not_before, not_after, certificate_der,
+                    about_to_expire_days)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10, $11, $12)
                 RETURNING {_CA_COLUMNS}""",
             new.name,
             new.parent,
@@ -139,6 +182,7 @@ class Store:
             cert.not_valid_before_utc,
             cert.not_valid_after_utc,
             cert.public_bytes(serialization.Encoding.DER),
+            new.about_to_expire_days,
         )
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields a row
         return _ca_view(row)
@@ -151,7 +195,7 @@ class Store:
             f"""INSERT INTO ca.certificates (serial, ca, subject, issuer, status, not_before,
                     not_after, csr_fingerprint, certificate_der, device_id, slot, dms,
                     replaces, request_id)
-                VALUES ($1, $2, $3, $4, 'ACTIVE', $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                VALUES ($1, $2, $3, $4, $14, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                 RETURNING {_CERT_COLUMNS}""",
             serial_hex(cert.serial_number),
             new.ca,
@@ -166,6 +210,7 @@ class Store:
             new.dms,
             new.replaces,
             new.request_id,
+            new.status.value,
         )
         assert row is not None  # noqa: S101
         return _certificate_view(row)
@@ -229,24 +274,13 @@ class Store:
                 UPDATE ca.certificates c
                 SET status = 'REVOKED', revoked_at = $3, revocation_reason = $4
                 FROM target WHERE c.serial = target.serial
-                RETURNING target.old_status, {", ".join("c." + col.strip() for col in _CERT_COLUMNS.split(","))}""",
+                RETURNING target.old_status, {_qualified(_CERT_COLUMNS)}""",
             serials or [],
             cas or [],
             now,
             reason.value,
         )
-        changes = []
-        for row in rows:
-            updated = _certificate_view(row)
-            previous = updated.model_copy(
-                update={
-                    "status": CertificateStatus(row["old_status"]),
-                    "revoked_at": None,
-                    "revocation_reason": None,
-                }
-            )
-            changes.append(StatusChange(previous, updated))
-        return changes
+        return _changes(rows, _certificate_view, revoked=True)
 
     async def revoke_ca_tree(
         self,
@@ -265,20 +299,131 @@ class Store:
                     JOIN tree USING (name) WHERE cas.status <> 'REVOKED' FOR UPDATE OF cas)
                 UPDATE ca.cas c SET status = 'REVOKED', revoked_at = $2, revocation_reason = $3
                 FROM target WHERE c.name = target.name
-                RETURNING target.old_status, {", ".join("c." + col.strip() for col in _CA_COLUMNS.split(","))}""",
+                RETURNING target.old_status, {_qualified(_CA_COLUMNS)}""",
             name,
             now,
             reason.value,
         )
-        changes = []
-        for row in rows:
-            updated = _ca_view(row)
-            previous = updated.model_copy(
-                update={
-                    "status": CertificateStatus(row["old_status"]),
-                    "revoked_at": None,
-                    "revocation_reason": None,
-                }
-            )
-            changes.append(StatusChange(previous, updated))
-        return changes
+        return _changes(rows, _ca_view, revoked=True)
+
+    async def update_ca(
+        self, conn: asyncpg.Connection, name: str, about_to_expire_days: int
+    ) -> CAView | None:
+        row = await conn.fetchrow(
+            f"""UPDATE ca.cas SET about_to_expire_days = $2 WHERE name = $1
+                RETURNING {_CA_COLUMNS}""",
+            name,
+            about_to_expire_days,
+        )
+        return None if row is None else _ca_view(row)
+
+    # --- expiry sweeps (the rules of expiry.status_at, set-based) --------------------
+
+    async def expire_cas(
+        self, conn: asyncpg.Connection, as_of: datetime
+    ) -> list[StatusChange[CAView]]:
+        """Move every CA that is due at ``as_of`` to ABOUT_TO_EXPIRE or EXPIRED."""
+        rows = await conn.fetch(
+            f"""WITH due AS (
+                    SELECT name, status AS old_status, {_NEW_STATUS} AS new_status
+                    FROM ca.cas
+                    WHERE status IN ('ACTIVE', 'ABOUT_TO_EXPIRE') AND {_DUE}
+                    FOR UPDATE)
+                UPDATE ca.cas c SET status = due.new_status
+                FROM due WHERE c.name = due.name
+                RETURNING due.old_status, {_qualified(_CA_COLUMNS)}""",
+            as_of,
+        )
+        return _changes(rows, _ca_view, revoked=False)
+
+    async def expire_certificates(
+        self, conn: asyncpg.Connection, *, as_of: datetime, shard: int, shards: int
+    ) -> list[StatusChange[CertificateView]]:
+        """One shard's transitions at ``as_of``: one statement over (status, not_after).
+
+        The index range ends at the largest threshold of any CA, so the statement reads
+        the certificates near expiry, never the whole table; each row is then held to
+        its own CA's threshold.
+        """
+        rows = await conn.fetch(
+            f"""WITH due AS (
+                    SELECT serial, status AS old_status, {_NEW_STATUS} AS new_status
+                    FROM ca.certificates
+                    JOIN (SELECT name AS ca, about_to_expire_days FROM ca.cas) AS cas
+                        USING (ca)
+                    WHERE status IN ('ACTIVE', 'ABOUT_TO_EXPIRE')
+                      AND not_after <= $1 + (
+                          SELECT make_interval(days => max(about_to_expire_days))
+                          FROM ca.cas)
+                      AND {_DUE}
+                      AND {SHARD_SQL} = $2
+                    FOR UPDATE OF certificates)
+                UPDATE ca.certificates c SET status = due.new_status
+                FROM due WHERE c.serial = due.serial
+                RETURNING due.old_status, {_qualified(_CERT_COLUMNS)}""",
+            as_of,
+            shard,
+            shards,
+        )
+        return _changes(rows, _certificate_view, revoked=False)
+
+    async def insert_sweep(self, conn: asyncpg.Connection, sweep: SweepView) -> None:
+        await conn.execute(
+            """INSERT INTO ca.sweeps (id, trigger, as_of, shards, ca_transitions)
+               VALUES ($1, $2, $3, $4, $5)""",
+            uuid.UUID(sweep.id),
+            sweep.trigger.value,
+            sweep.as_of,
+            sweep.shards,
+            sweep.ca_transitions,
+        )
+
+    async def claim_shard(
+        self, conn: asyncpg.Connection, sweep_id: str, shard: int
+    ) -> bool:
+        """Mark a shard taken in the caller's transaction; False if it was done already.
+
+        A twin delivery of the same shard waits on this row until the first commits
+        (then finds it) or rolls back (then takes it): each shard is applied once.
+        """
+        claimed = await conn.fetchval(
+            """INSERT INTO ca.sweep_shards (sweep_id, shard, transitions)
+               VALUES ($1, $2, 0) ON CONFLICT DO NOTHING RETURNING true""",
+            uuid.UUID(sweep_id),
+            shard,
+        )
+        return bool(claimed)
+
+    async def finish_shard(
+        self, conn: asyncpg.Connection, sweep_id: str, shard: int, transitions: int
+    ) -> None:
+        await conn.execute(
+            """UPDATE ca.sweep_shards SET transitions = $3, done_at = now()
+               WHERE sweep_id = $1 AND shard = $2""",
+            uuid.UUID(sweep_id),
+            shard,
+            transitions,
+        )
+
+    async def get_sweep(
+        self, conn: asyncpg.Connection, sweep_id: str
+    ) -> SweepView | None:
+        row = await conn.fetchrow(
+            """SELECT s.id, s.trigger, s.as_of, s.shards, s.ca_transitions,
+                      count(d.shard) AS shards_done,
+                      coalesce(sum(d.transitions), 0) AS transitions
+               FROM ca.sweeps s LEFT JOIN ca.sweep_shards d ON d.sweep_id = s.id
+               WHERE s.id = $1 GROUP BY s.id""",
+            uuid.UUID(sweep_id),
+        )
+        if row is None:
+            return None
+        return SweepView(
+            id=str(row["id"]),
+            trigger=SweepTrigger(row["trigger"]),
+            as_of=row["as_of"],
+            shards=row["shards"],
+            shards_done=row["shards_done"],
+            transitions=row["transitions"],
+            ca_transitions=row["ca_transitions"],
+        )

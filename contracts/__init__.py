@@ -7,6 +7,7 @@ from contracts.asyncapi import asyncapi_document
 from contracts.ca import (
     CAs,
     CAStatusUpdate,
+    CAUpdate,
     CAView,
     Certificates,
     CertificateStatus,
@@ -22,6 +23,7 @@ from contracts.ca import (
     RevokeCA,
     RevokeCertificate,
     SignCertificate,
+    UpdateCA,
 )
 from contracts.catalog import COMMANDS, EVENTS, Operation
 from contracts.devices import (
@@ -55,11 +57,13 @@ from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorBody, ErrorCode, Reply
 from contracts.keys import KeyType
 from contracts.names import Topology
+from contracts.sweeps import GetSweep, RunSweep, SweepShard, SweepTrigger, SweepView
 
 __all__ = [
     "COMMANDS",
     "EVENTS",
     "CAStatusUpdate",
+    "CAUpdate",
     "CAView",
     "CAs",
     "CertificateStatus",
@@ -89,6 +93,7 @@ __all__ = [
     "GetCertificate",
     "GetDMS",
     "GetDevice",
+    "GetSweep",
     "IssueCertificate",
     "KeyType",
     "ListCAs",
@@ -102,10 +107,15 @@ __all__ = [
     "RevokeCA",
     "RevokeCertificate",
     "RevokeDMS",
+    "RunSweep",
     "SignCertificate",
     "SlotView",
+    "SweepShard",
+    "SweepTrigger",
+    "SweepView",
     "Topology",
     "UpdateAuthorizedCAs",
+    "UpdateCA",
     "asyncapi_document",
     "new_message",
 ]

@@ -15,6 +15,7 @@ from contracts.keys import KeyType
 
 __all__ = [
     "CAStatusUpdate",
+    "CAUpdate",
     "CAView",
     "CAs",
     "CertificateStatus",
@@ -31,10 +32,15 @@ __all__ = [
     "RevokeCA",
     "RevokeCertificate",
     "SignCertificate",
+    "UpdateCA",
 ]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 _SERIAL = r"^[0-9a-f]{2,40}$"
+
+# Days before not_after at which a certificate turns ABOUT_TO_EXPIRE; per CA, unlike the
+# original's fixed 30. 0 turns the warning off (the certificate goes straight to EXPIRED).
+_ABOUT_TO_EXPIRE = Field(default=30, ge=0, le=3650)
 
 
 class _Message(BaseModel):
@@ -77,6 +83,20 @@ class CreateCA(_Message):
     # The crypto engine that keeps the CA's key: one the CA worker has configured
     # (ENGINE/ENGINES); None means its default, ENGINE.
     engine: str | None = None
+    about_to_expire_days: int = _ABOUT_TO_EXPIRE
+
+
+class UpdateCA(_Message):
+    """Change what may change of a CA: for now its about-to-expire threshold.
+
+    Statuses only move forward (ACTIVE, ABOUT_TO_EXPIRE, EXPIRED), so a shorter
+    threshold leaves already-warned certificates as they are; a longer one takes
+    effect at the next sweep.
+    """
+
+    TYPE: ClassVar[str] = "ca.update"
+    name: str = Field(min_length=1, max_length=64)
+    about_to_expire_days: int = Field(ge=0, le=3650)
 
 
 class GetCA(_Message):
@@ -163,6 +183,7 @@ class CAView(_Message):
     revoked_at: AwareDatetime | None = None
     revocation_reason: RevocationReason | None = None
     certificate_pem: str
+    about_to_expire_days: int = 30
 
 
 class CertificateView(_Message):
@@ -206,5 +227,13 @@ class CAStatusUpdate(_Message):
     """``ca.status.update`` data."""
 
     TYPE: ClassVar[str] = "ca.status.update"
+    previous: CAView
+    updated: CAView
+
+
+class CAUpdate(_Message):
+    """``ca.update`` data: a CA's settings changed (not its status)."""
+
+    TYPE: ClassVar[str] = "ca.update"
     previous: CAView
     updated: CAView

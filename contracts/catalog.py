@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from contracts import ca, devices, dms
+from contracts import ca, devices, dms, sweeps
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -40,6 +40,10 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (ca.ListCertificates, ca.Certificates, "ca"),
     (ca.RevokeCertificate, ca.CertificateView, "ca"),
     (ca.IssueCertificate, ca.CertificateView, "ca"),
+    (ca.UpdateCA, ca.CAView, "ca"),
+    (sweeps.RunSweep, sweeps.SweepView, "ca"),
+    (sweeps.GetSweep, sweeps.SweepView, "ca"),
+    (sweeps.SweepShard, sweeps.SweepView, "ca"),
     (dms.CreateDMS, dms.DMSView, "dms"),
     (dms.UpdateAuthorizedCAs, dms.DMSView, "dms"),
     (dms.RevokeDMS, dms.DMSView, "dms"),
@@ -55,6 +59,7 @@ COMMANDS: Mapping[str, Operation] = _ops(
 EVENTS: Mapping[str, type[BaseModel]] = {
     "ca.create": ca.CAView,
     "ca.status.update": ca.CAStatusUpdate,
+    "ca.update": ca.CAUpdate,
     "certificate.create": ca.CertificateView,
     "certificate.status.update": ca.CertificateStatusUpdate,
     "dms.create": dms.DMSView,
