@@ -30,13 +30,14 @@ from contracts.ca import (
     RevokeCA,
     RevokeCertificate,
     SignCertificate,
+    UpdateCA,
 )
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import engine, enrollment, render
+from lamassu_cli import engine, enrollment, render, sweep
 from lamassu_cli.client import Client, CliError, CliSettings
-from lamassu_cli.commands import add_command, days, output, reason
+from lamassu_cli.commands import add_command, days, output, reason, warning_days
 from lamassu_cli.up import up
 from runtime.bus import BusUnavailable, RequestTimeout
 from runtime.log import configure_logging
@@ -55,6 +56,7 @@ async def ca_create(args: argparse.Namespace, client: Client) -> None:
             key_type=args.key_type,
             validity_days=args.validity,
             engine=args.engine,
+            about_to_expire_days=args.about_to_expire,
         )
     )
     output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
@@ -70,6 +72,13 @@ async def ca_show(args: argparse.Namespace, client: Client) -> None:
     if args.pem:
         print(result["certificate_pem"], end="")
         return
+    output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
+
+
+async def ca_update(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(
+        UpdateCA(name=args.name, about_to_expire_days=args.about_to_expire)
+    )
     output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
 
 
@@ -191,6 +200,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="engine that keeps the key: one of the CA worker's ENGINE/ENGINES "
         "(default ENGINE)",
     )
+    p.add_argument(
+        "--about-to-expire",
+        type=warning_days,
+        default=30,
+        help="its certificates turn ABOUT_TO_EXPIRE this long before expiry "
+        "(default 30d; 0d: no warning)",
+    )
+    p = add_command(ca, "update", ca_update, "change a CA's about-to-expire threshold")
+    p.add_argument("name")
+    p.add_argument(
+        "--about-to-expire", type=warning_days, required=True, help="e.g. 45d"
+    )
     add_command(ca, "list", ca_list, "list CAs")
     p = add_command(ca, "show", ca_show, "show a CA")
     p.add_argument("name")
@@ -229,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(groups, "wait", wait_ready, "wait until the workers answer")
     p.add_argument("--timeout", type=float, default=60.0)
     enrollment.register(groups)
+    sweep.register(groups)
     engine.register(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(

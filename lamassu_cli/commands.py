@@ -11,7 +11,7 @@ from typing import Any
 from contracts.ca import RevocationReason
 from lamassu_cli.client import Client
 
-__all__ = ["Command", "add_command", "days", "output", "reason"]
+__all__ = ["Command", "add_command", "days", "output", "reason", "warning_days"]
 
 Command = Callable[[argparse.Namespace, Client], Awaitable[None]]
 
@@ -60,6 +60,13 @@ def days(text: str) -> int:
             f"{text!r} is not a duration like 365d, 52w or 10y"
         )
     return int(match[1]) * _UNIT_DAYS[match[2]]
+
+
+def warning_days(text: str) -> int:
+    """An about-to-expire threshold: like ``days``, and ``0d`` turns the warning off."""
+    if _DURATION.match(text.strip()) and int(text.strip()[:-1]) == 0:
+        return 0
+    return days(text)
 
 
 def reason(text: str) -> RevocationReason:

@@ -9,6 +9,7 @@ from contracts.ca import CAView, CertificateView
 from contracts.devices import DeviceView
 from contracts.dms import DMSView
 from contracts.envelope import CloudEvent
+from contracts.sweeps import SweepView
 
 __all__ = [
     "ca_detail",
@@ -20,6 +21,7 @@ __all__ = [
     "dms_detail",
     "dms_table",
     "event_line",
+    "sweep_detail",
     "table",
 ]
 
@@ -71,6 +73,7 @@ def ca_detail(ca: CAView) -> str:
         ("key", f"{ca.key_type.value} in {ca.engine} ({ca.key_id[:16]}...)"),
         ("not before", _date(ca.not_before)),
         ("not after", _date(ca.not_after)),
+        ("warns", f"{ca.about_to_expire_days} days before expiry"),
     ]
     if ca.revoked_at is not None:
         rows.append(("revoked", f"{_date(ca.revoked_at)} ({ca.revocation_reason})"))
@@ -160,3 +163,14 @@ def device_detail(device: DeviceView) -> str:
             f"{slot.certificate_status or ''} until {expiry}".rstrip()
         )
     return "\n".join(lines)
+
+
+def sweep_detail(sweep: SweepView) -> str:
+    rows = [
+        ("sweep", sweep.id),
+        ("trigger", sweep.trigger.value),
+        ("as of", sweep.as_of.isoformat(timespec="seconds")),
+        ("shards", f"{sweep.shards_done} of {sweep.shards} done"),
+        ("changed", f"{sweep.transitions} certificates, {sweep.ca_transitions} CAs"),
+    ]
+    return "\n".join(f"{k:<8} {v}" for k, v in rows)
