@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from contracts.asyncapi import asyncapi_document
 from contracts.ca import (
     CAs,
@@ -40,6 +42,7 @@ from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import add_command, days, output, reason, warning_days
 from lamassu_cli.up import up
 from runtime.bus import BusUnavailable, RequestTimeout
+from runtime.dispatch import first_error
 from runtime.log import configure_logging
 from runtime.settings import SettingsError, load_settings
 
@@ -291,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except ValidationError as exc:  # an argument the contract refuses, caught here
+        print(f"error: invalid: {first_error(exc)}", file=sys.stderr)
+        sys.exit(2)
     except (BusUnavailable, RequestTimeout, TimeoutError) as exc:
         print(f"error: unavailable: {exc or 'timed out'}", file=sys.stderr)
         sys.exit(3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -106,3 +106,13 @@ class EventLog:
             while not (found := self.matching(type_, subject, where)):
                 await self._changed.wait()
             return found[0]
+
+
+class Clock:
+    """An injectable ``now``: real time plus an offset a test moves (never a sleep)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset

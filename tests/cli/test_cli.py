@@ -130,8 +130,30 @@ async def test_create_sign_verify_and_tail(
             2,
             "is not a duration",
         ),
+        (
+            ["ca", "create", "--name", "x", "--about-to-expire", "soon"],
+            2,
+            "is not a duration",
+        ),
+        (
+            ["ca", "update", "no-such-ca", "--about-to-expire", "5d"],
+            1,
+            "error: not_found: no CA named 'no-such-ca'",
+        ),
+        (["sweep", "run", "--shards", "0"], 2, "is not a number from 1 to 1024"),
+        (["sweep", "show", "nope"], 2, "error: invalid: id: String should match"),
     ],
-    ids=["unknown-ca", "duplicate", "missing-file", "bad-reason", "bad-duration"],
+    ids=[
+        "unknown-ca",
+        "duplicate",
+        "missing-file",
+        "bad-reason",
+        "bad-duration",
+        "bad-threshold",
+        "update-unknown-ca",
+        "no-shards",
+        "bad-sweep-id",
+    ],
 )
 async def test_cli_errors_are_one_line_with_exit_code(
     backends: Backends, ca_service: object, args: list[str], code: int, message: str
@@ -159,3 +181,26 @@ async def test_unreachable_broker_exits_3(backends: Backends) -> None:
     assert 3 == process.returncode
     assert 1 == len(err.decode().strip().splitlines())
     assert "AMQP_URL" in err.decode()
+
+
+async def test_threshold_and_sweep_commands(
+    backends: Backends, ca_service: object
+) -> None:
+    """A CA keeps the threshold it is created with, takes a new one, and a sweep run
+    from the CLI reports every shard done."""
+    name = f"cli-warn-{uuid.uuid4().hex[:8]}"
+    created = await lamassu(
+        backends, "--json", "ca", "create", "--name", name, "--about-to-expire", "45d"
+    )
+    assert 0 == created.returncode, created.stderr
+    assert 45 == json.loads(created.stdout)["about_to_expire_days"]
+    updated = await lamassu(backends, "ca", "update", name, "--about-to-expire", "0d")
+    assert 0 == updated.returncode, updated.stderr
+    assert "warns       0 days before expiry" in updated.stdout
+    swept = await lamassu(backends, "--json", "sweep", "run", "--shards", "3", "--wait")
+    assert 0 == swept.returncode, swept.stderr
+    sweep = json.loads(swept.stdout)
+    assert (3, 3, "manual") == (sweep["shards"], sweep["shards_done"], sweep["trigger"])
+    shown = await lamassu(backends, "sweep", "show", sweep["id"])
+    assert f"sweep    {sweep['id']}" in shown.stdout
+    assert "3 of 3 done" in shown.stdout

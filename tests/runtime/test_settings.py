@@ -21,8 +21,25 @@ from runtime.settings import SettingsError, load_settings
         ("ENGINE", "quantum"),
         ("LOG_LEVEL", "chatty"),
         ("CA_PREFETCH", "0"),
+        ("SWEEP_SCHEDULE", "61 * * * *"),
+        ("SWEEP_SCHEDULE", "0s"),
+        ("SWEEP_SHARDS", "0"),
+        ("SWEEP_SHARDS", "5000"),
+        ("SWEEP_PREFETCH", "-1"),
     ],
-    ids=["port-text", "port-range", "amqp-scheme", "engine", "log-level", "prefetch"],
+    ids=[
+        "port-text",
+        "port-range",
+        "amqp-scheme",
+        "engine",
+        "log-level",
+        "prefetch",
+        "cron-minute",
+        "zero-interval",
+        "no-shards",
+        "too-many-shards",
+        "sweep-prefetch",
+    ],
 )
 def test_bad_value_names_the_variable(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str
