@@ -66,5 +66,8 @@ step "The device, as the device worker derived it from certificate events"
 for _ in $(seq 50); do lamassu device show "$DEVICE" 2>/dev/null | grep -q FULLY_PROVISIONED && break; sleep 0.2; done
 lamassu device show "$DEVICE"
 
+step "An expiry sweep, fanned out into shards (nothing is due yet, so nothing changes)"
+lamassu sweep run --wait
+
 step "The PKI is running: EST on https://localhost:$EST_PORT (server certificate $EST_TLS_DIR/server.pem), logs in .run/pki.log. Try .venv/bin/lamassu --help. Ctrl-C stops it."
 wait $UP
