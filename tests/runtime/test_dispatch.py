@@ -1,0 +1,289 @@
+"""The batched dispatcher on real RabbitMQ and PostgreSQL: each message of a batch is
+settled on its own (reply, ack, dead-letter), while the batch commits once.
+
+Messages are fetched with basic.get and handed to the dispatcher one after the other
+without yielding, so they form one batch deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aio_pika
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import BaseModel, ConfigDict
+
+from contracts.envelope import CloudEvent, new_message
+from contracts.errors import ErrorCode, Reply
+from contracts.names import Topology
+from runtime.bus import Bus
+from runtime.db import migrate
+from runtime.dispatch import Dispatcher, Outcome, Route
+from runtime.errors import Conflict, Transient
+from tests.conftest import AMQP_URL, Backends
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+
+NOTE = "test.note"
+
+
+class Note(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Context:
+    conn: asyncpg.Connection
+    envelope: CloudEvent
+    now: datetime
+
+
+@dataclass
+class Notes:
+    """The handler under test: stores a note and emits an event, or refuses, or fails."""
+
+    schema: str
+    flaky: set[str] = field(default_factory=set)  # texts that fail once, transiently
+    transactions: list[int] = field(default_factory=list)
+
+    async def __call__(self, note: Note, ctx: Context) -> Outcome:
+        self.transactions.append(await ctx.conn.fetchval("SELECT txid_current()"))
+        await ctx.conn.execute(
+            f"INSERT INTO {self.schema}.notes (text) VALUES ($1)", note.text
+        )
+        if note.text.startswith("refuse"):
+            raise Conflict(f"{note.text} is refused")
+        if note.text.startswith("crash"):
+            raise RuntimeError("a bug")
+        if note.text in self.flaky:
+            self.flaky.discard(note.text)
+            raise Transient("the dependency is down")
+        event = new_message(
+            type_="test.noted", source="test", data=note, now=ctx.now, subject=note.text
+        )
+        return Outcome(result=note, events=[event])
+
+
+@dataclass
+class Harness:
+    """A queue, its dispatcher, a reply queue, and the database rows to look at."""
+
+    bus: Bus
+    channel: aio_pika.abc.AbstractChannel
+    queue: str
+    dispatcher: Dispatcher
+    pool: asyncpg.Pool
+    schema: str
+    handler: Notes
+    replies: dict[str, asyncio.Future[Reply]] = field(default_factory=dict)
+    reply_to: str = ""
+
+    async def publish(self, envelopes: Sequence[CloudEvent]) -> None:
+        for envelope in envelopes:
+            self.replies.setdefault(
+                envelope.correlationid or envelope.id,
+                asyncio.get_running_loop().create_future(),
+            )
+            await self.bus.publish(
+                self.bus.topology.commands, envelope, reply_to=self.reply_to
+            )
+
+    async def deliver(self, count: int) -> list[AbstractIncomingMessage]:
+        """Hand ``count`` queued messages to the dispatcher as one batch."""
+        queue = await self.channel.get_queue(self.queue)
+        messages = []
+        for _ in range(count):
+            message = await queue.get(no_ack=False, timeout=5)
+            assert message is not None
+            messages.append(message)
+        for message in messages:
+            await self.dispatcher(message)  # never yields for a writing route
+        return messages
+
+    async def reply(self, envelope: CloudEvent) -> Reply:
+        async with asyncio.timeout(10):
+            return await asyncio.shield(self.replies[envelope.correlationid or ""])
+
+    async def rows(self, sql: str) -> list[str]:
+        async with self.pool.acquire() as conn:
+            return [r[0] for r in await conn.fetch(sql.format(schema=self.schema))]
+
+    async def first_dead(self) -> str:
+        """The id of the first message the broker dead-lettered from this queue."""
+        queue = await self.channel.get_queue(f"{self.queue}.dead")
+        arrived: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def on_dead(message: AbstractIncomingMessage) -> None:
+            if not arrived.done():
+                arrived.set_result(message.message_id or "")
+
+        tag = await queue.consume(on_dead, no_ack=True)
+        try:
+            async with asyncio.timeout(10):
+                return await arrived
+        finally:
+            await queue.cancel(tag)
+
+
+def note(text: str, *, message_id: str | None = None) -> CloudEvent:
+    envelope = new_message(
+        type_=NOTE,
+        source="test",
+        data=Note(text=text),
+        now=datetime.now(UTC),
+        correlation_id=str(uuid.uuid4()),
+    )
+    if message_id is not None:
+        envelope = envelope.model_copy(update={"id": message_id})
+    return envelope
+
+
+@pytest.fixture
+async def harness(backends: Backends) -> AsyncIterator[Harness]:
+    schema = f"dispatch_{uuid.uuid4().hex[:8]}"
+    pool = await asyncpg.create_pool(
+        host=backends.pg_host,
+        port=backends.pg_port,
+        user=backends.pg_user,
+        database=backends.database,
+        min_size=1,
+        max_size=4,
+    )
+    assert pool is not None
+    await migrate(pool, schema, [])
+    async with pool.acquire() as conn:
+        await conn.execute(f"CREATE TABLE {schema}.notes (text text NOT NULL)")
+    bus = await Bus.connect(AMQP_URL, Topology(backends.prefix))
+    purpose = f"dispatch{uuid.uuid4().hex[:6]}"
+    queue = await bus.declare_worker_queue(
+        "test", purpose, [(bus.topology.commands, NOTE)]
+    )
+    handler = Notes(schema)
+    dispatcher = Dispatcher(
+        routes={NOTE: Route(Note, handler)},
+        pool=pool,
+        schema=schema,
+        bus=bus,
+        relay=None,
+        context=Context,
+    )
+    connection = await aio_pika.connect(AMQP_URL)
+    channel = await connection.channel()
+    found = Harness(bus, channel, queue, dispatcher, pool, schema, handler)
+    replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+
+    async def on_reply(message: AbstractIncomingMessage) -> None:
+        future = found.replies.get(message.correlation_id or "")
+        if future is not None and not future.done():
+            future.set_result(Reply.model_validate_json(message.body))
+
+    await replies.consume(on_reply, no_ack=True)
+    found.reply_to = replies.name
+    try:
+        yield found
+    finally:
+        for name in (queue, f"{queue}.dead"):
+            await channel.queue_delete(name)
+        await connection.close()
+        await bus.close()
+        async with pool.acquire() as conn:
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await pool.close()
+
+
+async def settled(harness: Harness, envelopes: Sequence[CloudEvent]) -> list[Reply]:
+    return [await harness.reply(e) for e in envelopes]
+
+
+async def test_refusal_undoes_only_its_own_message(harness: Harness) -> None:
+    """One transaction for the batch; the refused message's savepoint is rolled back."""
+    batch = [note("first"), note("refuse-me"), note("third")]
+    await harness.publish(batch)
+    await harness.deliver(len(batch))
+    first, refused, third = await settled(harness, batch)
+    assert (first.ok, third.ok) == (True, True)
+    assert Note(text="first") == Note.model_validate(first.result)
+    assert refused.error is not None
+    assert ErrorCode.CONFLICT == refused.error.code
+    assert 1 == len(set(harness.handler.transactions))
+    assert ["first", "third"] == await harness.rows(
+        "SELECT text FROM {schema}.notes ORDER BY text"
+    )
+    assert ["first", "third"] == await harness.rows(
+        "SELECT convert_from(body, 'utf8')::json->'data'->>'text' "
+        "FROM {schema}.outbox ORDER BY seq"
+    )
+    # A refusal leaves no inbox row: its redelivery would be judged afresh.
+    assert sorted([batch[0].id, batch[2].id]) == sorted(
+        await harness.rows("SELECT id FROM {schema}.inbox")
+    )
+
+
+async def test_poison_message_alone_is_dead_lettered(harness: Harness) -> None:
+    """A bug rolls the batch back; run alone, the others commit and only it is dead-lettered."""
+    batch = [note("before"), note("crash-me"), note("after")]
+    await harness.publish(batch)
+    await harness.deliver(len(batch))
+    before, crashed, after = await settled(harness, batch)
+    assert (before.ok, after.ok) == (True, True)
+    assert crashed.error is not None
+    assert ErrorCode.UNAVAILABLE == crashed.error.code
+    assert ["after", "before"] == await harness.rows(
+        "SELECT text FROM {schema}.notes ORDER BY text"
+    )
+    assert batch[1].id == await harness.first_dead()
+
+
+async def test_duplicates_in_one_batch_are_handled_once(harness: Harness) -> None:
+    """The same message id twice in a batch: one row, one event, the same reply twice."""
+    original = note("twice")
+    twin = original.model_copy(update={"correlationid": str(uuid.uuid4())})
+    await harness.publish([original, twin])
+    await harness.deliver(2)
+    first, second = await settled(harness, [original, twin])
+    assert first == second
+    assert first.ok
+    assert ["twice"] == await harness.rows("SELECT text FROM {schema}.notes")
+    assert 1 == len(await harness.rows("SELECT id FROM {schema}.outbox"))
+
+
+async def test_redelivered_batch_gets_the_stored_replies(harness: Harness) -> None:
+    """A batch delivered again (same ids) is answered from the inbox, not handled again."""
+    batch = [note("one"), note("two")]
+    await harness.publish(batch)
+    await harness.deliver(2)
+    first_replies = await settled(harness, batch)
+    again = [e.model_copy(update={"correlationid": str(uuid.uuid4())}) for e in batch]
+    await harness.publish(again)
+    await harness.deliver(2)
+    assert first_replies == await settled(harness, again)
+    assert ["one", "two"] == await harness.rows(
+        "SELECT text FROM {schema}.notes ORDER BY text"
+    )
+    assert 2 == len(await harness.rows("SELECT id FROM {schema}.outbox"))
+
+
+async def test_transient_failure_requeues_the_whole_batch(harness: Harness) -> None:
+    """A dependency down for one message: nothing commits, every message comes back."""
+    batch = [note("steady"), note("flaky")]
+    harness.handler.flaky.add("flaky")
+    await harness.publish(batch)
+    await harness.deliver(2)
+    async with asyncio.timeout(10):
+        await harness.dispatcher.drain()  # nacked: back in the queue
+    assert [] == await harness.rows("SELECT text FROM {schema}.notes")
+    assert [] == await harness.rows("SELECT id FROM {schema}.inbox")
+    redelivered = await harness.deliver(2)
+    assert all(m.redelivered for m in redelivered)
+    assert all(r.ok for r in await settled(harness, batch))
+    assert ["flaky", "steady"] == await harness.rows(
+        "SELECT text FROM {schema}.notes ORDER BY text"
+    )
