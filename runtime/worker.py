@@ -87,12 +87,18 @@ async def serve_worker(
         if relay is not None:
             relay_task = asyncio.create_task(relay.run(), name=f"{schema}-outbox-relay")
         exchanges = {"commands": bus.topology.commands, "events": bus.topology.events}
-        for spec in plan.queues:
-            queue = await bus.declare_worker_queue(
+        # Every queue exists before any is consumed: a handler may send commands to
+        # another queue of this worker (sweep.run -> sweep.shard), and the relay
+        # publishes them unroutable-is-dropped on the very first start otherwise.
+        queues = [
+            await bus.declare_worker_queue(
                 schema,
                 spec.purpose,
                 [(exchanges[kind], key) for kind, key in spec.bindings],
             )
+            for spec in plan.queues
+        ]
+        for spec, queue in zip(plan.queues, queues, strict=True):
             dispatcher = Dispatcher(
                 routes=spec.routes,
                 pool=pool,
