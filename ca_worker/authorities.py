@@ -16,7 +16,8 @@ from a signer-engine leaf: Vault writes no basicConstraints extension, puts notB
 
 A parent and its subordinate are both Vault CAs or both signer-engine CAs: Vault signs
 only CSRs of its own mounts here, and its keys cannot sign our certificates. Methods are
-synchronous, like the engines; handlers call them with ``asyncio.to_thread``.
+synchronous, like the engines; handlers call them with ``asyncio.to_thread``, except
+``sign_leaf`` of an authority whose key is in this process (``in_process``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from engines import (
     KeySpec,
     KeyType,
     KeyTypeReporter,
+    PemFileEngine,
     VaultPkiAuthority,
     VaultPkiConfig,
     open_engine,
@@ -111,6 +113,12 @@ class Authority(Protocol):
         """The engine name, as ``ENGINE`` / ``CreateCA.engine`` spell it."""
         ...
 
+    @property
+    def in_process(self) -> bool:
+        """Whether ``sign_leaf`` only computes (the key is in this process), so the
+        event loop may call it; otherwise it waits on a token or a server, in a thread."""
+        ...
+
     def create_ca(self, spec: CASpec, parent: Parent | None) -> CreatedCA: ...
 
     def discard_ca(self, name: str, key_id: str) -> None:
@@ -140,14 +148,25 @@ class SignerAuthority:
         self._engine = engine
         reporter = engine if isinstance(engine, KeyTypeReporter) else None
         self._key_types = list(KeyType) if reporter is None else reporter.key_types()
+        # Parsed CA certificates by (name, serial): a CA's certificate never changes,
+        # and parsing it for every leaf is wasted work. One entry per CA.
+        self._certificates: dict[tuple[str, str], x509.Certificate] = {}
 
     @property
     def engine(self) -> str:
         return self._engine.name
 
+    @property
+    def in_process(self) -> bool:
+        return isinstance(self._engine, PemFileEngine)
+
     def issuer(self, ca: CAView) -> Issuer:
         """The CA's certificate and key object, for signing with it."""
-        certificate = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
+        key = (ca.name, ca.serial)
+        certificate = self._certificates.get(key)
+        if certificate is None:
+            certificate = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
+            self._certificates[key] = certificate
         return Issuer(certificate, self._engine.signer(ca.key_id))
 
     def create_ca(self, spec: CASpec, parent: Parent | None) -> CreatedCA:
@@ -215,6 +234,10 @@ class VaultAuthority:
     @property
     def engine(self) -> str:
         return "vault"
+
+    @property
+    def in_process(self) -> bool:
+        return False  # Vault signs, over HTTP
 
     def create_ca(self, spec: CASpec, parent: Parent | None) -> CreatedCA:
         try:

@@ -135,6 +135,23 @@ def status_events(
     return events
 
 
+async def _sign_leaf(
+    authority: Authority,
+    ca: CAView,
+    csr: x509.CertificateSigningRequest,
+    now: datetime,
+    validity_days: int,
+) -> x509.Certificate:
+    """Sign in the event loop when the key is in this process (about 0.2 ms, less than
+    a thread hop costs); in a thread when the engine waits on a token or a server."""
+    validity = timedelta(days=validity_days)
+    if authority.in_process:
+        return authority.sign_leaf(ca, csr, now=now, validity=validity)
+    return await asyncio.to_thread(
+        authority.sign_leaf, ca, csr, now=now, validity=validity
+    )
+
+
 async def _signing_ca(ctx: CaContext, name: str) -> tuple[CAView, Authority]:
     """A CA that may sign now, with its engine's authority; refuses revoked or expired
     CAs, and CAs whose engine this worker has not opened."""
@@ -299,13 +316,7 @@ async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
     except CSRRejected as exc:
         raise BadCSR(str(exc)) from None
     ca, authority = await _signing_ca(ctx, cmd.ca)
-    certificate = await asyncio.to_thread(
-        authority.sign_leaf,
-        ca,
-        csr,
-        now=ctx.now,
-        validity=timedelta(days=cmd.validity_days),
-    )
+    certificate = await _sign_leaf(authority, ca, csr, ctx.now, cmd.validity_days)
     view = await ctx.deps.store.insert_certificate(
         ctx.conn,
         NewCertificate(
@@ -315,6 +326,7 @@ async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
             status=_initial_status(ca, certificate, ctx.now),
         ),
     )
+    assert view is not None  # noqa: S101 - no request id, so nothing to conflict with
     return Outcome(
         view, [_event(ctx, "certificate.create", f"certificate/{view.serial}", view)]
     )
@@ -345,13 +357,7 @@ async def issue_certificate(cmd: IssueCertificate, ctx: CaContext) -> Outcome:
             )
         dms = dms or presented.dms  # a renewal stays with the DMS that enrolled it
     ca, authority = await _signing_ca(ctx, cmd.ca)
-    certificate = await asyncio.to_thread(
-        authority.sign_leaf,
-        ca,
-        csr,
-        now=ctx.now,
-        validity=timedelta(days=cmd.validity_days),
-    )
+    certificate = await _sign_leaf(authority, ca, csr, ctx.now, cmd.validity_days)
     new = NewCertificate(
         ca.name,
         csr_fingerprint(csr),
@@ -363,13 +369,11 @@ async def issue_certificate(cmd: IssueCertificate, ctx: CaContext) -> Outcome:
         request_id=cmd.request_id,
         status=_initial_status(ca, certificate, ctx.now),
     )
-    try:
-        async with ctx.conn.transaction():  # savepoint: a concurrent twin may have won
-            view = await store.insert_certificate(ctx.conn, new)
-    except asyncpg.UniqueViolationError:
+    view = await store.insert_certificate(ctx.conn, new)
+    # None: a concurrent twin of this enrollment won; answer with its certificate.
+    if view is None:
         twin = await store.get_certificate_by_request(ctx.conn, cmd.request_id)
-        if twin is None:
-            raise
+        assert twin is not None  # noqa: S101 - the conflict was on its request id
         return Outcome(twin)
     return Outcome(
         view, [_event(ctx, "certificate.create", f"certificate/{view.serial}", view)]
