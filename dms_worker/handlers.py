@@ -46,7 +46,6 @@ from dms_worker.authorization import (
     CSRRejected,
     Decision,
     DeviceIdentity,
-    DMSRecord,
     authorize_enrollment,
     authorize_reenrollment,
     certificate_serial,
@@ -240,14 +239,6 @@ def _chain(pems: Sequence[str]) -> list[x509.Certificate]:
         ) from None
 
 
-def _record(dms: DMSView | None) -> DMSRecord | None:
-    if dms is None:
-        return None
-    return DMSRecord(
-        dms.name, dms.status, frozenset(dms.authorized_cas), dms.certificate_serial
-    )
-
-
 async def _authorize_enrollment(
     request: EnrollmentRequest,
     chain: list[x509.Certificate],
@@ -255,22 +246,22 @@ async def _authorize_enrollment(
     ctx: DmsContext,
 ) -> str:
     """RFC 7030 §3.3.2: the DMS authenticates with its certificate; returns its name."""
-    store = ctx.deps.store
-    dms = None
-    if chain:
-        dms = await store.get_dms_by_serial(ctx.conn, certificate_serial(chain[0]))
+    serial = certificate_serial(chain[0]) if chain else None
+    dms, decommissioned = await ctx.deps.store.enrollment_facts(
+        ctx.conn, dms_serial=serial, device_id=identity.device_id
+    )
     _enforce(
         authorize_enrollment(
             chain,
             dms_manager_ca=ctx.deps.dms_manager_ca,
-            dms=_record(dms),
+            dms=dms,
             label=request.label,
             # A revoked DMS certificate marks its DMS revoked, which refuses it.
             revoked_serials=frozenset(),
             now=ctx.now,
         )
     )
-    if await store.is_decommissioned(ctx.conn, identity.device_id):
+    if decommissioned:
         raise EnrollmentForbidden(f"device {identity.device_id!r} is decommissioned")
     assert dms is not None  # noqa: S101 - authorization found the DMS holding the leaf
     return dms.name

@@ -3,6 +3,7 @@ so the caller owns the transaction. Rows come back as contract views."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,18 +14,26 @@ from cryptography.hazmat.primitives import serialization
 
 from contracts.ca import RevocationReason
 from contracts.dms import DMSStatus, DMSView
+from dms_worker.authorization import DMSRecord
 
 __all__ = ["NewDMS", "Store"]
 
 
+def _pem(der: bytes) -> str:
+    """PEM of a stored certificate's DER: base64 in 64-column lines between the
+    labels (RFC 7468 §2), written directly; it was parsed when it was stored."""
+    text = base64.b64encode(der).decode()
+    lines = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
+
+
 def _view(row: asyncpg.Record | dict[str, Any]) -> DMSView:
-    certificate = x509.load_der_x509_certificate(row["certificate_der"])
     return DMSView(
         name=row["name"],
         status=DMSStatus(row["status"]),
         authorized_cas=list(row["authorized_cas"]),
         certificate_serial=row["certificate_serial"],
-        certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        certificate_pem=_pem(row["certificate_der"]),
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
@@ -146,6 +155,31 @@ class Store:
             device_id,
             now,
         )
+
+    async def enrollment_facts(
+        self, conn: asyncpg.Connection, *, dms_serial: str | None, device_id: str
+    ) -> tuple[DMSRecord | None, bool]:
+        """What authorizing an enrollment reads, in one round trip: the DMS holding
+        the certificate with ``dms_serial``, and whether the device is decommissioned."""
+        row = await conn.fetchrow(
+            """SELECT d.name, d.status, d.authorized_cas,
+                      EXISTS (SELECT 1 FROM dms.decommissioned_devices
+                              WHERE device_id = $2) AS decommissioned
+               FROM (SELECT 1) AS one
+               LEFT JOIN dms.dms AS d ON d.certificate_serial = $1""",
+            dms_serial,
+            device_id,
+        )
+        assert row is not None  # noqa: S101 - one row always, from (SELECT 1)
+        dms = None
+        if row["name"] is not None:
+            dms = DMSRecord(
+                row["name"],
+                DMSStatus(row["status"]),
+                frozenset(row["authorized_cas"]),
+                dms_serial or "",
+            )
+        return dms, bool(row["decommissioned"])
 
     async def is_decommissioned(self, conn: asyncpg.Connection, device_id: str) -> bool:
         found = await conn.fetchval(
