@@ -5,7 +5,7 @@ and an OpenBao dev server with a TLS listener whose PKI role stores certificates
 at each concurrency, runs a fixed number of enrollments with a new TLS connection per
 request and with keep-alive, and prints enrollments/s, p50/p99 latency and the ratio.
 
-    .venv/bin/python bench/enroll.py [--count 300] [--concurrency 1,8,32]
+    .venv/bin/python bench/enroll.py [--count 300] [--concurrency 1,8,32] [--gateways N]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiohttp
 import asyncpg
 from cryptography import x509
@@ -128,17 +129,46 @@ async def drive(
 # --- our PKI --------------------------------------------------------------------------
 
 
+# The queues each worker declares (``<worker>.<purpose>``), removed after the run.
+QUEUES = (
+    "ca.commands",
+    "dms.commands",
+    "dms.events",
+    "devices.commands",
+    "devices.events",
+)
+
+
+async def delete_topology(prefix: str) -> None:
+    """Remove the run's queues and exchanges, so idle quorum queues do not pile up."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        for name in QUEUES:
+            for queue in (f"{prefix}{name}", f"{prefix}{name}.dead"):
+                channel = await connection.channel()
+                with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                    await channel.queue_delete(queue)
+        channel = await connection.channel()
+        for exchange in ("commands", "events", "dead"):
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await channel.exchange_delete(f"{prefix}lamassu.{exchange}")
+
+
 @contextlib.asynccontextmanager
-async def lamassu_stack(workdir: Path) -> AsyncIterator[dict[str, str]]:
+async def lamassu_stack(
+    workdir: Path, gateways: int = 1
+) -> AsyncIterator[dict[str, str]]:
+    """The PKI's processes; ``gateways`` EST gateway processes share the port."""
     database = f"lamassu_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{database}"')
     port = free_port()
+    prefix = f"bench-{uuid.uuid4().hex[:6]}."
     env = dict(os.environ)
     env.update(
         POSTGRES_DATABASE=database,
         AMQP_URL=AMQP_URL,
-        AMQP_PREFIX=f"bench-{uuid.uuid4().hex[:6]}.",
+        AMQP_PREFIX=prefix,
         GOPEM_DATA=str(workdir / "keys"),
         EST_TLS_DIR=str(workdir / "tls"),
         EST_PORT=str(port),
@@ -148,11 +178,12 @@ async def lamassu_stack(workdir: Path) -> AsyncIterator[dict[str, str]]:
         LOG_FORMAT="json",
     )
     log = (workdir / "services.log").open("ab")
+    services = ["ca_worker", "dms_worker", "device_worker"] + ["est_gateway"] * gateways
     children = [
         subprocess.Popen(
             [PYTHON, "-m", name], env=env, cwd=ROOT, stdout=log, stderr=log
         )
-        for name in ("ca_worker", "dms_worker", "device_worker", "est_gateway")
+        for name in services
     ]
     try:
         lamassu = [PYTHON, "-m", "lamassu_cli"]
@@ -201,6 +232,7 @@ async def lamassu_stack(workdir: Path) -> AsyncIterator[dict[str, str]]:
         log.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.close()
+        await delete_topology(prefix)
 
 
 def lamassu_context(workdir: Path) -> ssl.SSLContext:
@@ -349,13 +381,19 @@ async def main() -> None:
         "--count", type=int, default=300, help="enrollments per measurement"
     )
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=int(os.environ.get("EST_WORKERS", "1")) or os.cpu_count() or 1,
+        help="EST gateway processes sharing the port (default: EST_WORKERS, else 1; 0: one per core)",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="lamassu-bench-") as tmp:
         workdir = Path(tmp)
         print(f"# preparing {args.count * len(levels) * 4} CSRs", file=sys.stderr)
-        async with lamassu_stack(workdir) as env:
+        async with lamassu_stack(workdir, args.gateways) as env:
             url = env["URL"]
             context = lamassu_context(workdir)
 
@@ -386,7 +424,8 @@ async def main() -> None:
             )
 
     print(
-        f"\nenrollments on this machine ({os.cpu_count()} cores), {args.count} per row, {datetime.now(UTC):%Y-%m-%d}"
+        f"\nenrollments on this machine ({os.cpu_count()} cores), {args.count} per row, "
+        f"{args.gateways} EST gateway process(es), {datetime.now(UTC):%Y-%m-%d}"
     )
     print(
         f"{'system':<26}{'conc':>5}{'per s':>9}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}"

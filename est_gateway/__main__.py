@@ -81,8 +81,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             create_app(GatewayDeps(settings, bus, trust)), access_log=None
         )
         await runner.setup()
+        # SO_REUSEPORT: the other gateway processes of EST_WORKERS bind it too.
         site = web.TCPSite(
-            runner, settings.est_host, settings.est_port, ssl_context=context
+            runner,
+            settings.est_host,
+            settings.est_port,
+            ssl_context=context,
+            reuse_port=True,
         )
         await site.start()
         log.info(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,12 @@ def _comma_list(value: object) -> object:
 class Settings(BusSettings, LogSettings):
     est_host: str = "0.0.0.0"  # noqa: S104 - a server for devices on the network
     est_port: int = Field(default=8443, gt=0, lt=65536)
+    # Gateway processes that ``lamassu up`` starts on the port (SO_REUSEPORT: the
+    # kernel spreads new connections over them); 0 means one per core. One process
+    # uses at most one core for TLS handshakes, so a host that only runs gateways
+    # wants one per core; next to the workers on a small host, the gateway is a
+    # minority of the CPU and a second process only adds contention (bench/enroll.py).
+    est_workers: int = Field(default=1, ge=0, le=64)
     # Server certificate and key; generated (self-signed, key 0600) in EST_TLS_DIR when unset.
     est_tls_cert_file: Path | None = None
     est_tls_key_file: Path | None = None
@@ -41,6 +48,10 @@ class Settings(BusSettings, LogSettings):
     est_client_cert_header: str = "x-forwarded-client-cert"
     # OIDs a client should put in its CSR (RFC 7030 §4.5); empty: csrattrs answers 204.
     est_csr_attributes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    def gateway_processes(self) -> int:
+        """How many gateway processes to run: ``EST_WORKERS``, or one per core."""
+        return self.est_workers or os.cpu_count() or 1
 
     _split = field_validator(
         "est_server_names", "est_trusted_proxies", "est_csr_attributes", mode="before"

@@ -4,6 +4,7 @@ certificates, whose trust anchors grow as CAs are created."""
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import ssl
@@ -33,8 +34,20 @@ class ServerCredentials:
         if cert_file.exists() and key_file.exists():
             return cls(cert_file, key_file)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Several gateway processes may start together (EST_WORKERS): the first makes
+        # the pair under the lock, the others then find it.
+        with (directory / ".create.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if cert_file.exists() and key_file.exists():
+                return cls(cert_file, key_file)
+            cls._create(cert_file, key_file, names, now or datetime.now(UTC))
+        return cls(cert_file, key_file)
+
+    @staticmethod
+    def _create(
+        cert_file: Path, key_file: Path, names: list[str], now: datetime
+    ) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = now or datetime.now(UTC)
         alt_names: list[x509.GeneralName] = []
         for name in names:
             try:
@@ -69,8 +82,10 @@ class ServerCredentials:
                     serialization.NoEncryption(),
                 )
             )
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return cls(cert_file, key_file)
+        # Written last and renamed into place: a process that sees it sees all of it.
+        temporary = cert_file.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        temporary.replace(cert_file)
 
 
 def server_context(credentials: ServerCredentials) -> ssl.SSLContext:

@@ -4,6 +4,7 @@ trust anchors for client certificates."""
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ class TrustStore:
             ca.certificate.public_bytes(serialization.Encoding.PEM)
             for ca in self._cas.values()
         )
-        temporary = self._bundle_file.with_suffix(".tmp")
+        # One temporary file per process: gateway processes share the directory.
+        temporary = self._bundle_file.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_bytes(pem)
         temporary.replace(self._bundle_file)
