@@ -33,6 +33,7 @@ from ca_worker.expiry import status_at
 from ca_worker.issuance import CSRRejected, csr_fingerprint, load_csr
 from ca_worker.store import NewCA, NewCertificate, StatusChange, Store
 from contracts.ca import (
+    INTERNAL_CA,
     CAs,
     CAStatusUpdate,
     CAUpdate,
@@ -67,7 +68,6 @@ __all__ = [
     "status_events",
 ]
 
-INTERNAL_CA = "LAMASSU-DMS-MANAGER"
 SOURCE = "service/ca"
 
 _USABLE = {CertificateStatus.ACTIVE, CertificateStatus.ABOUT_TO_EXPIRE}

@@ -3,7 +3,6 @@ so the caller owns the transaction. Rows come back as contract views."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,20 +15,13 @@ from cryptography.hazmat.primitives import serialization
 
 from ca_worker.issuance import serial_hex
 from contracts.ca import CAView, CertificateStatus, CertificateView, RevocationReason
+from contracts.pem import certificate_pem
 from contracts.sweeps import SweepTrigger, SweepView
 from engines import KeyType
 
 T = TypeVar("T", CAView, CertificateView)
 
 __all__ = ["SHARD_SQL", "NewCA", "NewCertificate", "StatusChange", "Store"]
-
-
-def _pem(der: bytes) -> str:
-    """PEM of a stored certificate's DER: base64 in 64-column lines between the
-    labels (RFC 7468 §2), written directly; it was parsed when it was stored."""
-    text = base64.b64encode(der).decode()
-    lines = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
-    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
 def _ca_view(row: asyncpg.Record | dict[str, Any]) -> CAView:
@@ -47,7 +39,7 @@ def _ca_view(row: asyncpg.Record | dict[str, Any]) -> CAView:
         not_after=row["not_after"],
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
-        certificate_pem=_pem(row["certificate_der"]),
+        certificate_pem=certificate_pem(row["certificate_der"]),
         about_to_expire_days=row["about_to_expire_days"],
     )
 
@@ -64,7 +56,7 @@ def _certificate_view(row: asyncpg.Record | dict[str, Any]) -> CertificateView:
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
         csr_fingerprint=row["csr_fingerprint"],
-        certificate_pem=_pem(row["certificate_der"]),
+        certificate_pem=certificate_pem(row["certificate_der"]),
         device_id=row["device_id"],
         slot=row["slot"],
         dms=row["dms"],
@@ -206,7 +198,7 @@ class Store:
             revoked_at=None,
             revocation_reason=None,
             csr_fingerprint=new.csr_fingerprint,
-            certificate_pem=_pem(der),
+            certificate_pem=certificate_pem(der),
             device_id=new.device_id,
             slot=new.slot,
             dms=new.dms,

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from contracts.keys import KeyType
 
 __all__ = [
+    "INTERNAL_CA",
     "CAStatusUpdate",
     "CAUpdate",
     "CAView",
@@ -34,6 +35,9 @@ __all__ = [
     "SignCertificate",
     "UpdateCA",
 ]
+
+# The internal CA that issues every DMS certificate (the seeds' name, kept exactly).
+INTERNAL_CA = "LAMASSU-DMS-MANAGER"
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 _SERIAL = r"^[0-9a-f]{2,40}$"

@@ -16,6 +16,7 @@ from cryptography import x509
 from pydantic import BaseModel
 
 from contracts.ca import (
+    INTERNAL_CA,
     CertificateStatus,
     CertificateStatusUpdate,
     CertificateView,
@@ -72,7 +73,6 @@ from runtime.outbox import write_commands
 
 __all__ = ["EVENT_HANDLERS", "HANDLERS", "INTERNAL_CA", "DmsContext", "DmsDeps"]
 
-INTERNAL_CA = "LAMASSU-DMS-MANAGER"
 SOURCE = "service/dms"
 SCHEMA = "dms"
 

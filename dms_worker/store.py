@@ -3,7 +3,6 @@ so the caller owns the transaction. Rows come back as contract views."""
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,17 +13,10 @@ from cryptography.hazmat.primitives import serialization
 
 from contracts.ca import RevocationReason
 from contracts.dms import DMSStatus, DMSView
+from contracts.pem import certificate_pem
 from dms_worker.authorization import DMSRecord
 
 __all__ = ["NewDMS", "Store"]
-
-
-def _pem(der: bytes) -> str:
-    """PEM of a stored certificate's DER: base64 in 64-column lines between the
-    labels (RFC 7468 §2), written directly; it was parsed when it was stored."""
-    text = base64.b64encode(der).decode()
-    lines = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
-    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
 def _view(row: asyncpg.Record | dict[str, Any]) -> DMSView:
@@ -33,7 +25,7 @@ def _view(row: asyncpg.Record | dict[str, Any]) -> DMSView:
         status=DMSStatus(row["status"]),
         authorized_cas=list(row["authorized_cas"]),
         certificate_serial=row["certificate_serial"],
-        certificate_pem=_pem(row["certificate_der"]),
+        certificate_pem=certificate_pem(row["certificate_der"]),
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
