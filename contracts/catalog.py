@@ -69,4 +69,5 @@ EVENTS: Mapping[str, type[BaseModel]] = {
     "device.create": devices.DeviceView,
     "device.status.update": devices.DeviceStatusUpdate,
     "device.identity.update": devices.DeviceIdentityUpdate,
+    devices.DEVICE_DECOMMISSIONED: devices.DeviceView,
 }

@@ -2,7 +2,8 @@
 
 A device has named slots, each holding at most one current certificate; its status is
 derived from theirs (DESIGN §4). Event types follow the original system:
-``device.create``, ``device.status.update``, ``device.identity.update``.
+``device.create``, ``device.status.update``, ``device.identity.update``; and
+``device.decommissioned``, which has no equivalent there.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from contracts.ca import CertificateStatus
 
 __all__ = [
+    "DEVICE_DECOMMISSIONED",
     "DecommissionDevice",
     "DeviceIdentityUpdate",
     "DeviceStatus",
@@ -34,6 +36,11 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
 _DeviceId = Annotated[str, Field(pattern=_NAME)]
 _SlotName = Annotated[str, Field(pattern=_NAME)]
+
+# A device was retired for good; data is its ``DeviceView``. Published besides its
+# ``device.status.update`` so that a consumer needing only decommissions (the DMS
+# worker) binds this key and is not sent every enrollment's status change.
+DEVICE_DECOMMISSIONED = "device.decommissioned"
 
 
 class _Message(BaseModel):

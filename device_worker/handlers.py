@@ -22,6 +22,7 @@ from contracts.ca import (
     RevokeCertificate,
 )
 from contracts.devices import (
+    DEVICE_DECOMMISSIONED,
     DecommissionDevice,
     DeviceIdentityUpdate,
     Devices,
@@ -150,7 +151,16 @@ async def decommission_device(cmd: DecommissionDevice, ctx: DeviceContext) -> Ou
         status=derive_status(device.slots, decommissioned=True),
         decommissioned_at=ctx.now,
     )
-    return Outcome(updated.view(), [_change(ctx, DeviceStatusUpdate, device, updated)])
+    view = updated.view()
+    return Outcome(
+        view,
+        [
+            _change(ctx, DeviceStatusUpdate, device, updated),
+            # Its own routing key: the DMS worker needs only this fact, not every
+            # status change of every enrollment (DESIGN §2, type = routing key).
+            _event(ctx, DEVICE_DECOMMISSIONED, cmd.id, view),
+        ],
+    )
 
 
 async def get_device(query: GetDevice, ctx: DeviceContext) -> Outcome:

@@ -7,12 +7,14 @@ from datetime import datetime
 
 import asyncpg
 
+from contracts.devices import DEVICE_DECOMMISSIONED
 from contracts.envelope import CloudEvent
 from dms_worker.ca_client import CAClient
 from dms_worker.handlers import (
     EVENT_HANDLERS,
     HANDLERS,
     INTERNAL_CA,
+    RETIRED_EVENT_BINDINGS,
     DmsContext,
     DmsDeps,
 )
@@ -60,10 +62,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                     [
                         ("events", "certificate.create"),
                         ("events", "certificate.status.update"),
-                        ("events", "device.status.update"),
+                        ("events", DEVICE_DECOMMISSIONED),
                     ],
                     EVENT_HANDLERS,
                     prefetch=settings.dms_prefetch,
+                    retired_bindings=RETIRED_EVENT_BINDINGS,
                 ),
             ],
         )

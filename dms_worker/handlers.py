@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import asyncpg
 from cryptography import x509
@@ -24,7 +25,12 @@ from contracts.ca import (
     RevocationReason,
     RevokeCertificate,
 )
-from contracts.devices import DeviceStatus, DeviceStatusUpdate
+from contracts.devices import (
+    DEVICE_DECOMMISSIONED,
+    DeviceStatus,
+    DeviceStatusUpdate,
+    DeviceView,
+)
 from contracts.dms import (
     CreateDMS,
     DMSEnrolled,
@@ -71,7 +77,14 @@ from runtime.dispatch import Outcome, Route
 from runtime.errors import Failure
 from runtime.outbox import write_commands
 
-__all__ = ["EVENT_HANDLERS", "HANDLERS", "INTERNAL_CA", "DmsContext", "DmsDeps"]
+__all__ = [
+    "EVENT_HANDLERS",
+    "HANDLERS",
+    "INTERNAL_CA",
+    "RETIRED_EVENT_BINDINGS",
+    "DmsContext",
+    "DmsDeps",
+]
 
 SOURCE = "service/dms"
 SCHEMA = "dms"
@@ -361,14 +374,21 @@ async def revoke_dms_of_certificate(
     return Outcome(events=[_update(ctx, current, updated)])
 
 
-async def record_decommission(update: DeviceStatusUpdate, ctx: DmsContext) -> Outcome:
+async def record_decommission(device: DeviceView, ctx: DmsContext) -> Outcome:
     """Keep the projection of decommissioned devices, which never enroll again."""
-    device = update.updated
     if device.status is DeviceStatus.DECOMMISSIONED:
         await ctx.deps.store.record_decommissioned(
             ctx.conn, device.id, device.decommissioned_at or ctx.now
         )
     return Outcome()
+
+
+async def record_decommission_update(
+    update: DeviceStatusUpdate, ctx: DmsContext
+) -> Outcome:
+    """A ``device.status.update`` queued before the queue's binding moved to
+    ``device.decommissioned`` (see ``RETIRED_EVENT_BINDINGS``)."""
+    return await record_decommission(update.updated, ctx)
 
 
 HANDLERS: Mapping[str, Route] = {
@@ -385,5 +405,12 @@ EVENT_HANDLERS: Mapping[str, Route] = {
     CertificateStatusUpdate.TYPE: Route(
         CertificateStatusUpdate, revoke_dms_of_certificate
     ),
-    DeviceStatusUpdate.TYPE: Route(DeviceStatusUpdate, record_decommission),
+    DEVICE_DECOMMISSIONED: Route(DeviceView, record_decommission),
+    DeviceStatusUpdate.TYPE: Route(DeviceStatusUpdate, record_decommission_update),
 }
+
+# Bound by earlier versions, unbound at start: every enrollment's device status change
+# went to this queue, which now needs only ``device.decommissioned``.
+RETIRED_EVENT_BINDINGS: Sequence[tuple[Literal["events"], str]] = (
+    ("events", DeviceStatusUpdate.TYPE),
+)

@@ -27,6 +27,7 @@ from contracts.ca import (
     SignCertificate,
 )
 from contracts.devices import (
+    DEVICE_DECOMMISSIONED,
     DecommissionDevice,
     Devices,
     DeviceStatus,
@@ -274,6 +275,8 @@ async def test_reenrollment_then_decommission(
     assert reply.ok, reply.error
     assert DECOMMISSIONED == DeviceView.model_validate(reply.result).status
     await status_change(events, device_id, FULL, DECOMMISSIONED)
+    retired = await events.wait_for(DEVICE_DECOMMISSIONED, subject)
+    assert DECOMMISSIONED == DeviceView.model_validate(retired.data).status
     revocation = await events.wait_for(
         "certificate.status.update", f"certificate/{new.serial}"
     )

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import aio_pika
 import asyncpg
 import pytest
 from cryptography import x509
@@ -26,7 +27,12 @@ from contracts.ca import (
     RevokeCertificate,
     SignCertificate,
 )
-from contracts.devices import DeviceStatus, DeviceStatusUpdate, DeviceView
+from contracts.devices import (
+    DEVICE_DECOMMISSIONED,
+    DeviceStatus,
+    DeviceStatusUpdate,
+    DeviceView,
+)
 from contracts.dms import (
     CreateDMS,
     DMSs,
@@ -39,9 +45,11 @@ from contracts.dms import (
     RevokeDMS,
     UpdateAuthorizedCAs,
 )
-from contracts.envelope import new_message
+from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode, Reply
+from contracts.names import Topology
 from runtime.bus import Bus
+from tests.conftest import AMQP_URL, Backends
 from tests.pki import EventLog, call, csr_pem, make_csr, tampered_csr_pem, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -579,40 +587,58 @@ async def test_reenroll_refusals(bus: Bus, site: Site) -> None:
     assert "revoked" in outcomes["revoked certificate"][1]
 
 
-async def test_decommissioned_device_never_enrolls_again(
-    bus: Bus, site: Site, db: asyncpg.Pool
-) -> None:
-    """After device.status.update to DECOMMISSIONED, enroll and reenroll are refused."""
-    name = unique("dev")
-    device = await enrolled_device(bus, site, name)
-    view = DeviceView(
+def device_view(name: str, status: DeviceStatus) -> DeviceView:
+    now = datetime.now(UTC)
+    decommissioned = now if status is DeviceStatus.DECOMMISSIONED else None
+    return DeviceView(
         id=name,
-        dms=site.dms.name,
-        status=DeviceStatus.FULLY_PROVISIONED,
+        dms=None,
+        status=status,
         slots=[],
-        created_at=datetime.now(UTC),
+        created_at=now,
+        decommissioned_at=decommissioned,
     )
-    decommissioned = view.model_copy(
-        update={
-            "status": DeviceStatus.DECOMMISSIONED,
-            "decommissioned_at": datetime.now(UTC),
-        }
-    )
-    await bus.publish(
-        bus.topology.events,
-        new_message(
-            type_=DeviceStatusUpdate.TYPE,
-            source="tests",
-            subject=f"device/{name}",
-            data=DeviceStatusUpdate(previous=view, updated=decommissioned),
-            now=datetime.now(UTC),
+
+
+def status_update(name: str, updated: DeviceStatus) -> CloudEvent:
+    return new_message(
+        type_=DeviceStatusUpdate.TYPE,
+        source="tests",
+        subject=f"device/{name}",
+        data=DeviceStatusUpdate(
+            previous=device_view(name, DeviceStatus.FULLY_PROVISIONED),
+            updated=device_view(name, updated),
         ),
+        now=datetime.now(UTC),
     )
+
+
+def decommissioned_event(name: str) -> CloudEvent:
+    return new_message(
+        type_=DEVICE_DECOMMISSIONED,
+        source="tests",
+        subject=f"device/{name}",
+        data=device_view(name, DeviceStatus.DECOMMISSIONED),
+        now=datetime.now(UTC),
+    )
+
+
+async def recorded_decommissioned(db: asyncpg.Pool, name: str) -> None:
     async with asyncio.timeout(10):  # the projection is eventually consistent
         while not await db.fetchval(
             "SELECT 1 FROM dms.decommissioned_devices WHERE device_id = $1", name
         ):
             await asyncio.sleep(0.05)
+
+
+async def test_decommissioned_device_never_enrolls_again(
+    bus: Bus, site: Site, db: asyncpg.Pool
+) -> None:
+    """After device.decommissioned, enroll and reenroll are refused."""
+    name = unique("dev")
+    device = await enrolled_device(bus, site, name)
+    await bus.publish(bus.topology.events, decommissioned_event(name))
+    await recorded_decommissioned(db, name)
     fresh = csr_pem(make_csr(name, dns_names=(f"{name}.local",))[1])
     enrolled = refusal(
         await enroll(bus, site.device_ca.name, fresh, [site.dms.certificate_pem])
@@ -629,3 +655,38 @@ async def test_decommissioned_device_never_enrolls_again(
     expected = (ErrorCode.FORBIDDEN, f"device {name!r} is decommissioned")
     assert expected == enrolled
     assert expected == renewed
+
+
+async def test_device_status_updates_no_longer_reach_the_dms(
+    bus: Bus, dms_service: None, db: asyncpg.Pool
+) -> None:
+    """The DMS queue is bound to device.decommissioned only: a status update published
+    before it is never handled (one queue, in order, so it would be handled first)."""
+    unheard, heard = unique("dev"), unique("dev")
+    await bus.publish(
+        bus.topology.events, status_update(unheard, DeviceStatus.DECOMMISSIONED)
+    )
+    await bus.publish(bus.topology.events, decommissioned_event(heard))
+    await recorded_decommissioned(db, heard)
+    assert not await db.fetchval(
+        "SELECT 1 FROM dms.decommissioned_devices WHERE device_id = $1", unheard
+    )
+
+
+async def test_status_update_queued_by_an_earlier_version_is_handled(
+    dms_service: None, db: asyncpg.Pool, backends: Backends
+) -> None:
+    """One already in the queue when the binding moved still records the decommission."""
+    name = unique("dev")
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                status_update(name, DeviceStatus.DECOMMISSIONED)
+                .model_dump_json()
+                .encode()
+            ),
+            routing_key=Topology(backends.prefix).queue("dms", "events"),
+        )
+    await recorded_decommissioned(db, name)
