@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from contracts.ca import CertificateStatus
 
-__all__ = ["shard_of", "status_at"]
+__all__ = ["shard_bounds", "shard_of", "status_at"]
 
 _FINAL = frozenset({CertificateStatus.EXPIRED, CertificateStatus.REVOKED})
 
@@ -37,10 +37,17 @@ def status_at(
 
 
 def shard_of(serial: str, shards: int) -> int:
-    """The shard of a serial (lower-case hex): its low 32 bits modulo ``shards``.
+    """The shard of a serial (lower-case hex): where its low 32 bits fall when the
+    range 0 .. 2^32 is cut into ``shards`` equal parts.
 
     Serials carry at least 64 random bits (RFC 5280 §4.1.2.2 via CA/B BR 7.1), so the
-    low bits already are a uniform hash; sequential serials also spread evenly.
-    Mirrored in SQL by ``store.SHARD_SQL``.
+    low bits already are a uniform hash. A range, unlike a modulo, is an index
+    condition on the stored key (migration 0003). Mirrored in SQL by
+    ``store.shard_bounds``.
     """
-    return int(serial[-8:], 16) % shards
+    return (int(serial[-8:], 16) * shards) >> 32
+
+
+def shard_bounds(shard: int, shards: int) -> tuple[int, int]:
+    """The half-open range of the 32-bit shard key that ``shard`` of ``shards`` covers."""
+    return -(-(shard << 32) // shards), -(-((shard + 1) << 32) // shards)

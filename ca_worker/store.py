@@ -13,6 +13,7 @@ import asyncpg
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ca_worker.expiry import shard_bounds
 from ca_worker.issuance import serial_hex
 from contracts.ca import CAView, CertificateStatus, CertificateView, RevocationReason
 from contracts.pem import certificate_pem
@@ -21,7 +22,7 @@ from engines import KeyType
 
 T = TypeVar("T", CAView, CertificateView)
 
-__all__ = ["SHARD_SQL", "NewCA", "NewCertificate", "StatusChange", "Store"]
+__all__ = ["NewCA", "NewCertificate", "StatusChange", "Store"]
 
 
 def _ca_view(row: asyncpg.Record | dict[str, Any]) -> CAView:
@@ -45,7 +46,10 @@ def _ca_view(row: asyncpg.Record | dict[str, Any]) -> CAView:
 
 
 def _certificate_view(row: asyncpg.Record | dict[str, Any]) -> CertificateView:
-    return CertificateView(
+    # Built without validation: the row was validated on its way in, and a sweep
+    # renders thousands of these per shard.
+    reason = row["revocation_reason"]
+    return CertificateView.model_construct(
         serial=row["serial"],
         ca=row["ca"],
         subject=row["subject"],
@@ -54,7 +58,7 @@ def _certificate_view(row: asyncpg.Record | dict[str, Any]) -> CertificateView:
         not_before=row["not_before"],
         not_after=row["not_after"],
         revoked_at=row["revoked_at"],
-        revocation_reason=row["revocation_reason"],
+        revocation_reason=None if reason is None else RevocationReason(reason),
         csr_fingerprint=row["csr_fingerprint"],
         certificate_pem=certificate_pem(row["certificate_der"]),
         device_id=row["device_id"],
@@ -102,8 +106,6 @@ _CERT_COLUMNS = """serial, ca, subject, issuer, status, not_before, not_after, r
     revocation_reason, csr_fingerprint, certificate_der, device_id, slot, dms, replaces"""
 
 
-# expiry.shard_of in SQL: the serial's low 32 bits modulo $3.
-SHARD_SQL = "(('x' || lpad(right(serial, 8), 8, '0'))::bit(32)::bigint % $3)"
 # expiry.status_at in SQL, for a row that is ACTIVE or ABOUT_TO_EXPIRE at $1 (as_of)
 # and whose threshold column is about_to_expire_days.
 _DUE = """(not_after < $1 OR (status = 'ACTIVE' AND about_to_expire_days > 0
@@ -358,8 +360,9 @@ class Store:
         It reads two ranges of that index: ACTIVE certificates up to the largest
         threshold of any CA, and ABOUT_TO_EXPIRE ones already past notAfter. So it
         reads the certificates that may change, never the whole table nor the many
-        already warned and not yet expired; each row is then held to its own CA's
-        threshold.
+        already warned and not yet expired. The shard's range of ``shard_key``, the
+        index's third column, is checked on the index entry, so the heap is visited
+        only for this shard's rows; each is then held to its own CA's threshold.
         """
         longest = await conn.fetchval(
             "SELECT coalesce(max(about_to_expire_days), 0) FROM ca.cas"
@@ -376,15 +379,14 @@ class Store:
                         USING (ca)
                     WHERE ((status = 'ACTIVE' AND not_after <= $4)
                            OR (status = 'ABOUT_TO_EXPIRE' AND not_after < $1))
+                      AND shard_key >= $2 AND shard_key < $3
                       AND {_DUE}
-                      AND {SHARD_SQL} = $2
                     FOR UPDATE OF certificates)
                 UPDATE ca.certificates c SET status = due.new_status
                 FROM due WHERE c.serial = due.serial
                 RETURNING due.old_status, {_qualified(_CERT_COLUMNS)}""",
             as_of,
-            shard,
-            shards,
+            *shard_bounds(shard, shards),
             as_of + timedelta(days=longest),
         )
         return _changes(rows, _certificate_view, revoked=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ca_worker.expiry import shard_of, status_at
+from ca_worker.expiry import shard_bounds, shard_of, status_at
 from ca_worker.store import Store
 from contracts.ca import CertificateStatus
 
@@ -68,7 +69,24 @@ def test_shards_cover_every_serial_once_and_spread() -> None:
     assert 4000 == sum(counts)
     assert min(counts) > 4000 / 16 / 2  # roughly even: no shard starves or floods
     assert 0 == shard_of("00", 16)
-    assert 1 == shard_of("0100000001", 16)
+    assert 0 == shard_of("010fffffff", 16)  # only the low 32 bits count
+    assert 1 == shard_of("0110000000", 16)
+    assert 15 == shard_of("ffffffff", 16)
+
+
+@pytest.mark.parametrize("shards", [1, 3, 16, 1000, 1024])
+def test_shard_bounds_cut_the_key_range_into_the_shards_of_shard_of(
+    shards: int,
+) -> None:
+    bounds = [shard_bounds(shard, shards) for shard in range(shards)]
+    assert 0 == bounds[0][0]
+    assert 1 << 32 == bounds[-1][1]
+    assert all(
+        a[1] == b[0] for a, b in itertools.pairwise(bounds)
+    )  # no gap, no overlap
+    for shard, (low, high) in enumerate(bounds):
+        assert shard == shard_of(f"{low:08x}", shards)
+        assert shard == shard_of(f"{high - 1:08x}", shards)
 
 
 def _any_der() -> bytes:
