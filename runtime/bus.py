@@ -8,9 +8,10 @@ message whose handler keeps failing transiently, so nothing is requeued forever.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -19,15 +20,21 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import DeliveryError
+from aiormq.abc import ChannelFrame
+from pamqp import commands as spec
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 from pydantic import ValidationError
 
 from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode, Reply
 from contracts.names import Topology
 
-__all__ = ["Bus", "BusUnavailable", "Consumer", "RequestTimeout"]
+__all__ = ["Bus", "BusUnavailable", "Consumer", "Outgoing", "RequestTimeout"]
 
 Consumer = Callable[[AbstractIncomingMessage], Awaitable[None]]
+# An already-serialised message: (exchange, routing key, message id, body).
+Outgoing = tuple[str, str, str, bytes]
 
 _DELIVERY_LIMIT = 5
 
@@ -172,23 +179,52 @@ class Bus:
                 f"nothing consumes {message.type!r} on {exchange}: is its worker running?"
             ) from exc
 
-    async def publish_raw(
-        self, exchange: str, routing_key: str, message_id: str, body: bytes
-    ) -> None:
-        """Publish an already-serialised event (the outbox relay's path)."""
-        await self._exchanges[exchange].publish(
-            aio_pika.Message(
-                body,
-                message_id=message_id,
-                content_type="application/cloudevents+json",
-                type=routing_key,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=routing_key,
-            # Events with no subscriber yet are fine to drop at the broker (AMQP 0-9-1
-            # §1.8.3.9); aio-pika defaults to mandatory, which would return them.
-            mandatory=False,
-        )
+    async def publish_batch(self, messages: Sequence[Outgoing]) -> None:
+        """Publish already-serialised events persistently; return once all are confirmed.
+
+        aiormq writes and flushes each publish on its own, under the channel lock: at
+        ~150 us of Python per message that caps the outbox relay near 6k/s on a core.
+        Here a batch's frames (AMQP 0-9-1 §2.3.5: method, header, body) go out in one
+        write, each with the delivery tag the broker will confirm (RabbitMQ publisher
+        confirms count publishes on the channel from 1), about 50 us per message. A
+        nack or a lost channel fails the whole call: the caller keeps its rows and
+        publishes them again, which consumers absorb by the message id.
+        """
+        if not messages:
+            return
+        channel = await self._channel.get_underlay_channel()
+        if not isinstance(channel, aiormq.Channel):  # pragma: no cover - aio-pika 10
+            raise TypeError(f"unexpected AMQP channel {type(channel).__name__}")
+        chunk = channel.max_content_size
+        confirmations: list[asyncio.Future[spec.Basic.Ack]] = []
+        frames: list[spec.Basic.Publish | ContentHeader | ContentBody] = []
+        async with channel.lock:
+            for exchange, routing_key, message_id, body in messages:
+                channel.delivery_tag += 1
+                confirmation = channel.create_future()
+                channel.confirmations[channel.delivery_tag] = confirmation
+                confirmations.append(confirmation)
+                frames.append(
+                    # Not mandatory: an event with no subscriber yet is fine to drop
+                    # at the broker (AMQP 0-9-1 §1.8.3.9).
+                    spec.Basic.Publish(exchange=exchange, routing_key=routing_key)
+                )
+                frames.append(
+                    ContentHeader(
+                        properties=_event_properties(message_id, routing_key),
+                        body_size=len(body),
+                    )
+                )
+                frames.extend(
+                    ContentBody(body[at : at + chunk])
+                    for at in range(0, len(body), chunk)
+                )
+            await channel.write_queue.put(
+                ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+            )
+        # aiormq resolves each with the broker's ack, or fails it with DeliveryError
+        # on a nack and with the channel's error when the channel closes.
+        await asyncio.gather(*confirmations)
 
     async def reply(
         self, reply_to: str, correlation_id: str | None, reply: Reply
@@ -248,3 +284,13 @@ class Bus:
                     ErrorCode.UNAVAILABLE, "the worker sent a malformed reply"
                 )
             )
+
+
+def _event_properties(message_id: str, routing_key: str) -> spec.Basic.Properties:
+    """An event's properties; delivery mode 2 is persistent."""
+    return spec.Basic.Properties(
+        message_id=message_id,
+        content_type="application/cloudevents+json",
+        message_type=routing_key,
+        delivery_mode=2,
+    )

@@ -23,16 +23,29 @@ __all__ = ["OutboxRelay", "write_commands", "write_events"]
 
 log = structlog.get_logger("outbox")
 
+# From this many rows on, COPY beats a multi-row INSERT (a sweep shard writes hundreds);
+# below it, COPY's extra round trip to learn the column types costs more than it saves.
+_COPY_FROM = 64
+
 
 async def _write(
     conn: asyncpg.Connection, schema: str, exchange: str, messages: Sequence[CloudEvent]
 ) -> None:
     if not messages:
         return
-    await conn.executemany(
-        f"INSERT INTO {schema}.outbox (id, exchange, routing_key, body) "
-        "VALUES ($1, $2, $3, $4)",
-        [(m.id, exchange, m.type, m.model_dump_json().encode()) for m in messages],
+    rows = [(m.id, exchange, m.type, m.model_dump_json().encode()) for m in messages]
+    if len(rows) < _COPY_FROM:
+        await conn.executemany(
+            f"INSERT INTO {schema}.outbox (id, exchange, routing_key, body) "
+            "VALUES ($1, $2, $3, $4)",
+            rows,
+        )
+        return
+    await conn.copy_records_to_table(
+        "outbox",
+        schema_name=schema,
+        columns=["id", "exchange", "routing_key", "body"],
+        records=rows,
     )
 
 
@@ -84,14 +97,11 @@ class OutboxRelay:
                 return 0
             topology = self._bus.topology
             exchanges = {"events": topology.events, "commands": topology.commands}
-            # Publishing concurrently on one confirming channel batches the confirms.
-            await asyncio.gather(
-                *(
-                    self._bus.publish_raw(
-                        exchanges[r["exchange"]], r["routing_key"], r["id"], r["body"]
-                    )
+            await self._bus.publish_batch(
+                [
+                    (exchanges[r["exchange"]], r["routing_key"], r["id"], r["body"])
                     for r in rows
-                )
+                ]
             )
             await conn.execute(
                 f"DELETE FROM {self._schema}.outbox WHERE seq = ANY($1::bigint[])",
