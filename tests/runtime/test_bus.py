@@ -40,21 +40,24 @@ async def test_retired_binding_is_removed(bus: Bus) -> None:
     retiring one that was never made is fine."""
     purpose = f"retire{uuid.uuid4().hex[:6]}"
     kept, retired = f"test.kept.{purpose}", f"test.retired.{purpose}"
-    events = bus.topology.events
-    await bus.declare_worker_queue("test", purpose, [(events, kept), (events, retired)])
-    await bus.publish(events, event(retired), mandatory=True)
+    # Commands: tests subscribe to every event ('#'), which would route these.
+    exchange = bus.topology.commands
+    await bus.declare_worker_queue(
+        "test", purpose, [(exchange, kept), (exchange, retired)]
+    )
+    await bus.publish(exchange, event(retired), mandatory=True)
 
     await bus.declare_worker_queue(
         "test",
         purpose,
-        [(events, kept)],
-        retired=[(events, retired), (events, f"test.never.{purpose}")],
+        [(exchange, kept)],
+        retired=[(exchange, retired), (exchange, f"test.never.{purpose}")],
     )
 
     try:
-        await bus.publish(events, event(kept), mandatory=True)
+        await bus.publish(exchange, event(kept), mandatory=True)
         with pytest.raises(BusUnavailable):
-            await bus.publish(events, event(retired), mandatory=True)
+            await bus.publish(exchange, event(retired), mandatory=True)
     finally:
         connection = await aio_pika.connect(AMQP_URL)
         async with connection:
