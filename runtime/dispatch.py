@@ -28,13 +28,18 @@ success with ``forward``                    publish it keeping reply_to; ack
 an id already processed (redelivered, or    re-send the stored reply; ack
 twice in one batch)
 =========================================  =============================================
+
+A batch whose messages are all acked is acknowledged with one ack of its last delivery
+tag (``multiple``) once the batch before it is settled, provided nothing else below that
+tag is outstanding on the channel, which only this dispatcher consumes (``Bus.consume``
+opens a channel per queue); otherwise each message is settled on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +48,7 @@ import asyncpg
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aiormq.abc import AbstractChannel
 from pydantic import BaseModel, ValidationError
 
 from contracts.envelope import CloudEvent
@@ -214,9 +220,16 @@ class Dispatcher:
         self._batches: asyncio.Task[None] | None = None
         # Settlements in flight; held so that they are not garbage-collected midway.
         self._settling: set[asyncio.Task[None]] = set()
+        # The last batch's settlement: the next batch acknowledges after it.
+        self._last_settlement: asyncio.Task[None] | None = None
+        # Delivery tags handed over and not yet settled, per consumer channel: what a
+        # batch may acknowledge with one ``multiple`` ack (AMQP 0-9-1 §1.8.3.13 acks
+        # every tag up to and including it).
+        self._outstanding: dict[AbstractChannel, set[int]] = {}
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         _bind(message, None)
+        self._hand_over(message)
         try:
             envelope = CloudEvent.model_validate_json(message.body)
         except ValidationError as exc:
@@ -300,7 +313,10 @@ class Dispatcher:
                 return
             log.exception("handler_crashed")
             settlements = {batch[0].envelope.id: _poison(batch[0].envelope)}
-        task = asyncio.create_task(self._settle_batch(batch, settlements))
+        task = asyncio.create_task(
+            self._settle_batch(batch, settlements, self._last_settlement)
+        )
+        self._last_settlement = task
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
@@ -397,14 +413,56 @@ class Dispatcher:
     # --- settling ------------------------------------------------------------------
 
     async def _settle_batch(
-        self, batch: Sequence[_Delivery], settlements: Mapping[str, _Settlement]
+        self,
+        batch: Sequence[_Delivery],
+        settlements: Mapping[str, _Settlement],
+        previous: asyncio.Task[None] | None,
     ) -> None:
+        """Answer each message, then acknowledge the batch with one ack when it can."""
         # Published concurrently on one confirming channel, so confirms come together.
+        answered = await asyncio.gather(
+            *(self._respond(d, settlements[d.envelope.id]) for d in batch)
+        )
+        if previous is not None:
+            # In batch order: the previous batch's tags are then no longer outstanding.
+            await asyncio.wait([previous])
+        verdicts = [settlements[d.envelope.id].verdict for d in batch]
+        if all(answered) and all(v is _Verdict.ACK for v in verdicts):
+            last = self._last_of_only_outstanding(batch)
+            if last is not None:
+                await self._conclude(last, _Verdict.ACK, multiple=True)
+                self._settled(d.message for d in batch)
+                return
         await asyncio.gather(
-            *(self._settle(d, settlements[d.envelope.id]) for d in batch)
+            *(
+                self._conclude(d.message, verdict)
+                for d, verdict, ok in zip(batch, verdicts, answered, strict=True)
+                if ok
+            )
         )
 
+    def _last_of_only_outstanding(
+        self, batch: Sequence[_Delivery]
+    ) -> AbstractIncomingMessage | None:
+        """The batch's last message when acking up to it acks the batch and nothing
+        else: one channel, and no other tag outstanding below its last one."""
+        channel = batch[0].message.channel
+        tags = {d.message.delivery_tag for d in batch}
+        if None in tags or any(d.message.channel is not channel for d in batch):
+            return None
+        last = max(batch, key=lambda d: d.message.delivery_tag or 0).message
+        assert last.delivery_tag is not None  # noqa: S101 - None is excluded above
+        others = self._outstanding.get(channel, set()) - tags
+        if any(tag < last.delivery_tag for tag in others):
+            return None
+        return last
+
     async def _settle(self, delivery: _Delivery, settlement: _Settlement) -> None:
+        if await self._respond(delivery, settlement):
+            await self._conclude(delivery.message, settlement.verdict)
+
+    async def _respond(self, delivery: _Delivery, settlement: _Settlement) -> bool:
+        """Send the reply or the forward; False when the channel went meanwhile."""
         message = delivery.message
         _bind(message, delivery.envelope)
         try:
@@ -414,15 +472,49 @@ class Dispatcher:
                 await self._answer(message, settlement.reply)
                 if settlement.reply.ok:
                     log.info("message_handled")
-            if settlement.verdict is _Verdict.ACK:
-                await message.ack()
-            elif settlement.verdict is _Verdict.REQUEUE:
+        except _CHANNEL_GONE as exc:
+            # Unacknowledged: the broker delivers it again, and the inbox answers it.
+            log.warning("message_unsettled", error=f"{type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    async def _conclude(
+        self,
+        message: AbstractIncomingMessage,
+        verdict: _Verdict,
+        *,
+        multiple: bool = False,
+    ) -> None:
+        try:
+            if verdict is _Verdict.ACK:
+                await message.ack(multiple=multiple)
+            elif verdict is _Verdict.REQUEUE:
                 await message.nack(requeue=True)
             else:
                 await message.reject(requeue=False)
         except _CHANNEL_GONE as exc:
             # Unacknowledged: the broker delivers it again, and the inbox answers it.
             log.warning("message_unsettled", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            if not multiple:
+                self._settled([message])
+
+    def _hand_over(self, message: AbstractIncomingMessage) -> None:
+        if message.delivery_tag is None:
+            return  # consumed without acknowledgements: nothing to settle
+        channel = message.channel
+        if channel not in self._outstanding:
+            # A new channel (a reconnection): what was outstanding on closed ones
+            # the broker delivers again, on this one.
+            for gone in [c for c in self._outstanding if c.is_closed]:
+                del self._outstanding[gone]
+        self._outstanding.setdefault(channel, set()).add(message.delivery_tag)
+
+    def _settled(self, messages: Iterable[AbstractIncomingMessage]) -> None:
+        for message in messages:
+            outstanding = self._outstanding.get(message.channel)
+            if outstanding is not None and message.delivery_tag is not None:
+                outstanding.discard(message.delivery_tag)
 
     async def _forward(
         self, message: AbstractIncomingMessage, forward: CloudEvent
@@ -444,7 +536,7 @@ class Dispatcher:
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         log.warning("message_dead_lettered", reason=reason)
         await self._answer(message, Reply.failure(ErrorCode.INVALID, reason))
-        await message.reject(requeue=False)
+        await self._conclude(message, _Verdict.DEAD_LETTER)
 
     async def _answer(self, message: AbstractIncomingMessage, reply: Reply) -> None:
         if message.reply_to:

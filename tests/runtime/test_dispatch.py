@@ -287,3 +287,48 @@ async def test_transient_failure_requeues_the_whole_batch(harness: Harness) -> N
     assert ["flaky", "steady"] == await harness.rows(
         "SELECT text FROM {schema}.notes ORDER BY text"
     )
+
+
+SLOW = "test.slow"
+
+
+async def test_batch_ack_spares_an_earlier_message_still_handled(
+    harness: Harness,
+) -> None:
+    """A batch is acknowledged with one ack up to its last tag only when nothing below
+    it is outstanding: a read-only message delivered before it and still running is
+    settled on its own afterwards (here requeued, so it comes back)."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(note: Note, ctx: Context) -> Outcome:
+        entered.set()
+        await release.wait()
+        raise Transient(f"{note.text}: the dependency is down")
+
+    dispatcher = Dispatcher(
+        routes={NOTE: Route(Note, harness.handler), SLOW: Route(Note, slow, False)},
+        pool=harness.pool,
+        schema=harness.schema,
+        bus=harness.bus,
+        relay=None,
+        context=Context,
+    )
+    queue = await harness.channel.get_queue(harness.queue)
+    await queue.bind(harness.bus.topology.commands, SLOW)
+    first = note("slow").model_copy(update={"type": SLOW})
+    batch = [note("one"), note("two")]
+    await harness.publish([first, *batch])
+    messages = [await queue.get(no_ack=False, timeout=5) for _ in range(3)]
+    reading = asyncio.create_task(dispatcher(messages[0]))
+    await entered.wait()
+    for message in messages[1:]:
+        await dispatcher(message)  # one batch: never yields for a writing route
+    await dispatcher.drain()
+    assert all(r.ok for r in await settled(harness, batch))
+
+    release.set()
+    await reading
+    again = await queue.get(no_ack=False, timeout=5)
+    assert (first.id, True) == (again.message_id, again.redelivered)
+    await again.ack()
+    assert await queue.get(no_ack=False, fail=False, timeout=5) is None
