@@ -161,18 +161,17 @@ class Bus:
     ) -> None:
         """Publish persistently and wait for the broker's confirm."""
         payload = body if body is not None else message.model_dump_json().encode()
-        amqp_message = aio_pika.Message(
-            payload,
+        properties = spec.Basic.Properties(
             message_id=message.id,
             correlation_id=message.correlationid,
             reply_to=reply_to,
             content_type="application/cloudevents+json",
-            type=message.type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_type=message.type,
+            delivery_mode=2,  # persistent
         )
         try:
-            await self._exchanges[exchange].publish(
-                amqp_message, routing_key=message.type, mandatory=mandatory
+            await self._send(
+                exchange, message.type, payload, properties, mandatory=mandatory
             )
         except DeliveryError as exc:
             raise BusUnavailable(
@@ -230,14 +229,43 @@ class Bus:
         self, reply_to: str, correlation_id: str | None, reply: Reply
     ) -> None:
         """Answer a request on the default exchange (AMQP 0-9-1 §3.1.3.1)."""
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(
-                reply.model_dump_json().encode(),
-                correlation_id=correlation_id,
-                content_type="application/json",
+        await self._send(
+            "",
+            reply_to,
+            reply.model_dump_json().encode(),
+            spec.Basic.Properties(
+                correlation_id=correlation_id, content_type="application/json"
             ),
-            routing_key=reply_to,
             mandatory=False,  # the requester may have timed out and gone
+        )
+
+    async def _send(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: spec.Basic.Properties,
+        *,
+        mandatory: bool,
+    ) -> None:
+        """One publish on the confirming channel, returning once the broker confirms.
+
+        aio-pika's ``Exchange.publish`` has aiormq wait for each frame to be written
+        before it releases the channel lock, so concurrent publishes (a batch's replies)
+        go one per loop turn; ``wait=False`` only queues the frames: the confirm, which
+        is what callers rely on, is still awaited. A nack or a returned mandatory message
+        raises ``DeliveryError`` (the channel is opened with ``on_return_raises``).
+        """
+        channel = await self._channel.get_underlay_channel()
+        if not isinstance(channel, aiormq.Channel):  # pragma: no cover - aio-pika 10
+            raise TypeError(f"unexpected AMQP channel {type(channel).__name__}")
+        await channel.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=mandatory,
+            wait=False,
         )
 
     # --- request/reply -------------------------------------------------------------
