@@ -53,6 +53,7 @@ class Notes:
     schema: str
     flaky: set[str] = field(default_factory=set)  # texts that fail once, transiently
     transactions: list[int] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)  # sizes ``many`` was called with
 
     async def __call__(self, note: Note, ctx: Context) -> Outcome:
         self.transactions.append(await ctx.conn.fetchval("SELECT txid_current()"))
@@ -70,6 +71,28 @@ class Notes:
             type_="test.noted", source="test", data=note, now=ctx.now, subject=note.text
         )
         return Outcome(result=note, events=[event])
+
+    async def many(self, items: Sequence[tuple[Note, Context]]) -> list[Outcome]:
+        """The same, one statement for the batch; refuses all if one is refused."""
+        self.batches.append(len(items))
+        conn = items[0][1].conn
+        await conn.execute(
+            f"INSERT INTO {self.schema}.notes (text) SELECT unnest($1::text[])",
+            [note.text for note, _ in items],
+        )
+        if any(note.text.startswith("refuse") for note, _ in items):
+            raise Conflict("a note of the batch is refused")
+        return [
+            Outcome(
+                result=note,
+                events=[
+                    new_message(
+                        type_="test.noted", source="test", data=note, now=ctx.now
+                    )
+                ],
+            )
+            for note, ctx in items
+        ]
 
 
 @dataclass
@@ -147,7 +170,10 @@ def note(text: str, *, message_id: str | None = None) -> CloudEvent:
 
 
 @pytest.fixture
-async def harness(backends: Backends) -> AsyncIterator[Harness]:
+async def harness(
+    backends: Backends, request: pytest.FixtureRequest
+) -> AsyncIterator[Harness]:
+    """The dispatcher on a fresh queue; ``indirect`` True gives its route ``many``."""
     schema = f"dispatch_{uuid.uuid4().hex[:8]}"
     pool = await asyncpg.create_pool(
         host=backends.pg_host,
@@ -167,8 +193,9 @@ async def harness(backends: Backends) -> AsyncIterator[Harness]:
         "test", purpose, [(bus.topology.commands, NOTE)]
     )
     handler = Notes(schema)
+    many = handler.many if getattr(request, "param", False) else None
     dispatcher = Dispatcher(
-        routes={NOTE: Route(Note, handler)},
+        routes={NOTE: Route(Note, handler, many=many)},
         pool=pool,
         schema=schema,
         bus=bus,
@@ -287,6 +314,42 @@ async def test_transient_failure_requeues_the_whole_batch(harness: Harness) -> N
     assert ["flaky", "steady"] == await harness.rows(
         "SELECT text FROM {schema}.notes ORDER BY text"
     )
+
+
+@pytest.mark.parametrize("harness", [True], indirect=True)
+async def test_a_many_route_takes_the_batch_in_one_call(harness: Harness) -> None:
+    batch = [note("one"), note("two"), note("three")]
+    await harness.publish(batch)
+    await harness.deliver(len(batch))
+    replies = await settled(harness, batch)
+    assert [3] == harness.handler.batches
+    assert ["one", "two", "three"] == [
+        Note.model_validate(r.result).text for r in replies
+    ]
+    assert ["one", "three", "two"] == await harness.rows(
+        "SELECT text FROM {schema}.notes ORDER BY text"
+    )
+    assert 3 == len(await harness.rows("SELECT id FROM {schema}.outbox"))
+    assert 3 == len(await harness.rows("SELECT id FROM {schema}.inbox"))
+
+
+@pytest.mark.parametrize("harness", [True], indirect=True)
+async def test_a_refused_many_call_runs_its_messages_one_by_one(
+    harness: Harness,
+) -> None:
+    """Its savepoint undoes the batch's statement; alone, only the refused one fails."""
+    batch = [note("first"), note("refuse-me"), note("third")]
+    await harness.publish(batch)
+    await harness.deliver(len(batch))
+    first, refused, third = await settled(harness, batch)
+    assert [3] == harness.handler.batches
+    assert (first.ok, third.ok) == (True, True)
+    assert refused.error is not None
+    assert ErrorCode.CONFLICT == refused.error.code
+    assert ["first", "third"] == await harness.rows(
+        "SELECT text FROM {schema}.notes ORDER BY text"
+    )
+    assert 2 == len(await harness.rows("SELECT id FROM {schema}.outbox"))
 
 
 SLOW = "test.slow"
