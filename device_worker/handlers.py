@@ -201,17 +201,68 @@ async def record_certificate_status(
     return await _observe(ctx, device_id, certificate)
 
 
+async def record_certificate_statuses(
+    items: Sequence[tuple[CertificateStatusUpdate, DeviceContext]],
+) -> list[Outcome]:
+    """A batch of ``certificate.status.update`` (a sweep sends thousands): the devices
+    holding those certificates are read with one statement and saved with one more.
+
+    An update whose certificate no slot holds yet goes through the one-message
+    handler afterwards; the rules are order-free, so that changes nothing.
+    """
+    ctx = items[0][1]
+    store = ctx.deps.store
+    holders = await store.devices_holding(
+        ctx.conn, [update.updated.serial for update, _ in items]
+    )
+    before = {device.id: device for device in holders.values()}
+    now = dict(before)
+    outcomes: list[Outcome | None] = []
+    for update, item_ctx in items:
+        held = holders.get(update.updated.serial)
+        if held is None:
+            outcomes.append(None)
+            continue
+        device, outcome = _observed(item_ctx, now[held.id], update.updated)
+        now[held.id] = device
+        outcomes.append(outcome)
+    await store.save_devices(ctx.conn, [(before[i], now[i]) for i in now])
+    return [
+        await record_certificate_status(update, item_ctx)
+        if outcome is None
+        else outcome
+        for outcome, (update, item_ctx) in zip(outcomes, items, strict=True)
+    ]
+
+
 async def _observe(
     ctx: DeviceContext, device_id: str, certificate: CertificateView
 ) -> Outcome:
-    """Bind and update ``certificate`` in its device, then emit what changed."""
+    """Bind and update ``certificate`` in its device, save it, emit what changed."""
     store = ctx.deps.store
     device, created = await store.get_or_create_device(
         ctx.conn, device_id=device_id, dms=certificate.dms, now=ctx.now
     )
-    events = [_event(ctx, "device.create", device_id, device.view())] if created else []
+    updated, outcome = _observed(ctx, device, certificate)
+    await store.save_devices(ctx.conn, [(device, updated)])
+    if not created:
+        return outcome
+    return replace(
+        outcome,
+        events=[
+            _event(ctx, "device.create", device_id, device.view()),
+            *outcome.events,
+        ],
+    )
+
+
+def _observed(
+    ctx: DeviceContext, device: Device, certificate: CertificateView
+) -> tuple[Device, Outcome]:
+    """``device`` after ``certificate`` was bound and its status applied, and the
+    events (and revocations) that change causes. No I/O."""
     slots = device.slots
-    if certificate.device_id == device_id:
+    if certificate.device_id == device.id:
         slots = bind_certificate(
             slots,
             certificate.slot or DEFAULT_SLOT,
@@ -228,25 +279,18 @@ async def _observe(
     updated = replace(
         device, slots=slots, status=derive_status(slots, decommissioned=decommissioned)
     )
-    await store.save_slots(ctx.conn, device_id, _changed(device.slots, slots))
+    events: list[CloudEvent] = []
+    commands: list[CloudEvent] = []
     if _serials(slots) != _serials(device.slots):
         events.append(_change(ctx, DeviceIdentityUpdate, device, updated))
         if (
             decommissioned
         ):  # DESIGN §4: a decommissioned device keeps no live certificate
             new = set(_live_serials(slots)) - set(_live_serials(device.slots))
-            await write_commands(ctx.conn, SCHEMA, _revocations(ctx, sorted(new)))
+            commands += _revocations(ctx, sorted(new))
     if updated.status != device.status:
-        await store.save_status(ctx.conn, device_id, updated.status)
         events.append(_change(ctx, DeviceStatusUpdate, device, updated))
-    return Outcome(None, events)
-
-
-def _changed(
-    before: Sequence[SlotState], after: Sequence[SlotState]
-) -> list[SlotState]:
-    unchanged = set(before)
-    return [s for s in after if s not in unchanged]
+    return updated, Outcome(None, events, commands=commands)
 
 
 COMMAND_HANDLERS: Mapping[str, Route] = {
@@ -259,6 +303,8 @@ COMMAND_HANDLERS: Mapping[str, Route] = {
 EVENT_HANDLERS: Mapping[str, Route] = {
     "certificate.create": Route(CertificateView, record_certificate),
     CertificateStatusUpdate.TYPE: Route(
-        CertificateStatusUpdate, record_certificate_status
+        CertificateStatusUpdate,
+        record_certificate_status,
+        many=record_certificate_statuses,
     ),
 }

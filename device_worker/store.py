@@ -154,7 +154,7 @@ class Store:
         )
         if row is None:
             return None
-        await self.save_slots(conn, device_id, states)
+        await self._save_slots(conn, [(device_id, state) for state in states])
         return _device(row, states)
 
     async def get_or_create_device(
@@ -185,10 +185,63 @@ class Store:
         )
         return device_id
 
-    async def save_slots(
-        self, conn: asyncpg.Connection, device_id: str, slots: Sequence[SlotState]
+    async def devices_holding(
+        self, conn: asyncpg.Connection, serials: Sequence[str]
+    ) -> dict[str, Device]:
+        """The devices, locked for this transaction, whose slots hold these serials,
+        by serial. Locked in id order, so two batches never wait on each other."""
+        rows = await conn.fetch(
+            f"""SELECT {_DEVICE_COLUMNS} FROM devices.devices
+                WHERE id IN (SELECT device_id FROM devices.slots
+                             WHERE serial = ANY($1::text[]))
+                ORDER BY id FOR UPDATE""",
+            list(serials),
+        )
+        slots: dict[str, list[SlotState]] = {r["id"]: [] for r in rows}
+        for s in await conn.fetch(
+            f"""SELECT {_SLOT_COLUMNS} FROM devices.slots
+                WHERE device_id = ANY($1::text[]) ORDER BY device_id, name""",
+            list(slots),
+        ):
+            slots[s["device_id"]].append(_slot(s))
+        devices = {r["id"]: _device(r, slots[r["id"]]) for r in rows}
+        return {
+            state.certificate.serial: device
+            for device in devices.values()
+            for state in device.slots
+            if state.certificate is not None
+        }
+
+    async def save_devices(
+        self, conn: asyncpg.Connection, changes: Sequence[tuple[Device, Device]]
     ) -> None:
-        """Insert or overwrite the given slots of a device (one multi-row statement)."""
+        """Write what changed from each (before, after) pair: its slots, its status."""
+        await self._save_slots(
+            conn,
+            [
+                (after.id, state)
+                for before, after in changes
+                for state in set(after.slots) - set(before.slots)
+            ],
+        )
+        statuses = [
+            (after.id, after.status.value)
+            for before, after in changes
+            if after.status != before.status
+        ]
+        if statuses:
+            await conn.execute(
+                """UPDATE devices.devices AS d SET status = s.status
+                   FROM unnest($1::text[], $2::text[]) AS s(id, status)
+                   WHERE d.id = s.id""",
+                [device_id for device_id, _ in statuses],
+                [status for _, status in statuses],
+            )
+
+    async def _save_slots(
+        self, conn: asyncpg.Connection, slots: Sequence[tuple[str, SlotState]]
+    ) -> None:
+        """Insert or overwrite slots, each of its device id (one multi-row statement)."""
         if not slots:
             return
         await conn.executemany(
@@ -213,17 +266,8 @@ class Store:
                     s.certificate.not_after,
                     s.certificate.replaces,
                 )
-                for s in slots
+                for device_id, s in slots
             ],
-        )
-
-    async def save_status(
-        self, conn: asyncpg.Connection, device_id: str, status: DeviceStatus
-    ) -> None:
-        await conn.execute(
-            "UPDATE devices.devices SET status = $2 WHERE id = $1",
-            device_id,
-            status.value,
         )
 
     async def mark_decommissioned(

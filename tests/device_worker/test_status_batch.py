@@ -1,0 +1,108 @@
+"""A batch of ``certificate.status.update`` through ``record_certificate_statuses`` ends
+exactly where the one-message handler, applied in the same order, ends: same devices,
+same events. On real PostgreSQL, in transactions that are rolled back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from contracts.ca import CertificateStatus, CertificateStatusUpdate, CertificateView
+from contracts.devices import DeviceStatus, DeviceView
+from device_worker.handlers import (
+    DeviceContext,
+    DeviceDeps,
+    record_certificate,
+    record_certificate_status,
+    record_certificate_statuses,
+)
+from device_worker.store import Store
+from tests.device_worker.device_bus import enrollment_certificate
+from tests.pki import unique
+
+pytestmark = [pytest.mark.postgres]
+
+NOW = datetime.now(UTC)
+ABOUT = CertificateStatus.ABOUT_TO_EXPIRE
+EXPIRED = CertificateStatus.EXPIRED
+REVOKED = CertificateStatus.REVOKED
+
+
+def moved(
+    certificate: CertificateView, status: CertificateStatus
+) -> CertificateStatusUpdate:
+    return CertificateStatusUpdate(
+        previous=certificate,
+        updated=certificate.model_copy(update={"status": status}),
+    )
+
+
+async def _outcome(
+    pool: asyncpg.Pool,
+    seeds: Sequence[CertificateView],
+    updates: Sequence[CertificateStatusUpdate],
+    devices: Sequence[str],
+    *,
+    batch: bool,
+) -> tuple[list[DeviceView | None], list[tuple[str, str | None, dict[str, Any]]]]:
+    """Devices and events after ``updates``, as one batch or one by one; undone."""
+    store = Store()
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            ctx = DeviceContext(conn, NOW, None, DeviceDeps(store))
+            for certificate in seeds:
+                await record_certificate(certificate, ctx)
+            if batch:
+                outcomes = await record_certificate_statuses(
+                    [(u, ctx) for u in updates]
+                )
+            else:
+                outcomes = [await record_certificate_status(u, ctx) for u in updates]
+            found = [await store.get_device(conn, device_id) for device_id in devices]
+        finally:
+            await tx.rollback()
+    views = [None if device is None else device.view() for device in found]
+    events = [(e.type, e.subject, e.data) for o in outcomes for e in o.events]
+    return views, events
+
+
+async def test_a_batch_ends_where_one_by_one_ends(
+    db: asyncpg.Pool, device_service: None
+) -> None:
+    a, b, c = unique("batch-a"), unique("batch-b"), unique("batch-c")
+    a1, b1, c1 = (enrollment_certificate(d) for d in (a, b, c))
+    no_device = enrollment_certificate(unique("x")).model_copy(
+        update={"device_id": None, "slot": None}
+    )
+    updates = [
+        moved(a1, ABOUT),
+        moved(b1, REVOKED),
+        moved(a1, EXPIRED),  # the same device twice in one batch
+        moved(c1, ABOUT),  # no slot holds it yet: overtook its certificate.create
+        moved(no_device, EXPIRED),  # not an enrollment certificate: nothing to do
+        moved(b1, EXPIRED),  # REVOKED is final
+    ]
+    one_by_one = await _outcome(db, [a1, b1], updates, [a, b, c], batch=False)
+    batched = await _outcome(db, [a1, b1], updates, [a, b, c], batch=True)
+
+    assert one_by_one == batched
+    views, events = batched
+    assert [
+        DeviceStatus.PROVISIONED_WITH_WARNINGS,
+        DeviceStatus.PROVISIONED_WITH_WARNINGS,
+        DeviceStatus.REQUIRES_ACTION,
+    ] == [None if v is None else v.status for v in views]
+    assert [
+        ("device.status.update", f"device/{a}"),
+        ("device.status.update", f"device/{b}"),
+        ("device.status.update", f"device/{a}"),
+        ("device.create", f"device/{c}"),
+        ("device.identity.update", f"device/{c}"),
+        ("device.status.update", f"device/{c}"),
+    ] == [(type_, subject) for type_, subject, _ in events]
