@@ -114,7 +114,8 @@ SWEEP_HANDLERS: Mapping[str, Route] = {
     GetSweep.TYPE: Route(GetSweep, get_sweep, writes=False),
 }
 
-# Shards have their own queue, so a large sweep never queues up ahead of enrollments.
+# Shards have their own queue, so a large sweep never queues up ahead of enrollments,
+# and each its own transaction, so that SWEEP_PREFETCH shards run side by side.
 SHARD_HANDLERS: Mapping[str, Route] = {
-    SweepShard.TYPE: Route(SweepShard, sweep_shard),
+    SweepShard.TYPE: Route(SweepShard, sweep_shard, batched=False),
 }

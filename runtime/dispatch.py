@@ -8,7 +8,8 @@ replies, and one commit; then the replies are published together, so the broker
 confirms them together. A commit and a publisher confirm cost about a millisecond each
 here (DESIGN §7): paying them once per batch is where the throughput is. A batch starts
 as soon as the previous one has committed, with what arrived meanwhile; it never waits
-for more. Read-only routes run concurrently, outside any transaction.
+for more. Read-only routes run concurrently, outside any transaction; a route that is
+not ``batched`` runs each message as a batch of its own, concurrently.
 
 How each outcome is settled (one table, house rule 24):
 
@@ -112,6 +113,11 @@ class Route:
     ``writes=False`` marks a handler that changes nothing (queries, authorization):
     it runs without a transaction or an inbox row, since repeating it is harmless.
 
+    ``batched=False`` runs each message in a transaction of its own, side by side with
+    the others (up to the queue's prefetch): for a message that is itself a large
+    set-based unit of work, like a sweep shard, where a shared transaction would run
+    the units one after the other on one core.
+
     ``many`` takes all of a batch's messages of this type at once, in one savepoint,
     so that it reads and writes with one statement per batch where ``handler`` would
     use one per message (events that arrive by the thousand, like a sweep's). If it
@@ -121,6 +127,7 @@ class Route:
     model: type[BaseModel]
     handler: Handler
     writes: bool = True
+    batched: bool = True
     many: ManyHandler | None = None
 
 
@@ -268,6 +275,12 @@ class Dispatcher:
         delivery = _Delivery(message, envelope, route, request)
         if not route.writes:
             await self._settle(delivery, await self._read(delivery))
+            return
+        if not route.batched:
+            alone = asyncio.create_task(self._run_batch([delivery]))
+            self._settling.add(alone)  # drain() waits for it too
+            alone.add_done_callback(self._settling.discard)
+            await alone
             return
         self._arrived.append(delivery)
         if self._batches is None:

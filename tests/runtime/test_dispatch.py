@@ -173,7 +173,8 @@ def note(text: str, *, message_id: str | None = None) -> CloudEvent:
 async def harness(
     backends: Backends, request: pytest.FixtureRequest
 ) -> AsyncIterator[Harness]:
-    """The dispatcher on a fresh queue; ``indirect`` True gives its route ``many``."""
+    """The dispatcher on a fresh queue; ``indirect`` "many" gives its route ``many``,
+    "alone" makes it not ``batched``."""
     schema = f"dispatch_{uuid.uuid4().hex[:8]}"
     pool = await asyncpg.create_pool(
         host=backends.pg_host,
@@ -193,9 +194,15 @@ async def harness(
         "test", purpose, [(bus.topology.commands, NOTE)]
     )
     handler = Notes(schema)
-    many = handler.many if getattr(request, "param", False) else None
+    variant = getattr(request, "param", None)
+    route = Route(
+        Note,
+        handler,
+        many=handler.many if variant == "many" else None,
+        batched=variant != "alone",
+    )
     dispatcher = Dispatcher(
-        routes={NOTE: Route(Note, handler, many=many)},
+        routes={NOTE: route},
         pool=pool,
         schema=schema,
         bus=bus,
@@ -316,7 +323,7 @@ async def test_transient_failure_requeues_the_whole_batch(harness: Harness) -> N
     )
 
 
-@pytest.mark.parametrize("harness", [True], indirect=True)
+@pytest.mark.parametrize("harness", ["many"], indirect=True)
 async def test_a_many_route_takes_the_batch_in_one_call(harness: Harness) -> None:
     batch = [note("one"), note("two"), note("three")]
     await harness.publish(batch)
@@ -333,7 +340,7 @@ async def test_a_many_route_takes_the_batch_in_one_call(harness: Harness) -> Non
     assert 3 == len(await harness.rows("SELECT id FROM {schema}.inbox"))
 
 
-@pytest.mark.parametrize("harness", [True], indirect=True)
+@pytest.mark.parametrize("harness", ["many"], indirect=True)
 async def test_a_refused_many_call_runs_its_messages_one_by_one(
     harness: Harness,
 ) -> None:
@@ -350,6 +357,21 @@ async def test_a_refused_many_call_runs_its_messages_one_by_one(
         "SELECT text FROM {schema}.notes ORDER BY text"
     )
     assert 2 == len(await harness.rows("SELECT id FROM {schema}.outbox"))
+
+
+@pytest.mark.parametrize("harness", ["alone"], indirect=True)
+async def test_a_route_not_batched_gives_each_message_its_own_transaction(
+    harness: Harness,
+) -> None:
+    batch = [note("first"), note("refuse-me"), note("third")]
+    await harness.publish(batch)
+    await harness.deliver(len(batch))
+    first, refused, third = await settled(harness, batch)
+    assert (first.ok, refused.ok, third.ok) == (True, False, True)
+    assert 3 == len(set(harness.handler.transactions))
+    assert ["first", "third"] == await harness.rows(
+        "SELECT text FROM {schema}.notes ORDER BY text"
+    )
 
 
 SLOW = "test.slow"
