@@ -68,7 +68,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         credentials = ServerCredentials.load_or_create(
             settings.est_tls_dir, settings.est_server_names
         )
-    context = server_context(credentials)
+    context = server_context(
+        credentials, session_tickets=settings.est_tls_session_tickets
+    )
     settings.est_tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     trust = TrustStore(context, settings.est_tls_dir / "client-trust.pem")
     bus = await Bus.connect(

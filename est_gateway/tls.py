@@ -88,14 +88,21 @@ class ServerCredentials:
         temporary.replace(cert_file)
 
 
-def server_context(credentials: ServerCredentials) -> ssl.SSLContext:
+def server_context(
+    credentials: ServerCredentials, *, session_tickets: int = 0
+) -> ssl.SSLContext:
     """TLS 1.2+ server context asking for (not requiring) a client certificate.
 
     A client with no certificate may still fetch /cacerts (RFC 7030 §4.1.1); enrollment
-    without one gets 401 from the application, which can say why.
+    without one gets 401 from the application, which can say why. ``session_tickets``
+    is how many tickets (RFC 8446 §4.6.1) a TLS 1.3 handshake ends with; with 0, TLS 1.2
+    handshakes send none either (RFC 5077).
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_OPTIONAL
     context.load_cert_chain(credentials.cert_file, credentials.key_file)
+    context.num_tickets = session_tickets
+    if session_tickets == 0:
+        context.options |= ssl.OP_NO_TICKET
     return context
