@@ -131,9 +131,9 @@ def _update(ctx: DmsContext, previous: DMSView, updated: DMSView) -> CloudEvent:
     )
 
 
-def _csr(pem: str) -> x509.CertificateSigningRequest:
+def _csr(pem: str, *, check_signature: bool = True) -> x509.CertificateSigningRequest:
     try:
-        return load_csr(pem.encode())
+        return load_csr(pem.encode(), check_signature=check_signature)
     except CSRRejected as exc:
         raise BadCSR(str(exc)) from None
 
@@ -282,7 +282,10 @@ async def _authorize_enrollment(
 
 async def authorize_request(request: EnrollmentRequest, ctx: DmsContext) -> Outcome:
     """Authorize an EST request; forward it to the CA worker, which replies to the gateway."""
-    csr = _csr(request.csr_pem)
+    # The proof of possession is the CA worker's to check, and it does before it signs
+    # (as the gateway did before asking): a third ECDSA verification here would be
+    # about a tenth of this worker's CPU per enrollment.
+    csr = _csr(request.csr_pem, check_signature=False)
     try:
         identity = device_identity(csr)
     except CSRRejected as exc:

@@ -102,3 +102,13 @@ def test_load_csr_refuses_a_bad_signature() -> None:
 
     with pytest.raises(CSRRejected, match="signature does not verify"):
         load_csr(bytes(der))
+
+
+def test_load_csr_may_leave_the_signature_to_the_signer() -> None:
+    """Without the signature check a tampered CSR still parses (the CA checks it)."""
+    der = bytearray(_csr("dev-1").public_bytes(serialization.Encoding.DER))
+    der[-3] ^= 0x01
+
+    csr = load_csr(bytes(der), check_signature=False)
+
+    assert DeviceIdentity("dev-1", "default") == device_identity(csr)
