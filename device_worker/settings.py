@@ -11,4 +11,6 @@ __all__ = ["Settings"]
 
 
 class Settings(WorkerSettings, LogSettings):
-    device_prefetch: int = Field(default=32, ge=1, le=1000)
+    # Certificate events come by the thousand from a sweep, and a batch is only as
+    # large as what has arrived: a commit per 256 of them, not per 32.
+    device_prefetch: int = Field(default=256, ge=1, le=1000)
