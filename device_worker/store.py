@@ -120,14 +120,7 @@ class Store:
             after,
             limit,
         )
-        slots: dict[str, list[SlotState]] = {r["id"]: [] for r in rows}
-        for s in await conn.fetch(
-            f"""SELECT {_SLOT_COLUMNS} FROM devices.slots
-                WHERE device_id = ANY($1::text[]) ORDER BY device_id, name""",
-            list(slots),
-        ):
-            slots[s["device_id"]].append(_slot(s))
-        return [_device(r, slots[r["id"]]) for r in rows]
+        return await self._with_slots(conn, rows)
 
     async def insert_device(
         self,
@@ -197,17 +190,9 @@ class Store:
                 ORDER BY id FOR UPDATE""",
             list(serials),
         )
-        slots: dict[str, list[SlotState]] = {r["id"]: [] for r in rows}
-        for s in await conn.fetch(
-            f"""SELECT {_SLOT_COLUMNS} FROM devices.slots
-                WHERE device_id = ANY($1::text[]) ORDER BY device_id, name""",
-            list(slots),
-        ):
-            slots[s["device_id"]].append(_slot(s))
-        devices = {r["id"]: _device(r, slots[r["id"]]) for r in rows}
         return {
             state.certificate.serial: device
-            for device in devices.values()
+            for device in await self._with_slots(conn, rows)
             for state in device.slots
             if state.certificate is not None
         }
@@ -237,6 +222,19 @@ class Store:
                 [device_id for device_id, _ in statuses],
                 [status for _, status in statuses],
             )
+
+    async def _with_slots(
+        self, conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
+    ) -> list[Device]:
+        """The devices of ``rows`` with their slots, read with one statement."""
+        slots: dict[str, list[SlotState]] = {r["id"]: [] for r in rows}
+        for s in await conn.fetch(
+            f"""SELECT {_SLOT_COLUMNS} FROM devices.slots
+                WHERE device_id = ANY($1::text[]) ORDER BY device_id, name""",
+            list(slots),
+        ):
+            slots[s["device_id"]].append(_slot(s))
+        return [_device(r, slots[r["id"]]) for r in rows]
 
     async def _save_slots(
         self, conn: asyncpg.Connection, slots: Sequence[tuple[str, SlotState]]

@@ -76,6 +76,19 @@ class Backends:
         env.update(extra)
         return env
 
+    async def pool(self, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
+        """A pool on this run's database; the caller closes it."""
+        pool = await asyncpg.create_pool(
+            host=self.pg_host,
+            port=self.pg_port,
+            user=self.pg_user,
+            database=self.database,
+            min_size=min_size,
+            max_size=max_size,
+        )
+        assert pool is not None
+        return pool
+
 
 @contextlib.contextmanager
 def isolated_backends() -> Iterator[Backends]:
@@ -200,15 +213,7 @@ async def bus(backends: Backends, ca_service: CaSettings) -> AsyncIterator[Bus]:
 @pytest.fixture(scope="session")
 async def db(backends: Backends, ca_service: CaSettings) -> AsyncIterator[asyncpg.Pool]:
     """A pool on this run's database (migrated by the CA worker)."""
-    pool = await asyncpg.create_pool(
-        host=backends.pg_host,
-        port=backends.pg_port,
-        user=backends.pg_user,
-        database=backends.database,
-        min_size=1,
-        max_size=4,
-    )
-    assert pool is not None
+    pool = await backends.pool()
     yield pool
     await pool.close()
 

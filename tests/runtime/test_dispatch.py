@@ -176,15 +176,7 @@ async def harness(
     """The dispatcher on a fresh queue; ``indirect`` "many" gives its route ``many``,
     "alone" makes it not ``batched``."""
     schema = f"dispatch_{uuid.uuid4().hex[:8]}"
-    pool = await asyncpg.create_pool(
-        host=backends.pg_host,
-        port=backends.pg_port,
-        user=backends.pg_user,
-        database=backends.database,
-        min_size=1,
-        max_size=4,
-    )
-    assert pool is not None
+    pool = await backends.pool()
     await migrate(pool, schema, [])
     async with pool.acquire() as conn:
         await conn.execute(f"CREATE TABLE {schema}.notes (text text NOT NULL)")

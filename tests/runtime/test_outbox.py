@@ -66,13 +66,7 @@ class Relaying:
 @pytest.fixture
 async def relaying(backends: Backends) -> AsyncIterator[Relaying]:
     schema = f"outbox_{uuid.uuid4().hex[:8]}"
-    pool = await asyncpg.create_pool(
-        host=backends.pg_host,
-        port=backends.pg_port,
-        user=backends.pg_user,
-        database=backends.database,
-    )
-    assert pool is not None
+    pool = await backends.pool()
     await migrate(pool, schema, [])
     topology = Topology(backends.prefix)
     bus = await Bus.connect(AMQP_URL, topology)

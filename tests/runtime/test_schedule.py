@@ -99,15 +99,7 @@ def test_cron_weekday_seven_is_sunday() -> None:
 
 @pytest.fixture
 async def pool(backends: Backends) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(
-        host=backends.pg_host,
-        port=backends.pg_port,
-        user=backends.pg_user,
-        database=backends.database,
-        min_size=2,
-        max_size=6,
-    )
-    assert pool is not None
+    pool = await backends.pool(min_size=2, max_size=6)
     await migrate(pool, "schedtest", [])
     yield pool
     await pool.close()
