@@ -154,7 +154,7 @@ class Store:
         """What authorizing an enrollment reads, in one round trip: the DMS holding
         the certificate with ``dms_serial``, and whether the device is decommissioned."""
         row = await conn.fetchrow(
-            """SELECT d.name, d.status, d.authorized_cas,
+            """SELECT d.name, d.status, d.authorized_cas, d.certificate_der,
                       EXISTS (SELECT 1 FROM dms.decommissioned_devices
                               WHERE device_id = $2) AS decommissioned
                FROM (SELECT 1) AS one
@@ -170,6 +170,7 @@ class Store:
                 DMSStatus(row["status"]),
                 frozenset(row["authorized_cas"]),
                 dms_serial or "",
+                row["certificate_der"],
             )
         return dms, bool(row["decommissioned"])
 

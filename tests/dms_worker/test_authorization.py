@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
@@ -256,6 +256,53 @@ def test_authorize_enrollment(case: EnrollCase) -> None:
     )
 
     assert case.expected == actual
+
+
+def _der(name: str) -> bytes:
+    return pki().certificates[name].public_bytes(serialization.Encoding.DER)
+
+
+@pytest.mark.parametrize(
+    ("presented", "on_record", "expected"),
+    [
+        ("dms", "dms", ALLOWED),
+        # The caller vouches for the bytes on record: their signature is not checked.
+        ("dms-forged", "dms-forged", ALLOWED),
+        (
+            "dms-forged",
+            "dms",
+            _forbidden(
+                "the client certificate's signature does not verify with"
+                " LAMASSU-DMS-MANAGER"
+            ),
+        ),
+        (
+            "dms-expired",
+            "dms-expired",
+            _forbidden("the client certificate expired at 2030-05-31T12:00:00+00:00"),
+        ),
+    ],
+    ids=["as issued", "bytes on record", "other bytes", "as issued but expired"],
+)
+def test_certificate_on_record_skips_only_the_signature(
+    presented: str, on_record: str, expected: Decision
+) -> None:
+    """A leaf equal to the DMS certificate on record is not verified again; every other
+    check still applies, and other bytes are verified."""
+    leaf = pki().certificates[presented]
+    serial = certificate_serial(leaf)
+    dms = DMSRecord("dms-1", DMSStatus.ACTIVE, {"device-ca"}, serial, _der(on_record))
+
+    actual = authorize_enrollment(
+        [leaf],
+        dms_manager_ca=pki().dms_manager,
+        dms=dms,
+        label="device-ca",
+        revoked_serials=frozenset(),
+        now=NOW,
+    )
+
+    assert expected == actual
 
 
 def test_enrollment_refuses_a_record_of_another_certificate() -> None:
