@@ -55,7 +55,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import aio_pika
 import asyncpg
 
 from ca_worker.expiry import status_at
@@ -66,7 +65,7 @@ from contracts.devices import DeviceStatus, ListDevices
 from contracts.envelope import CloudEvent, new_message
 from contracts.names import Topology
 from contracts.sweeps import RunSweep, SweepView
-from runtime.bus import Bus, BusUnavailable, RequestTimeout
+from runtime.bus import Bus, BusUnavailable, RequestTimeout, remove_topology
 from runtime.outbox import write_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,13 +89,6 @@ POPULATION = [
     (0.08, CertificateStatus.ABOUT_TO_EXPIRE, HOUR, 29 * DAY),
     (0.15, CertificateStatus.EXPIRED, -365 * DAY, -DAY),
     (0.02, CertificateStatus.REVOKED, -365 * DAY, 365 * DAY),
-]
-# The workers' queues (ca_worker and device_worker __main__), deleted after the run.
-QUEUES = [
-    ("ca", "commands"),
-    ("ca", "sweeps"),
-    ("devices", "events"),
-    ("devices", "commands"),
 ]
 CERTIFICATE_COLUMNS = [
     "serial",
@@ -207,25 +199,8 @@ async def stack(
             )
         else:
             await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            await delete_amqp(topology)
+            await remove_topology(AMQP_URL, topology, topology.worker_queues())
         await admin.close()
-
-
-async def delete_amqp(topology: Topology) -> None:
-    """Remove the run's queues and exchanges, so the shared broker stays clean."""
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        for worker, purpose in QUEUES:
-            name = topology.queue(worker, purpose)
-            for queue in (name, f"{name}.dead"):
-                channel = await connection.channel()
-                with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                    await channel.queue_delete(queue)
-                with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                    await channel.close()
-        channel = await connection.channel()
-        for exchange in (topology.commands, topology.events, topology.dead):
-            await channel.exchange_delete(exchange)
 
 
 def _now() -> datetime:

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Topology"]
+__all__ = ["WORKER_QUEUES", "Topology"]
+
+# Every (worker, purpose) queue the workers declare; each also has ``<queue>.dead``.
+WORKER_QUEUES = (
+    ("ca", "commands"),
+    ("ca", "sweeps"),
+    ("dms", "commands"),
+    ("dms", "events"),
+    ("devices", "commands"),
+    ("devices", "events"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +42,8 @@ class Topology:
     def queue(self, worker: str, purpose: str) -> str:
         """Durable quorum queue ``<worker>.<purpose>``; it dead-letters to ``<queue>.dead``."""
         return f"{self.prefix}{worker}.{purpose}"
+
+    def worker_queues(self) -> list[str]:
+        """Every worker queue and its dead-letter queue: what removing a topology removes."""
+        names = [self.queue(worker, purpose) for worker, purpose in WORKER_QUEUES]
+        return [queue for name in names for queue in (name, f"{name}.dead")]

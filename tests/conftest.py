@@ -25,7 +25,7 @@ import pytest
 from ca_worker.__main__ import serve as serve_ca
 from ca_worker.settings import Settings as CaSettings
 from contracts.names import Topology
-from runtime.bus import Bus
+from runtime.bus import Bus, remove_topology
 
 PG_DSN = os.environ.get(
     "PKI_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -132,20 +132,15 @@ def backends() -> Iterator[Backends]:
 async def _delete_amqp(prefix: str) -> None:
     """Remove this run's queues and exchanges so the shared broker stays clean."""
     topology = Topology(prefix)
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        for worker in ("ca", "dms", "devices", "test"):
-            for purpose in ("commands", "events", "sweeps", "subscriber"):
-                name = topology.queue(worker, purpose)
-                for queue in (name, f"{name}.dead"):
-                    channel = await connection.channel()
-                    with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                        await channel.queue_delete(queue)
-                    with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                        await channel.close()
-        channel = await connection.channel()
-        for exchange in (topology.commands, topology.events, topology.dead):
-            await channel.exchange_delete(exchange)
+    own = [
+        topology.queue("test", purpose)
+        for purpose in ("commands", "events", "sweeps", "subscriber")
+    ]
+    await remove_topology(
+        AMQP_URL,
+        topology,
+        [*topology.worker_queues(), *own, *(f"{name}.dead" for name in own)],
+    )
 
 
 def ca_settings(backends: Backends, keys: Path, **overrides: object) -> CaSettings:
