@@ -47,6 +47,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
+    """Connections go back to the pool with no session state: statements run in
+    transactions, settings are ``SET LOCAL``, advisory locks are transaction-scoped
+    (``migrate`` releases its session lock itself), and asyncpg still rolls back a
+    transaction left open. So the default reset query (``RESET ALL``, ``UNLISTEN *``,
+    ``pg_advisory_unlock_all()``) would be a round trip on every release for nothing."""
+
+
 async def create_pool(
     settings: DatabaseSettings, *, database: str | None = None
 ) -> asyncpg.Pool:
@@ -61,6 +69,7 @@ async def create_pool(
             min_size=1,
             max_size=settings.postgres_pool_size,
             init=_init_connection,
+            reset=_nothing_to_reset,
             timeout=10,
         )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
