@@ -10,6 +10,14 @@ request and with keep-alive, and prints enrollments/s, p50/p99 latency and the r
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# ``python bench/enroll.py`` puts bench/ first on sys.path, where bench/engines.py would
+# shadow the ``engines`` package: drop that entry before importing the project.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
 import argparse
 import asyncio
 import base64
@@ -21,23 +29,23 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import aio_pika
 import aiohttp
 import asyncpg
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from contracts.names import Topology
+from runtime.bus import remove_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -125,31 +133,6 @@ async def drive(
 # --- our PKI --------------------------------------------------------------------------
 
 
-# The queues each worker declares (``<worker>.<purpose>``), removed after the run.
-QUEUES = (
-    "ca.commands",
-    "dms.commands",
-    "dms.events",
-    "devices.commands",
-    "devices.events",
-)
-
-
-async def delete_topology(prefix: str) -> None:
-    """Remove the run's queues and exchanges, so idle quorum queues do not pile up."""
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        for name in QUEUES:
-            for queue in (f"{prefix}{name}", f"{prefix}{name}.dead"):
-                channel = await connection.channel()
-                with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                    await channel.queue_delete(queue)
-        channel = await connection.channel()
-        for exchange in ("commands", "events", "dead"):
-            with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                await channel.exchange_delete(f"{prefix}lamassu.{exchange}")
-
-
 @contextlib.asynccontextmanager
 async def lamassu_stack(
     workdir: Path, gateways: int = 1
@@ -228,7 +211,8 @@ async def lamassu_stack(
         log.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.close()
-        await delete_topology(prefix)
+        topology = Topology(prefix)
+        await remove_topology(AMQP_URL, topology, topology.worker_queues())
 
 
 def lamassu_context(workdir: Path) -> ssl.SSLContext:
