@@ -277,7 +277,7 @@ class Dispatcher:
             await self._settle(delivery, await self._read(delivery))
             return
         if not route.batched:
-            alone = asyncio.create_task(self._run_batch([delivery]))
+            alone = asyncio.create_task(self._run_batch([delivery], in_order=False))
             self._settling.add(alone)  # drain() waits for it too
             alone.add_done_callback(self._settling.discard)
             await alone
@@ -324,7 +324,12 @@ class Dispatcher:
         finally:
             self._batches = None
 
-    async def _run_batch(self, batch: Sequence[_Delivery]) -> None:
+    async def _run_batch(
+        self, batch: Sequence[_Delivery], *, in_order: bool = True
+    ) -> None:
+        """Run and settle a batch; ``in_order`` batches are acknowledged one after the
+        other (what a ``multiple`` ack needs), the others as soon as they are done, so
+        that a quick message running beside a slow one frees its prefetch slot."""
         try:
             settlements = await self._transact(batch)
         except _TRANSIENT as exc:
@@ -343,9 +348,12 @@ class Dispatcher:
             log.exception("handler_crashed")
             settlements = {batch[0].envelope.id: _poison(batch[0].envelope)}
         task = asyncio.create_task(
-            self._settle_batch(batch, settlements, self._last_settlement)
+            self._settle_batch(
+                batch, settlements, self._last_settlement if in_order else None
+            )
         )
-        self._last_settlement = task
+        if in_order:
+            self._last_settlement = task
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
