@@ -25,8 +25,10 @@ class Settings(WorkerSettings, LogSettings, EngineSettings):
     sweep_schedule: str = "1h"
     # How many sweep.shard messages one sweep fans out into.
     sweep_shards: int = Field(default=16, ge=1, le=MAX_SHARDS)
-    # Shards one replica works on at once (each is one transaction on one connection).
-    sweep_prefetch: int = Field(default=4, ge=1, le=MAX_SHARDS)
+    # Shards one replica works on at once (each is one transaction on one connection):
+    # enough for PostgreSQL to use every core, while POSTGRES_POOL_SIZE (10) keeps
+    # connections for enrollments and the relay.
+    sweep_prefetch: int = Field(default=8, ge=1, le=MAX_SHARDS)
 
     @field_validator("sweep_schedule")
     @classmethod
