@@ -332,16 +332,16 @@ async def test_a_many_route_takes_the_batch_in_one_call(harness: Harness) -> Non
     assert 3 == len(await harness.rows("SELECT id FROM {schema}.inbox"))
 
 
-@pytest.mark.parametrize("harness", ["many"], indirect=True)
-async def test_a_refused_many_call_runs_its_messages_one_by_one(
-    harness: Harness,
+@pytest.mark.parametrize("harness", ["many", "alone"], indirect=True)
+async def test_a_refusal_fails_only_its_own_message_in_every_variant(
+    harness: Harness, request: pytest.FixtureRequest
 ) -> None:
-    """Its savepoint undoes the batch's statement; alone, only the refused one fails."""
+    """``many`` refused: its savepoint undoes the batch's statement, and one by one only
+    the refused message fails. Not ``batched``: a transaction per message."""
     batch = [note("first"), note("refuse-me"), note("third")]
     await harness.publish(batch)
     await harness.deliver(len(batch))
     first, refused, third = await settled(harness, batch)
-    assert [3] == harness.handler.batches
     assert (first.ok, third.ok) == (True, True)
     assert refused.error is not None
     assert ErrorCode.CONFLICT == refused.error.code
@@ -349,21 +349,10 @@ async def test_a_refused_many_call_runs_its_messages_one_by_one(
         "SELECT text FROM {schema}.notes ORDER BY text"
     )
     assert 2 == len(await harness.rows("SELECT id FROM {schema}.outbox"))
-
-
-@pytest.mark.parametrize("harness", ["alone"], indirect=True)
-async def test_a_route_not_batched_gives_each_message_its_own_transaction(
-    harness: Harness,
-) -> None:
-    batch = [note("first"), note("refuse-me"), note("third")]
-    await harness.publish(batch)
-    await harness.deliver(len(batch))
-    first, refused, third = await settled(harness, batch)
-    assert (first.ok, refused.ok, third.ok) == (True, False, True)
-    assert 3 == len(set(harness.handler.transactions))
-    assert ["first", "third"] == await harness.rows(
-        "SELECT text FROM {schema}.notes ORDER BY text"
-    )
+    if request.node.callspec.params["harness"] == "many":
+        assert [3] == harness.handler.batches
+    else:
+        assert 3 == len(set(harness.handler.transactions))
 
 
 SLOW = "test.slow"
