@@ -169,13 +169,11 @@ class Bus:
     ) -> None:
         """Publish persistently and wait for the broker's confirm."""
         payload = body if body is not None else message.model_dump_json().encode()
-        properties = spec.Basic.Properties(
-            message_id=message.id,
+        properties = _event_properties(
+            message.id,
+            message.type,
             correlation_id=message.correlationid,
             reply_to=reply_to,
-            content_type="application/cloudevents+json",
-            message_type=message.type,
-            delivery_mode=2,  # persistent
         )
         try:
             await self._send(
@@ -199,9 +197,7 @@ class Bus:
         """
         if not messages:
             return
-        channel = await self._channel.get_underlay_channel()
-        if not isinstance(channel, aiormq.Channel):  # pragma: no cover - aio-pika 10
-            raise TypeError(f"unexpected AMQP channel {type(channel).__name__}")
+        channel = await self._confirming_channel()
         chunk = channel.max_content_size
         confirmations: list[asyncio.Future[spec.Basic.Ack]] = []
         frames: list[spec.Basic.Publish | ContentHeader | ContentBody] = []
@@ -247,6 +243,13 @@ class Bus:
             mandatory=False,  # the requester may have timed out and gone
         )
 
+    async def _confirming_channel(self) -> aiormq.Channel:
+        """The aiormq channel under the publishing channel (aio-pika's public way in)."""
+        channel = await self._channel.get_underlay_channel()
+        if not isinstance(channel, aiormq.Channel):  # pragma: no cover - aio-pika 10
+            raise TypeError(f"unexpected AMQP channel {type(channel).__name__}")
+        return channel
+
     async def _send(
         self,
         exchange: str,
@@ -264,9 +267,7 @@ class Bus:
         is what callers rely on, is still awaited. A nack or a returned mandatory message
         raises ``DeliveryError`` (the channel is opened with ``on_return_raises``).
         """
-        channel = await self._channel.get_underlay_channel()
-        if not isinstance(channel, aiormq.Channel):  # pragma: no cover - aio-pika 10
-            raise TypeError(f"unexpected AMQP channel {type(channel).__name__}")
+        channel = await self._confirming_channel()
         await channel.basic_publish(
             body,
             exchange=exchange,
@@ -322,12 +323,20 @@ class Bus:
             )
 
 
-def _event_properties(message_id: str, routing_key: str) -> spec.Basic.Properties:
-    """An event's properties; delivery mode 2 is persistent."""
+def _event_properties(
+    message_id: str,
+    type_: str,
+    *,
+    correlation_id: str | None = None,
+    reply_to: str | None = None,
+) -> spec.Basic.Properties:
+    """A CloudEvents message's properties; delivery mode 2 is persistent."""
     return spec.Basic.Properties(
         message_id=message_id,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
         content_type="application/cloudevents+json",
-        message_type=routing_key,
+        message_type=type_,
         delivery_mode=2,
     )
 
