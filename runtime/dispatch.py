@@ -2,8 +2,9 @@
 outbox and inbox, reply, acknowledge. Handlers never see aio-pika.
 
 Messages whose route writes are handled in batches: what has arrived (at most the
-queue's prefetch) runs on one connection in one transaction, each handler in its own
-savepoint, with one statement each for the inbox rows, the outbox rows and the stored
+queue's prefetch) runs on one connection in one transaction, each run of consecutive
+messages of one type in one savepoint (a refusal sends that run again, a savepoint per
+message), with one statement each for the inbox rows, the outbox rows and the stored
 replies, and one commit; then the replies are published together, so the broker
 confirms them together. A commit and a publisher confirm cost about a millisecond each
 here (DESIGN §7): paying them once per batch is where the throughput is. A batch starts
@@ -16,7 +17,8 @@ How each outcome is settled (one table, house rule 24):
 =========================================  =============================================
 malformed body, unknown type, bad data      reply ``invalid`` if asked; dead-letter
 handler raises a Failure (not Transient)    its savepoint is rolled back; reply with its
-                                            code; ack (the rest of the batch commits)
+                                            code; ack (the rest of the batch commits,
+                                            its run's other handlers having run again)
 handler raises Transient; DB or engine      the whole batch is rolled back and nacked
 unavailable; deadlock                       with requeue; the queue's delivery limit
                                             dead-letters a message after 5 tries
@@ -118,7 +120,7 @@ class Route:
     set-based unit of work, like a sweep shard, where a shared transaction would run
     the units one after the other on one core.
 
-    ``many`` takes all of a batch's messages of this type at once, in one savepoint,
+    ``many`` takes a run of consecutive messages of this type at once, in one savepoint,
     so that it reads and writes with one statement per batch where ``handler`` would
     use one per message (events that arrive by the thousand, like a sweep's). If it
     refuses (a ``Failure``), each message goes through ``handler`` alone.
@@ -136,6 +138,17 @@ def first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(part) for part in err["loc"]) or "message"
     return f"{where}: {err['msg']}"
+
+
+def _runs(deliveries: Iterable[_Delivery]) -> list[list[_Delivery]]:
+    """Consecutive deliveries of one message type, in arrival order."""
+    runs: list[list[_Delivery]] = []
+    for delivery in deliveries:
+        if runs and runs[-1][0].envelope.type == delivery.envelope.type:
+            runs[-1].append(delivery)
+        else:
+            runs.append([delivery])
+    return runs
 
 
 def _now() -> datetime:
@@ -379,27 +392,56 @@ class Dispatcher:
             }
             seen = [message_id for message_id in firsts if message_id not in fresh]
             settlements = await self._stored_replies(conn, seen) if seen else {}
-            together: dict[str, list[_Delivery]] = {}  # by message type
-            for message_id, delivery in firsts.items():
-                if message_id not in fresh:
-                    continue
-                if delivery.route.many is not None:
-                    together.setdefault(delivery.envelope.type, []).append(delivery)
-                else:
-                    settlements[message_id] = await self._apply(conn, delivery, writes)
-            for deliveries in together.values():
-                settlements.update(await self._apply_many(conn, deliveries, writes))
+            for run in _runs(d for i, d in firsts.items() if i in fresh):
+                settlements.update(await self._apply_run(conn, run, writes))
             await self._record(conn, writes)
         if (writes.events or writes.commands) and self._relay is not None:
             self._relay.wake()
         return settlements
 
+    async def _apply_run(
+        self, conn: asyncpg.Connection, run: Sequence[_Delivery], writes: _Writes
+    ) -> dict[str, _Settlement]:
+        """Consecutive messages of one type in one savepoint: through the route's
+        ``many`` handler, else through its handler one after the other. If a handler
+        refuses, the savepoint is rolled back and each message of the run goes again
+        in a savepoint of its own, so that only the refused one is undone.
+
+        A savepoint costs two round trips to PostgreSQL, as much as a handler's work
+        (DESIGN §7): one per run instead of one per message. A refusal costs a second
+        run of the others' handlers; refusals are the rare case.
+        """
+        route = run[0].route
+        now = self._clock()
+        items = [(d.request, self._context(conn, d.envelope, now)) for d in run]
+        try:
+            async with conn.transaction():
+                if route.many is not None:
+                    outcomes = list(await route.many(items))
+                else:
+                    outcomes = []
+                    for delivery, (request, ctx) in zip(run, items, strict=True):
+                        _bind(delivery.message, delivery.envelope)
+                        outcomes.append(await route.handler(request, ctx))
+        except Transient:
+            raise
+        except Failure as exc:
+            if len(run) == 1:
+                return {run[0].envelope.id: self._refused(run[0], exc, writes)}
+            log.info("batch_refused", reason=str(exc), messages=len(run))
+            return {d.envelope.id: await self._apply(conn, d, writes) for d in run}
+        if len(outcomes) != len(run):
+            raise RuntimeError(f"{len(outcomes)} outcomes for {len(run)} messages")
+        return {
+            d.envelope.id: writes.took(d.envelope.id, outcome)
+            for d, outcome in zip(run, outcomes, strict=True)
+        }
+
     async def _apply(
         self, conn: asyncpg.Connection, delivery: _Delivery, writes: _Writes
     ) -> _Settlement:
-        """One message of a batch, in a savepoint so that a refusal undoes only it."""
+        """One message alone, in a savepoint so that a refusal undoes only it."""
         _bind(delivery.message, delivery.envelope)
-        message_id = delivery.envelope.id
         ctx = self._context(conn, delivery.envelope, self._clock())
         try:
             async with conn.transaction():
@@ -407,38 +449,15 @@ class Dispatcher:
         except Transient:
             raise
         except Failure as exc:
-            log.info("request_refused", code=str(exc.code), reason=str(exc))
-            writes.refused.append(message_id)
-            return _Settlement(reply=Reply.failure(exc.code, str(exc)))
-        return writes.took(message_id, outcome)
+            return self._refused(delivery, exc, writes)
+        return writes.took(delivery.envelope.id, outcome)
 
-    async def _apply_many(
-        self, conn: asyncpg.Connection, deliveries: Sequence[_Delivery], writes: _Writes
-    ) -> dict[str, _Settlement]:
-        """One type's messages through its ``many`` route in one savepoint; one by one
-        if it refuses."""
-        many = deliveries[0].route.many
-        assert many is not None  # noqa: S101 - grouped by _transact on this
-        now = self._clock()
-        items = [(d.request, self._context(conn, d.envelope, now)) for d in deliveries]
-        try:
-            async with conn.transaction():
-                outcomes = await many(items)
-        except Transient:
-            raise
-        except Failure as exc:
-            log.info("batch_refused", reason=str(exc), messages=len(deliveries))
-            return {
-                d.envelope.id: await self._apply(conn, d, writes) for d in deliveries
-            }
-        if len(outcomes) != len(deliveries):
-            raise RuntimeError(
-                f"{len(outcomes)} outcomes for {len(deliveries)} messages"
-            )
-        return {
-            d.envelope.id: writes.took(d.envelope.id, outcome)
-            for d, outcome in zip(deliveries, outcomes, strict=True)
-        }
+    @staticmethod
+    def _refused(delivery: _Delivery, exc: Failure, writes: _Writes) -> _Settlement:
+        _bind(delivery.message, delivery.envelope)
+        log.info("request_refused", code=str(exc.code), reason=str(exc))
+        writes.refused.append(delivery.envelope.id)
+        return _Settlement(reply=Reply.failure(exc.code, str(exc)))
 
     async def _record(self, conn: asyncpg.Connection, writes: _Writes) -> None:
         """The batch's outbox rows and stored replies, one statement each."""

@@ -240,6 +240,8 @@ async def test_refusal_undoes_only_its_own_message(harness: Harness) -> None:
     assert refused.error is not None
     assert ErrorCode.CONFLICT == refused.error.code
     assert 1 == len(set(harness.handler.transactions))
+    # The run went through together up to the refusal, then one message at a time.
+    assert 2 + 3 == len(harness.handler.transactions)
     assert ["first", "third"] == await harness.rows(
         "SELECT text FROM {schema}.notes ORDER BY text"
     )
