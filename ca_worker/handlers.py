@@ -311,10 +311,7 @@ async def revoke_ca(cmd: RevokeCA, ctx: CaContext) -> Outcome:
 
 
 async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
-    try:
-        csr = load_csr(cmd.csr_pem.encode())
-    except CSRRejected as exc:
-        raise BadCSR(str(exc)) from None
+    csr = _csr(cmd.csr_pem)
     ca, authority = await _signing_ca(ctx, cmd.ca)
     certificate = await _sign_leaf(authority, ca, csr, ctx.now, cmd.validity_days)
     view = await ctx.deps.store.insert_certificate(
@@ -334,50 +331,102 @@ async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
 
 async def issue_certificate(cmd: IssueCertificate, ctx: CaContext) -> Outcome:
     """Sign for an authorized enrollment; a retried request gets its first certificate."""
+    return (await issue_certificates([(cmd, ctx)]))[0]
+
+
+async def issue_certificates(
+    items: Sequence[tuple[IssueCertificate, CaContext]],
+) -> list[Outcome]:
+    """Sign for a batch of authorized enrollments with a statement each to find the
+    requests answered before, to read the presented certificates of renewals, to read
+    each issuing CA and to store what is signed. A refusal of any of them (a bad CSR,
+    an unusable CA, a renewal that may not be) comes before anything is signed."""
+    ctx = items[0][1]
     store = ctx.deps.store
-    existing = await store.get_certificate_by_request(ctx.conn, cmd.request_id)
-    if existing is not None:
-        return Outcome(existing)
+    answered = await store.certificates_by_request(
+        ctx.conn, [cmd.request_id for cmd, _ in items]
+    )
+    todo: dict[str, tuple[IssueCertificate, CaContext]] = {}
+    for cmd, item_ctx in items:
+        if cmd.request_id not in answered:
+            todo.setdefault(cmd.request_id, (cmd, item_ctx))
+    renewed = [cmd.replaces for cmd, _ in todo.values() if cmd.replaces is not None]
+    presented = await store.get_certificates(ctx.conn, renewed) if renewed else {}
+    signing = {
+        name: await _signing_ca(ctx, name) for name in {c.ca for c, _ in todo.values()}
+    }
+    checked = [
+        (cmd, item_ctx, _csr(cmd.csr_pem), _enrolling_dms(cmd, presented, item_ctx.now))
+        for cmd, item_ctx in todo.values()
+    ]
+    news = []
+    for cmd, item_ctx, csr, dms in checked:
+        ca, authority = signing[cmd.ca]
+        certificate = await _sign_leaf(
+            authority, ca, csr, item_ctx.now, cmd.validity_days
+        )
+        news.append(
+            NewCertificate(
+                ca.name,
+                csr_fingerprint(csr),
+                certificate,
+                device_id=cmd.device_id,
+                slot=cmd.slot,
+                dms=dms,
+                replaces=cmd.replaces,
+                request_id=cmd.request_id,
+                status=_initial_status(ca, certificate, item_ctx.now),
+            )
+        )
+    stored = await store.insert_certificates(ctx.conn, news)
+    events: dict[str, CloudEvent] = {}
+    for (cmd, item_ctx, _, _), view in zip(checked, stored, strict=True):
+        if view is not None:
+            answered[cmd.request_id] = view
+            events[cmd.request_id] = _event(
+                item_ctx, "certificate.create", f"certificate/{view.serial}", view
+            )
+    if len(answered) < len(todo):
+        # A concurrent twin of an enrollment committed first: answer with its certificate.
+        answered |= await store.certificates_by_request(
+            ctx.conn, [r for r in todo if r not in answered]
+        )
+    # Each new certificate's event goes with the first message that asked for it.
+    return [
+        Outcome(
+            answered[cmd.request_id],
+            [events.pop(cmd.request_id)] if cmd.request_id in events else [],
+        )
+        for cmd, _ in items
+    ]
+
+
+def _csr(pem: str) -> x509.CertificateSigningRequest:
     try:
-        csr = load_csr(cmd.csr_pem.encode())
+        return load_csr(pem.encode())
     except CSRRejected as exc:
         raise BadCSR(str(exc)) from None
-    dms = cmd.dms
-    if cmd.replaces is not None:
-        presented = await store.get_certificate(ctx.conn, cmd.replaces)
-        # RFC 7030 §4.2.2: renewal is for a certificate that is still valid. A revoked one
-        # (also what decommissioning leaves) or one from another CA is refused.
-        if presented is None or presented.ca != cmd.ca:
-            raise PresentedCertificateRefused(
-                f"the presented certificate was not issued by CA {cmd.ca!r}"
-            )
-        if presented.status not in _USABLE or presented.not_after <= ctx.now:
-            raise PresentedCertificateRefused(
-                f"the presented certificate {cmd.replaces} is {presented.status.value.lower()}"
-            )
-        dms = dms or presented.dms  # a renewal stays with the DMS that enrolled it
-    ca, authority = await _signing_ca(ctx, cmd.ca)
-    certificate = await _sign_leaf(authority, ca, csr, ctx.now, cmd.validity_days)
-    new = NewCertificate(
-        ca.name,
-        csr_fingerprint(csr),
-        certificate,
-        device_id=cmd.device_id,
-        slot=cmd.slot,
-        dms=dms,
-        replaces=cmd.replaces,
-        request_id=cmd.request_id,
-        status=_initial_status(ca, certificate, ctx.now),
-    )
-    view = await store.insert_certificate(ctx.conn, new)
-    # None: a concurrent twin of this enrollment won; answer with its certificate.
-    if view is None:
-        twin = await store.get_certificate_by_request(ctx.conn, cmd.request_id)
-        assert twin is not None  # noqa: S101 - the conflict was on its request id
-        return Outcome(twin)
-    return Outcome(
-        view, [_event(ctx, "certificate.create", f"certificate/{view.serial}", view)]
-    )
+
+
+def _enrolling_dms(
+    cmd: IssueCertificate, presented: Mapping[str, CertificateView], now: datetime
+) -> str | None:
+    """The DMS the certificate is issued for; a renewal's presented certificate must
+    be renewable, and the renewal stays with the DMS that enrolled it."""
+    if cmd.replaces is None:
+        return cmd.dms
+    renewed = presented.get(cmd.replaces)
+    # RFC 7030 §4.2.2: renewal is for a certificate that is still valid. A revoked one
+    # (also what decommissioning leaves) or one from another CA is refused.
+    if renewed is None or renewed.ca != cmd.ca:
+        raise PresentedCertificateRefused(
+            f"the presented certificate was not issued by CA {cmd.ca!r}"
+        )
+    if renewed.status not in _USABLE or renewed.not_after <= now:
+        raise PresentedCertificateRefused(
+            f"the presented certificate {cmd.replaces} is {renewed.status.value.lower()}"
+        )
+    return cmd.dms or renewed.dms
 
 
 async def get_certificate(query: GetCertificate, ctx: CaContext) -> Outcome:
@@ -438,7 +487,9 @@ HANDLERS: Mapping[str, Route] = {
     RevokeCA.TYPE: Route(RevokeCA, revoke_ca),
     SignCertificate.TYPE: Route(SignCertificate, sign_certificate),
     RevokeCertificate.TYPE: Route(RevokeCertificate, revoke_certificate),
-    IssueCertificate.TYPE: Route(IssueCertificate, issue_certificate),
+    IssueCertificate.TYPE: Route(
+        IssueCertificate, issue_certificate, many=issue_certificates
+    ),
     GetCA.TYPE: Route(GetCA, get_ca, writes=False),
     ListCAs.TYPE: Route(ListCAs, list_cas, writes=False),
     GetCertificate.TYPE: Route(GetCertificate, get_certificate, writes=False),

@@ -4,7 +4,7 @@ so the caller owns the transaction. Rows come back as contract views."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -187,49 +187,67 @@ class Store:
     ) -> CertificateView | None:
         """Store an issued certificate; None when its ``request_id`` is taken already
         (a concurrent twin of the same enrollment committed first)."""
-        cert = new.certificate
-        der = cert.public_bytes(serialization.Encoding.DER)
-        view = CertificateView(
-            serial=serial_hex(cert.serial_number),
-            ca=new.ca,
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            status=new.status,
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            revoked_at=None,
-            revocation_reason=None,
-            csr_fingerprint=new.csr_fingerprint,
-            certificate_pem=certificate_pem(der),
-            device_id=new.device_id,
-            slot=new.slot,
-            dms=new.dms,
-            replaces=new.replaces,
-        )
+        return (await self.insert_certificates(conn, [new]))[0]
+
+    async def insert_certificates(
+        self, conn: asyncpg.Connection, news: Sequence[NewCertificate]
+    ) -> list[CertificateView | None]:
+        """Store issued certificates with one statement; for each, its view, or None
+        when its ``request_id`` is taken already."""
+        views, ders = [], []
+        for new in news:
+            cert = new.certificate
+            der = cert.public_bytes(serialization.Encoding.DER)
+            ders.append(der)
+            views.append(
+                CertificateView(
+                    serial=serial_hex(cert.serial_number),
+                    ca=new.ca,
+                    subject=cert.subject.rfc4514_string(),
+                    issuer=cert.issuer.rfc4514_string(),
+                    status=new.status,
+                    not_before=cert.not_valid_before_utc,
+                    not_after=cert.not_valid_after_utc,
+                    revoked_at=None,
+                    revocation_reason=None,
+                    csr_fingerprint=new.csr_fingerprint,
+                    certificate_pem=certificate_pem(der),
+                    device_id=new.device_id,
+                    slot=new.slot,
+                    dms=new.dms,
+                    replaces=new.replaces,
+                )
+            )
         # ON CONFLICT instead of catching a unique violation: no savepoint needed.
-        inserted = await conn.fetchval(
-            """INSERT INTO ca.certificates (serial, ca, subject, issuer, status, not_before,
-                    not_after, csr_fingerprint, certificate_der, device_id, slot, dms,
-                    replaces, request_id)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-                ON CONFLICT (request_id) DO NOTHING
-                RETURNING true""",
-            view.serial,
-            view.ca,
-            view.subject,
-            view.issuer,
-            view.status.value,
-            view.not_before,
-            view.not_after,
-            view.csr_fingerprint,
-            der,
-            view.device_id,
-            view.slot,
-            view.dms,
-            view.replaces,
-            new.request_id,
-        )
-        return view if inserted else None
+        inserted = {
+            row["serial"]
+            for row in await conn.fetch(
+                """INSERT INTO ca.certificates (serial, ca, subject, issuer, status,
+                        not_before, not_after, csr_fingerprint, certificate_der,
+                        device_id, slot, dms, replaces, request_id)
+                    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                        $5::text[], $6::timestamptz[], $7::timestamptz[], $8::text[],
+                        $9::bytea[], $10::text[], $11::text[], $12::text[], $13::text[],
+                        $14::text[])
+                    ON CONFLICT (request_id) DO NOTHING
+                    RETURNING serial""",
+                [v.serial for v in views],
+                [v.ca for v in views],
+                [v.subject for v in views],
+                [v.issuer for v in views],
+                [v.status.value for v in views],
+                [v.not_before for v in views],
+                [v.not_after for v in views],
+                [v.csr_fingerprint for v in views],
+                ders,
+                [v.device_id for v in views],
+                [v.slot for v in views],
+                [v.dms for v in views],
+                [v.replaces for v in views],
+                [new.request_id for new in news],
+            )
+        }
+        return [view if view.serial in inserted else None for view in views]
 
     async def get_certificate(
         self, conn: asyncpg.Connection, serial: str
@@ -243,11 +261,28 @@ class Store:
     async def get_certificate_by_request(
         self, conn: asyncpg.Connection, request_id: str
     ) -> CertificateView | None:
-        row = await conn.fetchrow(
-            f"SELECT {_CERT_COLUMNS} FROM ca.certificates WHERE request_id = $1",
-            request_id,
+        return (await self.certificates_by_request(conn, [request_id])).get(request_id)
+
+    async def certificates_by_request(
+        self, conn: asyncpg.Connection, request_ids: Sequence[str]
+    ) -> dict[str, CertificateView]:
+        """The certificates issued for these enrollment requests, by request id."""
+        rows = await conn.fetch(
+            f"SELECT request_id, {_CERT_COLUMNS} FROM ca.certificates "
+            "WHERE request_id = ANY($1::text[])",
+            list(request_ids),
         )
-        return None if row is None else _certificate_view(row)
+        return {row["request_id"]: _certificate_view(row) for row in rows}
+
+    async def get_certificates(
+        self, conn: asyncpg.Connection, serials: Sequence[str]
+    ) -> dict[str, CertificateView]:
+        """The stored certificates among ``serials``, by serial."""
+        rows = await conn.fetch(
+            f"SELECT {_CERT_COLUMNS} FROM ca.certificates WHERE serial = ANY($1::text[])",
+            list(serials),
+        )
+        return {row["serial"]: _certificate_view(row) for row in rows}
 
     async def list_certificates(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from contracts.ca import (
     CertificateView,
     CreateCA,
     GetCA,
+    IssueCertificate,
     ListCAs,
     RevocationReason,
     RevokeCA,
@@ -305,3 +307,65 @@ async def test_revoked_certificate_reports_reason(bus: Bus) -> None:
     x509.load_pem_x509_certificate(view.certificate_pem.encode())
     again = await call(bus, RevokeCertificate(serial=serial))
     assert ErrorCode.CONFLICT == again.error.code  # type: ignore[union-attr]
+
+
+def _enrollment(ca: CAView, device_id: str, **fields: object) -> IssueCertificate:
+    _, csr = make_csr(f"default:{device_id}")
+    return IssueCertificate.model_validate(
+        {
+            "ca": ca.name,
+            "csr_pem": csr_pem(csr),
+            "request_id": secrets.token_hex(32),
+            "device_id": device_id,
+            "slot": "default",
+            "dms": "dms-a",
+        }
+        | fields
+    )
+
+
+async def test_enrollments_sent_together_are_each_answered_once(
+    bus: Bus, events: EventLog, db: asyncpg.Pool
+) -> None:
+    """Enrollments that arrive together (a batch, when the worker is busy): a request
+    sent twice is signed once; a bad CSR or a refused renewal is refused alone."""
+    ca = await create_ca(bus, unique("batch-ca"))
+    twice = _enrollment(ca, unique("twice"))
+    good = [_enrollment(ca, unique("dev")) for _ in range(4)]
+    replies = await asyncio.gather(*(call(bus, r) for r in [*good, twice, twice]))
+    assert all(r.ok for r in replies), [r.error for r in replies]
+    views = [CertificateView.model_validate(r.result) for r in replies]
+    assert views[-1] == views[-2]
+    assert 1 == await db.fetchval(
+        "SELECT count(*) FROM ca.certificates WHERE request_id = $1", twice.request_id
+    )
+    # Asked again later, the request is answered with its first certificate.
+    again = await call(bus, twice)
+    assert views[-1] == CertificateView.model_validate(again.result)
+
+    revoked = views[0]
+    assert (await call(bus, RevokeCertificate(serial=revoked.serial))).ok
+    refused = [
+        _enrollment(ca, unique("bad"), csr_pem=tampered_csr_pem("default:bad")),
+        _enrollment(ca, revoked.device_id or "", replaces=revoked.serial, dms=None),
+    ]
+    fine = [_enrollment(ca, unique("dev")) for _ in range(3)]
+    replies = await asyncio.gather(
+        *(call(bus, r) for r in [fine[0], *refused, *fine[1:]])
+    )
+    assert [True, False, False, True, True] == [r.ok for r in replies]
+    assert [ErrorCode.INVALID, ErrorCode.FORBIDDEN] == [
+        r.error.code for r in replies if r.error is not None
+    ]
+    for request in refused:
+        assert 0 == await db.fetchval(
+            "SELECT count(*) FROM ca.certificates WHERE request_id = $1",
+            request.request_id,
+        )
+    issued = [CertificateView.model_validate(r.result) for r in replies if r.ok]
+    for view in [*views[:-1], *issued]:
+        await events.wait_for("certificate.create", f"certificate/{view.serial}")
+    # Written before the later ones, a second event would have been relayed by now.
+    assert 1 == len(
+        events.matching("certificate.create", f"certificate/{views[-1].serial}")
+    )
