@@ -181,24 +181,24 @@ async def record_certificate(
     certificate: CertificateView, ctx: DeviceContext
 ) -> Outcome:
     """``certificate.create``: an enrollment certificate fills its device's slot."""
-    if certificate.device_id is None:
-        return Outcome()  # not issued through enrollment: no device to follow
-    return await _observe(ctx, certificate.device_id, certificate)
+    return (await record_certificates([(certificate, ctx)]))[0]
+
+
+async def record_certificates(
+    items: Sequence[tuple[CertificateView, DeviceContext]],
+) -> list[Outcome]:
+    """A batch of ``certificate.create``: certificates not issued through enrollment
+    name no device and change nothing."""
+    return await _observe(
+        [(ctx, certificate.device_id, certificate) for certificate, ctx in items]
+    )
 
 
 async def record_certificate_status(
     update: CertificateStatusUpdate, ctx: DeviceContext
 ) -> Outcome:
     """``certificate.status.update``: the slot holding that certificate follows it."""
-    certificate = update.updated
-    holder = await ctx.deps.store.device_holding(ctx.conn, certificate.serial)
-    # An enrollment certificate also names its device: if this update overtook the
-    # certificate.create event (one queue, consumed concurrently), binding it here
-    # keeps the status; the late create then changes nothing.
-    device_id = holder or certificate.device_id
-    if device_id is None:
-        return Outcome()
-    return await _observe(ctx, device_id, certificate)
+    return (await record_certificate_statuses([(update, ctx)]))[0]
 
 
 async def record_certificate_statuses(
@@ -207,8 +207,9 @@ async def record_certificate_statuses(
     """A batch of ``certificate.status.update`` (a sweep sends thousands): the devices
     holding those certificates are read with one statement and saved with one more.
 
-    An update whose certificate no slot holds yet goes through the one-message
-    handler afterwards; the rules are order-free, so that changes nothing.
+    An enrollment certificate also names its device: if its update overtook its
+    ``certificate.create`` (one queue, consumed concurrently), binding it here keeps
+    the status, and the late create changes nothing. The rules are order-free.
     """
     ctx = items[0][1]
     store = ctx.deps.store
@@ -227,33 +228,53 @@ async def record_certificate_statuses(
         now[held.id] = device
         outcomes.append(outcome)
     await store.save_devices(ctx.conn, [(before[i], now[i]) for i in now])
-    return [
-        await record_certificate_status(update, item_ctx)
-        if outcome is None
-        else outcome
+    unheld = [
+        (item_ctx, update.updated.device_id, update.updated)
         for outcome, (update, item_ctx) in zip(outcomes, items, strict=True)
+        if outcome is None
     ]
+    bound = iter(await _observe(unheld) if unheld else [])
+    return [next(bound) if outcome is None else outcome for outcome in outcomes]
 
 
 async def _observe(
-    ctx: DeviceContext, device_id: str, certificate: CertificateView
-) -> Outcome:
-    """Bind and update ``certificate`` in its device, save it, emit what changed."""
+    items: Sequence[tuple[DeviceContext, str | None, CertificateView]],
+) -> list[Outcome]:
+    """Bind and update each certificate in the device it names, in order, with the
+    devices read (or created) with one statement and saved with one more; the events
+    each change causes. A certificate naming no device changes nothing."""
+    ctx = items[0][0]
+    wanted: dict[str, str | None] = {}
+    for _, device_id, certificate in items:
+        if device_id is not None:
+            wanted.setdefault(device_id, certificate.dms)
+    if not wanted:
+        return [Outcome() for _ in items]
     store = ctx.deps.store
-    device, created = await store.get_or_create_device(
-        ctx.conn, device_id=device_id, dms=certificate.dms, now=ctx.now
-    )
-    updated, outcome = _observed(ctx, device, certificate)
-    await store.save_devices(ctx.conn, [(device, updated)])
-    if not created:
-        return outcome
-    return replace(
-        outcome,
-        events=[
-            _event(ctx, "device.create", device_id, device.view()),
-            *outcome.events,
-        ],
-    )
+    devices = await store.get_or_create_devices(ctx.conn, wanted, ctx.now)
+    before = {device_id: device for device_id, (device, _) in devices.items()}
+    created = {device_id for device_id, (_, new) in devices.items() if new}
+    now = dict(before)
+    outcomes = []
+    for item_ctx, device_id, certificate in items:
+        if device_id is None:
+            outcomes.append(Outcome())
+            continue
+        device, outcome = _observed(item_ctx, now[device_id], certificate)
+        now[device_id] = device
+        if device_id in created:
+            created.discard(device_id)
+            view = before[device_id].view()
+            outcome = replace(
+                outcome,
+                events=[
+                    _event(item_ctx, "device.create", device_id, view),
+                    *outcome.events,
+                ],
+            )
+        outcomes.append(outcome)
+    await store.save_devices(ctx.conn, [(before[i], now[i]) for i in now])
+    return outcomes
 
 
 def _observed(
@@ -301,7 +322,9 @@ COMMAND_HANDLERS: Mapping[str, Route] = {
 }
 
 EVENT_HANDLERS: Mapping[str, Route] = {
-    "certificate.create": Route(CertificateView, record_certificate),
+    "certificate.create": Route(
+        CertificateView, record_certificate, many=record_certificates
+    ),
     CertificateStatusUpdate.TYPE: Route(
         CertificateStatusUpdate,
         record_certificate_status,

@@ -3,7 +3,7 @@ connection so the caller owns the transaction. Rows come back as ``Device`` reco
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -150,33 +150,43 @@ class Store:
         await self._save_slots(conn, [(device_id, state) for state in states])
         return _device(row, states)
 
-    async def get_or_create_device(
+    async def get_or_create_devices(
         self,
         conn: asyncpg.Connection,
-        *,
-        device_id: str,
-        dms: str | None,
+        wanted: Mapping[str, str | None],
         now: datetime,
-    ) -> tuple[Device, bool]:
-        """The device, locked for this transaction, and whether it was created now."""
-        created = await self.insert_device(
-            conn, device_id=device_id, dms=dms, slots=(), now=now
+    ) -> dict[str, tuple[Device, bool]]:
+        """The devices of ``wanted`` (id: DMS to create it with), locked for this
+        transaction, each with whether it was created now. Created and locked in id
+        order, so that two batches never wait on each other."""
+        ids = sorted(wanted)
+        pending = derive_status((), decommissioned=False).value
+        created = await conn.fetch(
+            f"""INSERT INTO devices.devices (id, dms, status, created_at)
+                SELECT id, dms, $3, $4 FROM unnest($1::text[], $2::text[]) AS n(id, dms)
+                ORDER BY id
+                ON CONFLICT (id) DO NOTHING
+                RETURNING {_DEVICE_COLUMNS}""",
+            ids,
+            [wanted[i] for i in ids],
+            pending,
+            now,
         )
-        if created is not None:
-            return created, True
-        existing = await self.get_device(conn, device_id, lock=True)
-        if (
-            existing is None
-        ):  # devices are never deleted, so the conflicting row is there
-            raise LookupError(f"device {device_id!r} vanished while being created")
-        return existing, False
-
-    async def device_holding(self, conn: asyncpg.Connection, serial: str) -> str | None:
-        """The id of the device one of whose slots holds certificate ``serial``."""
-        device_id: str | None = await conn.fetchval(
-            "SELECT device_id FROM devices.slots WHERE serial = $1 LIMIT 1", serial
-        )
-        return device_id
+        found = {row["id"]: (_device(row, ()), True) for row in created}
+        existing = [i for i in ids if i not in found]
+        if existing:
+            rows = await conn.fetch(
+                f"""SELECT {_DEVICE_COLUMNS} FROM devices.devices
+                    WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE""",
+                existing,
+            )
+            for device in await self._with_slots(conn, rows):
+                found[device.id] = (device, False)
+        if len(found) < len(
+            ids
+        ):  # devices are never deleted: the conflicting row is there
+            raise LookupError(f"devices {set(ids) - set(found)} vanished while created")
+        return found
 
     async def devices_holding(
         self, conn: asyncpg.Connection, serials: Sequence[str]

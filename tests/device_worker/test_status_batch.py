@@ -1,10 +1,11 @@
-"""A batch of ``certificate.status.update`` through ``record_certificate_statuses`` ends
-exactly where the one-message handler, applied in the same order, ends: same devices,
-same events. On real PostgreSQL, in transactions that are rolled back."""
+"""A batch of ``certificate.status.update`` (``record_certificate_statuses``) or of
+``certificate.create`` (``record_certificates``) ends exactly where the one-message
+handler, applied in the same order, ends: same devices, same events. On real
+PostgreSQL, in transactions that are rolled back."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +20,10 @@ from device_worker.handlers import (
     record_certificate,
     record_certificate_status,
     record_certificate_statuses,
+    record_certificates,
 )
 from device_worker.store import Store
+from runtime.dispatch import Outcome
 from tests.device_worker.device_bus import enrollment_certificate
 from tests.pki import unique
 
@@ -41,6 +44,26 @@ def moved(
     )
 
 
+Steps = Callable[[DeviceContext], Awaitable[Sequence[Outcome]]]
+Result = tuple[list[DeviceView | None], list[tuple[str, str | None, dict[str, Any]]]]
+
+
+async def _after(pool: asyncpg.Pool, steps: Steps, devices: Sequence[str]) -> Result:
+    """Devices and the events of ``steps``, in a transaction that is then undone."""
+    store = Store()
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            outcomes = await steps(DeviceContext(conn, NOW, None, DeviceDeps(store)))
+            found = [await store.get_device(conn, device_id) for device_id in devices]
+        finally:
+            await tx.rollback()
+    views = [None if device is None else device.view() for device in found]
+    events = [(e.type, e.subject, e.data) for o in outcomes for e in o.events]
+    return views, events
+
+
 async def _outcome(
     pool: asyncpg.Pool,
     seeds: Sequence[CertificateView],
@@ -48,28 +71,17 @@ async def _outcome(
     devices: Sequence[str],
     *,
     batch: bool,
-) -> tuple[list[DeviceView | None], list[tuple[str, str | None, dict[str, Any]]]]:
-    """Devices and events after ``updates``, as one batch or one by one; undone."""
-    store = Store()
-    async with pool.acquire() as conn:
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            ctx = DeviceContext(conn, NOW, None, DeviceDeps(store))
-            for certificate in seeds:
-                await record_certificate(certificate, ctx)
-            if batch:
-                outcomes = await record_certificate_statuses(
-                    [(u, ctx) for u in updates]
-                )
-            else:
-                outcomes = [await record_certificate_status(u, ctx) for u in updates]
-            found = [await store.get_device(conn, device_id) for device_id in devices]
-        finally:
-            await tx.rollback()
-    views = [None if device is None else device.view() for device in found]
-    events = [(e.type, e.subject, e.data) for o in outcomes for e in o.events]
-    return views, events
+) -> Result:
+    """Devices and events after ``updates``, as one batch or one by one."""
+
+    async def steps(ctx: DeviceContext) -> Sequence[Outcome]:
+        for certificate in seeds:
+            await record_certificate(certificate, ctx)
+        if batch:
+            return await record_certificate_statuses([(u, ctx) for u in updates])
+        return [await record_certificate_status(u, ctx) for u in updates]
+
+    return await _after(pool, steps, devices)
 
 
 async def test_a_batch_ends_where_one_by_one_ends(
@@ -105,4 +117,58 @@ async def test_a_batch_ends_where_one_by_one_ends(
         ("device.create", f"device/{c}"),
         ("device.identity.update", f"device/{c}"),
         ("device.status.update", f"device/{c}"),
+    ] == [(type_, subject) for type_, subject, _ in events]
+
+
+async def test_a_batch_of_certificates_ends_where_one_by_one_ends(
+    db: asyncpg.Pool, device_service: None
+) -> None:
+    a, b, registered = unique("new-a"), unique("new-b"), unique("registered")
+    a1 = enrollment_certificate(a)
+    a2 = enrollment_certificate(a).model_copy(update={"slot": "tpm"})
+    a3 = enrollment_certificate(a).model_copy(update={"replaces": a1.serial})
+    b1 = enrollment_certificate(b)
+    r1 = enrollment_certificate(registered)
+    no_device = enrollment_certificate(unique("x")).model_copy(
+        update={"device_id": None, "slot": None}
+    )
+    # Two slots of one device, a renewal in the same batch, a certificate with no
+    # device, and a device registered before its first certificate.
+    created = [a1, b1, a2, no_device, a3, r1]
+
+    def steps(batch: bool) -> Steps:
+        async def run(ctx: DeviceContext) -> Sequence[Outcome]:
+            await ctx.deps.store.insert_device(
+                ctx.conn, device_id=registered, dms=None, slots=["default"], now=NOW
+            )
+            if batch:
+                return await record_certificates([(c, ctx) for c in created])
+            return [await record_certificate(c, ctx) for c in created]
+
+        return run
+
+    devices = [a, b, registered]
+    one_by_one = await _after(db, steps(batch=False), devices)
+    batched = await _after(db, steps(batch=True), devices)
+
+    assert one_by_one == batched
+    views, events = batched
+    assert [DeviceStatus.FULLY_PROVISIONED] * 3 == [
+        None if v is None else v.status for v in views
+    ]
+    assert views[0] is not None
+    assert {"default": a3.serial, "tpm": a2.serial} == {
+        slot.name: slot.certificate_serial for slot in views[0].slots
+    }
+    assert [
+        ("device.create", f"device/{a}"),
+        ("device.identity.update", f"device/{a}"),
+        ("device.status.update", f"device/{a}"),
+        ("device.create", f"device/{b}"),
+        ("device.identity.update", f"device/{b}"),
+        ("device.status.update", f"device/{b}"),
+        ("device.identity.update", f"device/{a}"),
+        ("device.identity.update", f"device/{a}"),
+        ("device.identity.update", f"device/{registered}"),
+        ("device.status.update", f"device/{registered}"),
     ] == [(type_, subject) for type_, subject, _ in events]
