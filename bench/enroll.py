@@ -6,6 +6,7 @@ at each concurrency, runs a fixed number of enrollments with a new TLS connectio
 request and with keep-alive, and prints enrollments/s, p50/p99 latency and the ratio.
 
     .venv/bin/python bench/enroll.py [--count 300] [--concurrency 1,8,32] [--gateways N]
+        [--systems lamassu,openbao] [--modes new,keep-alive]
 """
 
 from __future__ import annotations
@@ -34,17 +35,20 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import asyncpg
+import uvloop
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from contracts.names import Topology
+from est_gateway.tls import ServerCredentials, server_context
 from runtime.bus import remove_topology
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,6 +225,124 @@ def lamassu_context(workdir: Path) -> ssl.SSLContext:
     return context
 
 
+# --- the floor: TLS and HTTP alone -------------------------------------------------------
+
+
+def client_credentials(workdir: Path) -> tuple[Path, Path, Path]:
+    """A P-256 issuing CA and a client certificate from it, as a DMS has: (CA file,
+    client certificate file, client key file)."""
+    now = datetime.now(UTC)
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def certificate(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        signer: ec.EllipticCurvePrivateKey,
+    ) -> x509.Certificate:
+        is_ca = subject == "floor-ca"
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name("floor-ca"))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), True)
+            .sign(signer, hashes.SHA256())
+        )
+
+    ca_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    files = (
+        workdir / "floor-ca.pem",
+        workdir / "floor-client.pem",
+        workdir / "floor.key",
+    )
+    pem = serialization.Encoding.PEM
+    files[0].write_bytes(certificate("floor-ca", ca_key, ca_key).public_bytes(pem))
+    files[1].write_bytes(
+        certificate("floor-client", client_key, ca_key).public_bytes(pem)
+    )
+    files[2].write_bytes(
+        client_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return files
+
+
+def serve_floor(workdir: Path, port: int) -> None:
+    """The least an aiohttp EST gateway does: the gateway's own TLS context (P-256,
+    client certificate verified), read the body, answer with a certificate-sized
+    PKCS#7 body. No parsing, no bus, no signing: the ceiling for the pipeline."""
+    credentials = ServerCredentials.load_or_create(workdir / "floor-tls", ["127.0.0.1"])
+    context = server_context(credentials)
+    context.load_verify_locations(workdir / "floor-ca.pem")
+    body = base64.encodebytes(os.urandom(700))
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        if request.transport is None or not request.transport.get_extra_info(
+            "peercert"
+        ):
+            return web.Response(status=401)
+        return web.Response(
+            body=body,
+            headers={
+                "Content-Type": "application/pkcs7-mime; smime-type=certs-only",
+                "Content-Transfer-Encoding": "base64",
+            },
+        )
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", answer)
+    # The gateway's event loop: run_service runs uvloop.
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=port,
+        ssl_context=context,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+async def run_floor(workdir: Path, args: argparse.Namespace) -> list[Result]:
+    _, cert_file, key_file = client_credentials(workdir)
+    port = free_port()
+    server = subprocess.Popen(
+        [PYTHON, __file__, "--serve-floor", str(workdir), str(port)], cwd=ROOT
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port)).close()
+                break
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the floor server did not start")
+            await asyncio.sleep(0.1)
+        context = ssl.create_default_context(
+            cafile=str(workdir / "floor-tls" / "server.pem")
+        )
+        context.load_cert_chain(cert_file, key_file)
+        url = f"https://127.0.0.1:{port}/.well-known/est/simpleenroll"
+        return await measure(
+            "floor",
+            "new mTLS conn",
+            context,
+            lambda session, body: session.post(
+                url, data=body, headers={"Content-Type": "application/pkcs10"}
+            ),
+            args,
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+
+
 # --- OpenBao ----------------------------------------------------------------------------
 
 
@@ -323,8 +445,7 @@ async def measure(  # noqa: PLR0917 - a benchmark knob list
     new_connection: str,
     context: ssl.SSLContext,
     post: Callable[[aiohttp.ClientSession, bytes], Any],
-    levels: list[int],
-    count: int,
+    args: argparse.Namespace,
     prepare: Callable[[bytes], bytes] = lambda body: body,
 ) -> list[Result]:
     """One system at each concurrency: a new TLS connection per request, then keep-alive.
@@ -347,80 +468,59 @@ async def measure(  # noqa: PLR0917 - a benchmark knob list
     def keep_alive() -> aiohttp.ClientSession:
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
 
+    modes = {
+        "new": (new_connection, new_connections),
+        "keep-alive": ("keep-alive", keep_alive),
+    }
     results = []
-    for level in levels:
-        for mode, factory in (
-            (new_connection, new_connections),
-            ("keep-alive", keep_alive),
-        ):
+    for level in args.levels:
+        for mode in args.modes:
+            label, factory = modes[mode]
             # Request bodies are made before the clock starts.
-            jobs = [prepare(body) for body in csr_bodies(count)]
-            result = await drive(f"{system} {mode}", level, jobs, send, factory)
+            jobs = [prepare(body) for body in csr_bodies(args.count)]
+            print(f"# {system} {label} c={level}: started", file=sys.stderr)
+            result = await drive(f"{system} {label}", level, jobs, send, factory)
             print(f"# {result.label} c={level}: {result.rate:.0f}/s", file=sys.stderr)
             results.append(result)
     return results
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--count", type=int, default=300, help="enrollments per measurement"
-    )
-    parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument(
-        "--gateways",
-        type=int,
-        default=int(os.environ.get("EST_WORKERS", "1")) or os.cpu_count() or 1,
-        help="EST gateway processes sharing the port (default: EST_WORKERS, else 1; 0: one per core)",
-    )
-    args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
-    results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="lamassu-bench-") as tmp:
-        workdir = Path(tmp)
-        print(f"# preparing {args.count * len(levels) * 4} CSRs", file=sys.stderr)
-        async with lamassu_stack(workdir, args.gateways) as env:
-            url = env["URL"]
-            context = lamassu_context(workdir)
+async def run_lamassu(workdir: Path, args: argparse.Namespace) -> list[Result]:
+    async with lamassu_stack(workdir, args.gateways) as env:
+        url = env["URL"]
+        return await measure(
+            "lamassu",
+            "new mTLS conn",
+            lamassu_context(workdir),
+            lambda session, body: session.post(
+                url, data=body, headers={"Content-Type": "application/pkcs10"}
+            ),
+            args,
+        )
 
-            results += await measure(
-                "lamassu",
-                "new mTLS conn",
-                context,
-                lambda session, body: session.post(
-                    url, data=body, headers={"Content-Type": "application/pkcs10"}
-                ),
-                levels,
-                args.count,
-            )
-        async with openbao(workdir) as bao_url:
-            sign_url = f"{bao_url}/v1/pki/sign/device"
 
-            def bao_body(body: bytes) -> bytes:
-                csr = x509.load_der_x509_csr(base64.decodebytes(body))
-                pem = csr.public_bytes(serialization.Encoding.PEM).decode()
-                return json.dumps({"csr": pem, "common_name": "device"}).encode()
+async def run_openbao(workdir: Path, args: argparse.Namespace) -> list[Result]:
+    async with openbao(workdir) as bao_url:
+        sign_url = f"{bao_url}/v1/pki/sign/device"
 
-            def bao(session: aiohttp.ClientSession, body: bytes) -> Any:
-                return session.post(
-                    sign_url,
-                    data=body,
-                    headers={
-                        "X-Vault-Token": "bench",
-                        "Content-Type": "application/json",
-                    },
-                )
+        def bao_body(body: bytes) -> bytes:
+            csr = x509.load_der_x509_csr(base64.decodebytes(body))
+            pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+            return json.dumps({"csr": pem, "common_name": "device"}).encode()
 
-            results += await measure(
-                "openbao",
-                "new TLS conn",
-                bao_context(),
-                bao,
-                levels,
-                args.count,
-                bao_body,
+        def bao(session: aiohttp.ClientSession, body: bytes) -> Any:
+            return session.post(
+                sign_url,
+                data=body,
+                headers={"X-Vault-Token": "bench", "Content-Type": "application/json"},
             )
 
+        return await measure(
+            "openbao", "new TLS conn", bao_context(), bao, args, bao_body
+        )
+
+
+def report(results: list[Result], args: argparse.Namespace) -> None:
     print(
         f"\nenrollments on this machine ({os.cpu_count()} cores), {args.count} per row, "
         f"{args.gateways} EST gateway process(es), {datetime.now(UTC):%Y-%m-%d}"
@@ -430,25 +530,26 @@ async def main() -> None:
     )
     for r in results:
         print(
-            f"{r.label:<26}{r.concurrency:>5}{r.rate:>9.1f}{r.percentile(0.5):>9.1f}{r.percentile(0.99):>9.1f}{r.failures:>8}"
+            f"{r.label:<26}{r.concurrency:>5}{r.rate:>9.1f}{r.percentile(0.5):>9.1f}"
+            f"{r.percentile(0.99):>9.1f}{r.failures:>8}"
         )
-    print("\nratio lamassu / openbao (per s)")
-    for level in levels:
-        for ours_mode, bao_mode in (
-            ("new mTLS conn", "new TLS conn"),
-            ("keep-alive", "keep-alive"),
-        ):
-            mine = next(
-                r
-                for r in results
-                if r.label == f"lamassu {ours_mode}" and r.concurrency == level
+    for other in ("openbao", "floor"):
+        pairs = [
+            (mine, theirs)
+            for mine in results
+            for theirs in results
+            if mine.label.startswith("lamassu ")
+            and theirs.label.startswith(f"{other} ")
+            and mine.concurrency == theirs.concurrency
+            and mine.label.endswith("keep-alive") == theirs.label.endswith("keep-alive")
+        ]
+        if pairs:
+            print(f"\nratio lamassu / {other} (per s)")
+        for mine, theirs in pairs:
+            mode = mine.label.removeprefix("lamassu ")
+            print(
+                f"  c={mine.concurrency:<3} {mode:<14} {mine.rate / theirs.rate:5.2f}x"
             )
-            theirs = next(
-                r
-                for r in results
-                if r.label == f"openbao {bao_mode}" and r.concurrency == level
-            )
-            print(f"  c={level:<3} {ours_mode:<14} {mine.rate / theirs.rate:5.2f}x")
     print(
         json.dumps(
             {
@@ -468,5 +569,43 @@ async def main() -> None:
     )
 
 
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--count", type=int, default=300, help="enrollments per measurement"
+    )
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=int(os.environ.get("EST_WORKERS", "1")) or os.cpu_count() or 1,
+        help="EST gateway processes sharing the port (default: EST_WORKERS, else 1; 0: one per core)",
+    )
+    parser.add_argument(
+        "--systems",
+        default="lamassu,openbao",
+        help="comma-separated: lamassu, openbao, floor (TLS and HTTP alone, "
+        "the ceiling of any aiohttp gateway here); ratios need lamassu",
+    )
+    parser.add_argument(
+        "--modes",
+        default="new,keep-alive",
+        help="comma-separated: new (a new TLS connection per request), keep-alive",
+    )
+    args = parser.parse_args()
+    args.levels = [int(c) for c in args.concurrency.split(",")]
+    args.modes = args.modes.split(",")
+    systems = args.systems.split(",")
+    runs = {"lamassu": run_lamassu, "openbao": run_openbao, "floor": run_floor}
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="lamassu-bench-") as tmp:
+        for system in systems:
+            results += await runs[system](Path(tmp), args)
+    report(results, args)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--serve-floor"]:  # run_floor's server process
+        serve_floor(Path(sys.argv[2]), int(sys.argv[3]))
+    else:
+        asyncio.run(main())
