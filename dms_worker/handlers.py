@@ -53,6 +53,7 @@ from dms_worker.authorization import (
     CSRRejected,
     Decision,
     DeviceIdentity,
+    DMSRecord,
     authorize_enrollment,
     authorize_reenrollment,
     certificate_serial,
@@ -252,17 +253,13 @@ def _chain(pems: Sequence[str]) -> list[x509.Certificate]:
         ) from None
 
 
-async def _authorize_enrollment(
+def _authorize_enrollment(
     request: EnrollmentRequest,
     chain: list[x509.Certificate],
-    identity: DeviceIdentity,
+    dms: DMSRecord | None,
     ctx: DmsContext,
 ) -> str:
     """RFC 7030 §3.3.2: the DMS authenticates with its certificate; returns its name."""
-    serial = certificate_serial(chain[0]) if chain else None
-    dms, decommissioned = await ctx.deps.store.enrollment_facts(
-        ctx.conn, dms_serial=serial, device_id=identity.device_id
-    )
     _enforce(
         authorize_enrollment(
             chain,
@@ -274,14 +271,25 @@ async def _authorize_enrollment(
             now=ctx.now,
         )
     )
-    if decommissioned:
-        raise EnrollmentForbidden(f"device {identity.device_id!r} is decommissioned")
     assert dms is not None  # noqa: S101 - authorization found the DMS holding the leaf
     return dms.name
 
 
-async def authorize_request(request: EnrollmentRequest, ctx: DmsContext) -> Outcome:
-    """Authorize an EST request; forward it to the CA worker, which replies to the gateway."""
+@dataclass(frozen=True, slots=True)
+class _Presented:
+    """An EST request as read: its CSR, the device it names, the TLS client chain."""
+
+    csr: x509.CertificateSigningRequest
+    identity: DeviceIdentity
+    chain: list[x509.Certificate]
+
+    @property
+    def dms_serial(self) -> str | None:
+        """The serial to find a DMS by (the leaf of the chain), when one is given."""
+        return certificate_serial(self.chain[0]) if self.chain else None
+
+
+def _presented(request: EnrollmentRequest) -> _Presented:
     # The proof of possession is the CA worker's to check, and it does before it signs
     # (as the gateway did before asking): a third ECDSA verification here would be
     # about a tenth of this worker's CPU per enrollment.
@@ -290,30 +298,74 @@ async def authorize_request(request: EnrollmentRequest, ctx: DmsContext) -> Outc
         identity = device_identity(csr)
     except CSRRejected as exc:
         raise BadCSR(str(exc)) from None
-    chain = _chain(request.client_certificate_chain_pem)
+    return _Presented(csr, identity, _chain(request.client_certificate_chain_pem))
+
+
+async def authorize_request(request: EnrollmentRequest, ctx: DmsContext) -> Outcome:
+    """Authorize an EST request; forward it to the CA worker, which replies to the gateway."""
+    return (await authorize_requests([(request, ctx)]))[0]
+
+
+async def authorize_requests(
+    items: Sequence[tuple[EnrollmentRequest, DmsContext]],
+) -> list[Outcome]:
+    """EST requests that arrived together: what they need from the database is read
+    with one statement; a refusal of any sends each through ``authorize_request``."""
+    ctx = items[0][1]
+    presented = [_presented(request) for request, _ in items]
+    facts = await ctx.deps.store.enrollment_facts(
+        ctx.conn,
+        [
+            (
+                None if request.kind is EnrollmentKind.REENROLL else p.dms_serial,
+                p.identity.device_id,
+            )
+            for (request, _), p in zip(items, presented, strict=True)
+        ],
+    )
+    return [
+        await _authorized(request, p, dms, decommissioned, item_ctx)
+        for (request, item_ctx), p, (dms, decommissioned) in zip(
+            items, presented, facts, strict=True
+        )
+    ]
+
+
+async def _authorized(
+    request: EnrollmentRequest,
+    presented: _Presented,
+    dms_record: DMSRecord | None,
+    decommissioned: bool,
+    ctx: DmsContext,
+) -> Outcome:
+    """The decision on one request, given what the database holds: the enrollment
+    for the CA worker to sign, or the refusal (a ``Failure``) that names why."""
+    identity, chain = presented.identity, presented.chain
     # RFC 7030 §3.2.2: the label names the CA; an unknown one is not found.
     label = await ctx.deps.cas.get(request.label)
     dms: str | None = None
     replaces: str | None = None
     if request.kind is EnrollmentKind.REENROLL:
         # RFC 7030 §4.2.2: the device authenticates with the certificate it renews.
-        presented = chain[0] if chain else None
+        leaf = chain[0] if chain else None
         _enforce(
             authorize_reenrollment(
-                presented,
-                csr=csr,
+                leaf,
+                csr=presented.csr,
                 issuing_ca=label.certificate,
-                device_decommissioned=await ctx.deps.store.is_decommissioned(
-                    ctx.conn, identity.device_id
-                ),
+                device_decommissioned=decommissioned,
                 revoked_serials=frozenset(),  # the CA worker checks it is not revoked
                 now=ctx.now,
             )
         )
-        assert presented is not None  # noqa: S101 - authorization refuses None
-        replaces = certificate_serial(presented)
+        assert leaf is not None  # noqa: S101 - authorization refuses None
+        replaces = certificate_serial(leaf)
     else:
-        dms = await _authorize_enrollment(request, chain, identity, ctx)
+        dms = _authorize_enrollment(request, chain, dms_record, ctx)
+        if decommissioned:
+            raise EnrollmentForbidden(
+                f"device {identity.device_id!r} is decommissioned"
+            )
     if label.internal:
         raise EnrollmentForbidden(
             f"CA {label.name!r} is internal: devices do not enroll with it"
@@ -400,7 +452,9 @@ HANDLERS: Mapping[str, Route] = {
     RevokeDMS.TYPE: Route(RevokeDMS, revoke_dms),
     GetDMS.TYPE: Route(GetDMS, get_dms, writes=False),
     ListDMSs.TYPE: Route(ListDMSs, list_dmss, writes=False),
-    EnrollmentRequest.TYPE: Route(EnrollmentRequest, authorize_request, writes=False),
+    EnrollmentRequest.TYPE: Route(
+        EnrollmentRequest, authorize_request, writes=False, many=authorize_requests
+    ),
 }
 
 EVENT_HANDLERS: Mapping[str, Route] = {

@@ -3,6 +3,7 @@ so the caller owns the transaction. Rows come back as contract views."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -149,33 +150,34 @@ class Store:
         )
 
     async def enrollment_facts(
-        self, conn: asyncpg.Connection, *, dms_serial: str | None, device_id: str
-    ) -> tuple[DMSRecord | None, bool]:
-        """What authorizing an enrollment reads, in one round trip: the DMS holding
-        the certificate with ``dms_serial``, and whether the device is decommissioned."""
-        row = await conn.fetchrow(
-            """SELECT d.name, d.status, d.authorized_cas, d.certificate_der,
-                      EXISTS (SELECT 1 FROM dms.decommissioned_devices
-                              WHERE device_id = $2) AS decommissioned
-               FROM (SELECT 1) AS one
-               LEFT JOIN dms.dms AS d ON d.certificate_serial = $1""",
-            dms_serial,
-            device_id,
+        self, conn: asyncpg.Connection, asked: Sequence[tuple[str | None, str]]
+    ) -> list[tuple[DMSRecord | None, bool]]:
+        """What authorizing enrollments reads, with one statement: for each (serial of
+        the presented certificate, device id), the DMS holding that certificate and
+        whether the device is decommissioned."""
+        rows = await conn.fetch(
+            """SELECT a.serial, d.name, d.status, d.authorized_cas, d.certificate_der,
+                      EXISTS (SELECT 1 FROM dms.decommissioned_devices AS g
+                              WHERE g.device_id = a.device_id) AS decommissioned
+               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
+                    AS a(serial, device_id, i)
+               LEFT JOIN dms.dms AS d ON d.certificate_serial = a.serial
+               ORDER BY a.i""",
+            [serial for serial, _ in asked],
+            [device_id for _, device_id in asked],
         )
-        assert row is not None  # noqa: S101 - one row always, from (SELECT 1)
-        dms = None
-        if row["name"] is not None:
-            dms = DMSRecord(
-                row["name"],
-                DMSStatus(row["status"]),
-                frozenset(row["authorized_cas"]),
-                dms_serial or "",
-                row["certificate_der"],
+        return [
+            (
+                None
+                if row["name"] is None
+                else DMSRecord(
+                    row["name"],
+                    DMSStatus(row["status"]),
+                    frozenset(row["authorized_cas"]),
+                    row["serial"],
+                    row["certificate_der"],
+                ),
+                bool(row["decommissioned"]),
             )
-        return dms, bool(row["decommissioned"])
-
-    async def is_decommissioned(self, conn: asyncpg.Connection, device_id: str) -> bool:
-        found = await conn.fetchval(
-            "SELECT 1 FROM dms.decommissioned_devices WHERE device_id = $1", device_id
-        )
-        return found is not None
+            for row in rows
+        ]

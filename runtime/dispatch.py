@@ -123,7 +123,8 @@ class Route:
     ``many`` takes a run of consecutive messages of this type at once, in one savepoint,
     so that it reads and writes with one statement per batch where ``handler`` would
     use one per message (events that arrive by the thousand, like a sweep's). If it
-    refuses (a ``Failure``), each message goes through ``handler`` alone.
+    refuses (a ``Failure``), each message goes through ``handler`` alone. A read-only
+    route's ``many`` takes what arrived together (authorizations read with one query).
     """
 
     model: type[BaseModel]
@@ -224,6 +225,11 @@ def _poison(envelope: CloudEvent) -> _Settlement:
     )
 
 
+def _refusal(exc: Failure) -> _Settlement:
+    log.info("request_refused", code=str(exc.code), reason=str(exc))
+    return _Settlement(reply=Reply.failure(exc.code, str(exc)))
+
+
 def _handled(outcome: Outcome) -> _Settlement:
     if outcome.forward is not None:
         return _Settlement(forward=outcome.forward)
@@ -254,6 +260,9 @@ class Dispatcher:
         self._clock = clock
         self._arrived: list[_Delivery] = []
         self._batches: asyncio.Task[None] | None = None
+        # Read-only messages of ``many`` routes waiting to be read together.
+        self._to_read: list[_Delivery] = []
+        self._reads: asyncio.Task[None] | None = None
         # Settlements in flight; held so that they are not garbage-collected midway.
         self._settling: set[asyncio.Task[None]] = set()
         # The last batch's settlement: the next batch acknowledges after it.
@@ -287,7 +296,12 @@ class Dispatcher:
             return
         delivery = _Delivery(message, envelope, route, request)
         if not route.writes:
-            await self._settle(delivery, await self._read(delivery))
+            if route.many is None:
+                await self._settle(delivery, await self._read(delivery))
+                return
+            self._to_read.append(delivery)
+            if self._reads is None:
+                self._reads = asyncio.create_task(self._run_reads())
             return
         if not route.batched:
             alone = asyncio.create_task(self._run_batch([delivery], in_order=False))
@@ -301,14 +315,16 @@ class Dispatcher:
 
     async def drain(self) -> None:
         """Wait until every message handed over so far is settled (tests, shutdown)."""
-        while self._batches is not None or self._settling:
-            if self._batches is not None:
-                await self._batches
+        while self._batches is not None or self._reads is not None or self._settling:
+            await asyncio.gather(
+                *(task for task in (self._batches, self._reads) if task is not None)
+            )
             await asyncio.gather(*self._settling)
 
     # --- read-only routes ----------------------------------------------------------
 
     async def _read(self, delivery: _Delivery) -> _Settlement:
+        _bind(delivery.message, delivery.envelope)
         try:
             async with self._pool.acquire() as conn:
                 ctx = self._context(conn, delivery.envelope, self._clock())
@@ -317,12 +333,60 @@ class Dispatcher:
             log.warning("message_retried", error=str(exc))
             return _REQUEUE
         except Failure as exc:
-            log.info("request_refused", code=str(exc.code), reason=str(exc))
-            return _Settlement(reply=Reply.failure(exc.code, str(exc)))
+            return _refusal(exc)
         except Exception:
             log.exception("handler_crashed")
             return _poison(delivery.envelope)
         return _handled(outcome)
+
+    async def _run_reads(self) -> None:
+        """Read-only messages of ``many`` routes: what arrived together, at once."""
+        try:
+            await asyncio.sleep(0)  # one turn of the loop, as for batches
+            while self._to_read:
+                arrived, self._to_read = self._to_read, []
+                for run in _runs(arrived):
+                    settlements = await self._read_run(run)
+                    task = asyncio.create_task(self._settle_run(run, settlements))
+                    self._settling.add(task)
+                    task.add_done_callback(self._settling.discard)
+        finally:
+            self._reads = None
+
+    async def _read_run(self, run: Sequence[_Delivery]) -> list[_Settlement]:
+        """One type's read-only messages through its ``many`` handler on one
+        connection; one by one if it refuses or fails, so that each gets its answer."""
+        many = run[0].route.many
+        assert many is not None  # noqa: S101 - only such routes are queued to read
+        try:
+            async with self._pool.acquire() as conn:
+                now = self._clock()
+                outcomes = await many(
+                    [(d.request, self._context(conn, d.envelope, now)) for d in run]
+                )
+        except _TRANSIENT as exc:
+            log.warning("batch_retried", error=str(exc), messages=len(run))
+            return [_REQUEUE] * len(run)
+        except Failure as exc:
+            if len(run) == 1:
+                return [_refusal(exc)]
+            log.info("batch_refused", reason=str(exc), messages=len(run))
+            return [await self._read(d) for d in run]
+        except Exception:
+            if len(run) == 1:
+                log.exception("handler_crashed")
+                return [_poison(run[0].envelope)]
+            return [await self._read(d) for d in run]
+        if len(outcomes) != len(run):
+            raise RuntimeError(f"{len(outcomes)} outcomes for {len(run)} messages")
+        return [_handled(outcome) for outcome in outcomes]
+
+    async def _settle_run(
+        self, run: Sequence[_Delivery], settlements: Sequence[_Settlement]
+    ) -> None:
+        await asyncio.gather(
+            *(self._settle(d, s) for d, s in zip(run, settlements, strict=True))
+        )
 
     # --- batches of writing routes -------------------------------------------------
 
@@ -455,9 +519,8 @@ class Dispatcher:
     @staticmethod
     def _refused(delivery: _Delivery, exc: Failure, writes: _Writes) -> _Settlement:
         _bind(delivery.message, delivery.envelope)
-        log.info("request_refused", code=str(exc.code), reason=str(exc))
         writes.refused.append(delivery.envelope.id)
-        return _Settlement(reply=Reply.failure(exc.code, str(exc)))
+        return _refusal(exc)
 
     async def _record(self, conn: asyncpg.Connection, writes: _Writes) -> None:
         """The batch's outbox rows and stored replies, one statement each."""

@@ -486,13 +486,48 @@ ENROLL_REFUSALS = {
 async def test_enroll_refusals(bus: Bus, site: Site, case: Refused) -> None:
     """Each refused enrollment gets its code and a one-line reason, from the DMS worker."""
     chain = await case.chain(site, bus)
-    label = {None: site.device_ca.name, "other": site.other_ca.name}.get(
-        case.label, case.label
-    )
-    csr = case.csr or csr_pem(make_csr(unique("dev"))[1])
-    code, message = refusal(await enroll(bus, str(label), csr, chain))
+    code, message = refusal(await enroll(bus, _label(site, case), _csr(case), chain))
     assert case.code == code
     assert case.reason in message
+
+
+def _label(site: Site, case: Refused) -> str:
+    names = {None: site.device_ca.name, "other": site.other_ca.name}
+    return str(names.get(case.label, case.label))
+
+
+def _csr(case: Refused) -> str:
+    return case.csr or csr_pem(make_csr(unique("dev"))[1])
+
+
+async def test_enrollments_arriving_together_are_each_decided(
+    bus: Bus, site: Site
+) -> None:
+    """Requests the DMS worker reads together, with one statement: each allowed one
+    gets its certificate, each refused one its own code and reason."""
+    cases = list(ENROLL_REFUSALS.values())
+    chains = [await case.chain(site, bus) for case in cases]
+
+    def allowed() -> Awaitable[Reply]:
+        csr = csr_pem(make_csr(unique("dev"))[1])
+        return enroll(bus, site.device_ca.name, csr, [site.dms.certificate_pem])
+
+    replies = await asyncio.gather(*(allowed() for _ in range(5)))
+    assert 5 == len({issued(reply).serial for reply in replies})
+
+    replies = await asyncio.gather(
+        allowed(),
+        *(
+            enroll(bus, _label(site, case), _csr(case), chain)
+            for case, chain in zip(cases, chains, strict=True)
+        ),
+        allowed(),
+    )
+    issued(replies[0])
+    issued(replies[-1])
+    for case, reply in zip(cases, replies[1:-1], strict=True):
+        code, message = refusal(reply)
+        assert (case.code, True) == (code, case.reason in message), message
 
 
 # --- re-enrollment -------------------------------------------------------------------

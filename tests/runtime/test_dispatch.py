@@ -54,12 +54,16 @@ class Notes:
     flaky: set[str] = field(default_factory=set)  # texts that fail once, transiently
     transactions: list[int] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)  # sizes ``many`` was called with
+    read_only: bool = False  # reads the note back instead of storing it
 
     async def __call__(self, note: Note, ctx: Context) -> Outcome:
         self.transactions.append(await ctx.conn.fetchval("SELECT txid_current()"))
-        await ctx.conn.execute(
-            f"INSERT INTO {self.schema}.notes (text) VALUES ($1)", note.text
-        )
+        if self.read_only:
+            await ctx.conn.fetchval("SELECT $1::text", note.text)
+        else:
+            await ctx.conn.execute(
+                f"INSERT INTO {self.schema}.notes (text) VALUES ($1)", note.text
+            )
         if note.text.startswith("refuse"):
             raise Conflict(f"{note.text} is refused")
         if note.text.startswith("crash"):
@@ -76,10 +80,14 @@ class Notes:
         """The same, one statement for the batch; refuses all if one is refused."""
         self.batches.append(len(items))
         conn = items[0][1].conn
-        await conn.execute(
-            f"INSERT INTO {self.schema}.notes (text) SELECT unnest($1::text[])",
-            [note.text for note, _ in items],
-        )
+        texts = [note.text for note, _ in items]
+        if self.read_only:
+            await conn.fetch("SELECT unnest($1::text[])", texts)
+        else:
+            await conn.execute(
+                f"INSERT INTO {self.schema}.notes (text) SELECT unnest($1::text[])",
+                texts,
+            )
         if any(note.text.startswith("refuse") for note, _ in items):
             raise Conflict("a note of the batch is refused")
         return [
@@ -174,7 +182,7 @@ async def harness(
     backends: Backends, request: pytest.FixtureRequest
 ) -> AsyncIterator[Harness]:
     """The dispatcher on a fresh queue; ``indirect`` "many" gives its route ``many``,
-    "alone" makes it not ``batched``."""
+    "alone" makes it not ``batched``, "read-many" makes it read-only with ``many``."""
     schema = f"dispatch_{uuid.uuid4().hex[:8]}"
     pool = await backends.pool()
     await migrate(pool, schema, [])
@@ -185,12 +193,13 @@ async def harness(
     queue = await bus.declare_worker_queue(
         "test", purpose, [(bus.topology.commands, NOTE)]
     )
-    handler = Notes(schema)
     variant = getattr(request, "param", None)
+    handler = Notes(schema, read_only=variant == "read-many")
     route = Route(
         Note,
         handler,
-        many=handler.many if variant == "many" else None,
+        writes=variant != "read-many",
+        many=handler.many if variant in {"many", "read-many"} else None,
         batched=variant != "alone",
     )
     dispatcher = Dispatcher(
@@ -355,6 +364,33 @@ async def test_a_refusal_fails_only_its_own_message_in_every_variant(
         assert [3] == harness.handler.batches
     else:
         assert 3 == len(set(harness.handler.transactions))
+
+
+@pytest.mark.parametrize("harness", ["read-many"], indirect=True)
+async def test_read_only_messages_that_arrive_together_are_read_at_once(
+    harness: Harness,
+) -> None:
+    """A read-only ``many`` route takes what arrived together in one call, outside any
+    transaction; refused, it answers each message on its own."""
+    together = [note("one"), note("two"), note("three")]
+    await harness.publish(together)
+    await harness.deliver(len(together))
+    replies = await settled(harness, together)
+    assert ["one", "two", "three"] == [
+        Note.model_validate(r.result).text for r in replies
+    ]
+    assert [3] == harness.handler.batches
+
+    with_refusal = [note("four"), note("refuse-me"), note("six")]
+    await harness.publish(with_refusal)
+    await harness.deliver(len(with_refusal))
+    four, refused, six = await settled(harness, with_refusal)
+    assert (four.ok, six.ok) == (True, True)
+    assert refused.error is not None
+    assert ErrorCode.CONFLICT == refused.error.code
+    assert [3, 3] == harness.handler.batches
+    await harness.dispatcher.drain()
+    assert [] == await harness.rows("SELECT id FROM {schema}.inbox")
 
 
 SLOW = "test.slow"
