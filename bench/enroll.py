@@ -34,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,6 +88,8 @@ class Result:
     seconds: float
     latencies: list[float]
     failures: int
+    # CPU seconds each process group spent during the run (client included).
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -98,12 +100,57 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def drive(
+# Process groups to account CPU to: name -> pids, looked up at each reading.
+Processes = Callable[[], dict[str, list[int]]]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU of a process so far (proc(5): utime, stime)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def named(command: str) -> list[int]:
+    """Every process whose command name (proc(5) comm) is ``command``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == command:
+                    found.append(int(entry.name))
+    return found
+
+
+def _cpu_reading(processes: Processes) -> dict[str, dict[int, float]]:
+    return {
+        name: {pid: _cpu_seconds(pid) for pid in pids}
+        for name, pids in processes().items()
+    }
+
+
+def _cpu_spent(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+) -> dict[str, float]:
+    """CPU seconds per group between two readings; a process born since counts whole."""
+    return {
+        name: sum(
+            seconds - before.get(name, {}).get(pid, 0.0)
+            for pid, seconds in pids.items()
+        )
+        for name, pids in after.items()
+    }
+
+
+async def drive(  # noqa: PLR0917 - a benchmark knob list
     label: str,
     concurrency: int,
     jobs: list[bytes],
     send: Callable[[aiohttp.ClientSession, bytes], Awaitable[bool]],
     session_factory: Callable[[], aiohttp.ClientSession],
+    processes: Processes,
 ) -> Result:
     """Run ``jobs`` with ``concurrency`` workers, each with its own client session."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -122,16 +169,14 @@ async def drive(
                 latencies.append(time.perf_counter() - started)
                 failures += not ok
 
+    cpu_before = _cpu_reading(processes)
+    client_before = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Result(
-        label,
-        concurrency,
-        len(jobs),
-        time.perf_counter() - started,
-        latencies,
-        failures,
-    )
+    seconds = time.perf_counter() - started
+    cpu = {"client": time.process_time() - client_before}
+    cpu |= _cpu_spent(cpu_before, _cpu_reading(processes))
+    return Result(label, concurrency, len(jobs), seconds, latencies, failures, cpu)
 
 
 # --- our PKI --------------------------------------------------------------------------
@@ -140,7 +185,7 @@ async def drive(
 @contextlib.asynccontextmanager
 async def lamassu_stack(
     workdir: Path, gateways: int = 1
-) -> AsyncIterator[dict[str, str]]:
+) -> AsyncIterator[tuple[dict[str, str], Processes]]:
     """The PKI's processes; ``gateways`` EST gateway processes share the port."""
     database = f"lamassu_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
@@ -203,7 +248,17 @@ async def lamassu_stack(
                 raise RuntimeError("the gateway did not start; see services.log")
             await asyncio.sleep(0.1)
         env["URL"] = f"https://127.0.0.1:{port}/.well-known/est/bench-ca/simpleenroll"
-        yield env
+
+        def processes() -> dict[str, list[int]]:
+            groups: dict[str, list[int]] = {}
+            for name, child in zip(services, children, strict=True):
+                groups.setdefault(name, []).append(child.pid)
+            return groups | {
+                "rabbitmq": named("beam.smp"),
+                "postgres": named("postgres"),
+            }
+
+        yield env, processes
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)
@@ -337,6 +392,7 @@ async def run_floor(workdir: Path, args: argparse.Namespace) -> list[Result]:
                 url, data=body, headers={"Content-Type": "application/pkcs10"}
             ),
             args,
+            lambda: {"floor server": [server.pid]},
         )
     finally:
         server.send_signal(signal.SIGTERM)
@@ -347,7 +403,7 @@ async def run_floor(workdir: Path, args: argparse.Namespace) -> list[Result]:
 
 
 @contextlib.asynccontextmanager
-async def openbao(workdir: Path) -> AsyncIterator[str]:
+async def openbao(workdir: Path) -> AsyncIterator[tuple[str, Processes]]:
     bao = shutil.which("bao") or str(ROOT / ".venv" / "bin" / "bao")
     port = free_port()
     log = (workdir / "bao.log").open("ab")
@@ -418,7 +474,7 @@ async def openbao(workdir: Path) -> AsyncIterator[str]:
                         raise RuntimeError(
                             f"{path}: {response.status} {await response.text()}"
                         )
-        yield url
+        yield url, lambda: {"openbao": [process.pid]}
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -446,6 +502,7 @@ async def measure(  # noqa: PLR0917 - a benchmark knob list
     context: ssl.SSLContext,
     post: Callable[[aiohttp.ClientSession, bytes], Any],
     args: argparse.Namespace,
+    processes: Processes,
     prepare: Callable[[bytes], bytes] = lambda body: body,
 ) -> list[Result]:
     """One system at each concurrency: a new TLS connection per request, then keep-alive.
@@ -479,14 +536,16 @@ async def measure(  # noqa: PLR0917 - a benchmark knob list
             # Request bodies are made before the clock starts.
             jobs = [prepare(body) for body in csr_bodies(args.count)]
             print(f"# {system} {label} c={level}: started", file=sys.stderr)
-            result = await drive(f"{system} {label}", level, jobs, send, factory)
+            result = await drive(
+                f"{system} {label}", level, jobs, send, factory, processes
+            )
             print(f"# {result.label} c={level}: {result.rate:.0f}/s", file=sys.stderr)
             results.append(result)
     return results
 
 
 async def run_lamassu(workdir: Path, args: argparse.Namespace) -> list[Result]:
-    async with lamassu_stack(workdir, args.gateways) as env:
+    async with lamassu_stack(workdir, args.gateways) as (env, processes):
         url = env["URL"]
         return await measure(
             "lamassu",
@@ -496,11 +555,12 @@ async def run_lamassu(workdir: Path, args: argparse.Namespace) -> list[Result]:
                 url, data=body, headers={"Content-Type": "application/pkcs10"}
             ),
             args,
+            processes,
         )
 
 
 async def run_openbao(workdir: Path, args: argparse.Namespace) -> list[Result]:
-    async with openbao(workdir) as bao_url:
+    async with openbao(workdir) as (bao_url, processes):
         sign_url = f"{bao_url}/v1/pki/sign/device"
 
         def bao_body(body: bytes) -> bytes:
@@ -516,7 +576,7 @@ async def run_openbao(workdir: Path, args: argparse.Namespace) -> list[Result]:
             )
 
         return await measure(
-            "openbao", "new TLS conn", bao_context(), bao, args, bao_body
+            "openbao", "new TLS conn", bao_context(), bao, args, processes, bao_body
         )
 
 
@@ -533,6 +593,16 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             f"{r.label:<26}{r.concurrency:>5}{r.rate:>9.1f}{r.percentile(0.5):>9.1f}"
             f"{r.percentile(0.99):>9.1f}{r.failures:>8}"
         )
+    print(
+        "\nCPU per request, ms, by process (user + system; beam.smp is RabbitMQ, all "
+        "postgres processes are PostgreSQL)"
+    )
+    for r in results:
+        parts = "  ".join(
+            f"{name} {1000 * seconds / r.count:.2f}" for name, seconds in r.cpu.items()
+        )
+        total = 1000 * sum(r.cpu.values()) / r.count
+        print(f"  {r.label:<24} c={r.concurrency:<3} total {total:5.2f}: {parts}")
     for other in ("openbao", "floor"):
         pairs = [
             (mine, theirs)
@@ -561,6 +631,10 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
                         "p50_ms": round(r.percentile(0.5), 1),
                         "p99_ms": round(r.percentile(0.99), 1),
                         "failed": r.failures,
+                        "cpu_ms": {
+                            name: round(1000 * seconds / r.count, 3)
+                            for name, seconds in r.cpu.items()
+                        },
                     }
                     for r in results
                 ]
