@@ -3,22 +3,25 @@ outbox and inbox, reply, acknowledge. Handlers never see aio-pika.
 
 Messages whose route writes are handled in batches: what has arrived (at most the
 queue's prefetch) runs on one connection in one transaction, each run of consecutive
-messages of one type in one savepoint (a refusal sends that run again, a savepoint per
-message), with one statement each for the inbox rows, the outbox rows and the stored
-replies, and one commit; then the replies are published together, so the broker
-confirms them together. A commit and a publisher confirm cost about a millisecond each
-here (DESIGN §7): paying them once per batch is where the throughput is. A batch starts
-as soon as the previous one has committed, with what arrived meanwhile; it never waits
-for more. Read-only routes run concurrently, outside any transaction; a route that is
-not ``batched`` runs each message as a batch of its own, concurrently.
+messages of one type together (in a savepoint when the batch has several runs), with
+one statement for the inbox rows, one for the outbox rows and the stored replies, and
+one commit; then the replies are published together, so the broker confirms them
+together. A round trip to PostgreSQL, a commit and a publisher confirm cost a
+fraction of a millisecond to a millisecond each here (DESIGN §7): paying them once per
+batch is where the throughput is. A batch starts as soon as the previous one has
+committed, with what arrived meanwhile; it never waits for more. Read-only routes run
+concurrently, outside any transaction (those with ``many`` take what arrived together
+at once); a route that is not ``batched`` runs each message as a batch of its own,
+concurrently.
 
 How each outcome is settled (one table, house rule 24):
 
 =========================================  =============================================
 malformed body, unknown type, bad data      reply ``invalid`` if asked; dead-letter
-handler raises a Failure (not Transient)    its savepoint is rolled back; reply with its
-                                            code; ack (the rest of the batch commits,
-                                            its run's other handlers having run again)
+handler raises a Failure (not Transient)    its run is undone (to its savepoint, or
+                                            the whole transaction) and its messages go
+                                            again, each in a savepoint; reply with its
+                                            code; ack (the rest of the batch commits)
 handler raises Transient; DB or engine      the whole batch is rolled back and nacked
 unavailable; deadlock                       with requeue; the queue's delivery limit
                                             dead-letters a message after 5 tries
@@ -41,6 +44,7 @@ opens a channel per queue); otherwise each message is settled on its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +63,7 @@ from contracts.errors import ErrorCode, Reply
 from engines.errors import EngineUnavailable
 from runtime.bus import Bus, BusUnavailable
 from runtime.errors import Failure, Transient
-from runtime.outbox import OutboxRelay, write_commands, write_events
+from runtime.outbox import COPY_FROM, OutboxRelay, copy_rows, insert_rows, outbox_rows
 
 __all__ = [
     "ContextFactory",
@@ -154,6 +158,10 @@ def _runs(deliveries: Iterable[_Delivery]) -> list[list[_Delivery]]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class _Redo(Exception):  # noqa: N818 - not an error: a signal to run the batch again
+    """A handler of a batch run without savepoints refused: roll back, run again."""
 
 
 class _Verdict(enum.Enum):
@@ -437,13 +445,30 @@ class Dispatcher:
     async def _transact(self, batch: Sequence[_Delivery]) -> dict[str, _Settlement]:
         """Run a batch in one transaction; each message id's settlement once committed.
 
+        A batch of one run (the usual case: a busy queue of one message type) runs
+        without a savepoint. If one of its handlers refuses, the transaction is rolled
+        back and the batch runs again, each message in a savepoint of its own.
+
         Raises what ``_run_batch`` maps: a transient error or a bug, after rollback.
         """
         firsts: dict[str, _Delivery] = {}
         for delivery in batch:
             firsts.setdefault(delivery.envelope.id, delivery)
+        async with self._pool.acquire() as conn:
+            try:
+                settlements, writes = await self._attempt(conn, firsts, alone=False)
+            except _Redo:
+                settlements, writes = await self._attempt(conn, firsts, alone=True)
+        if (writes.events or writes.commands) and self._relay is not None:
+            self._relay.wake()
+        return settlements
+
+    async def _attempt(
+        self, conn: asyncpg.Connection, firsts: Mapping[str, _Delivery], *, alone: bool
+    ) -> tuple[dict[str, _Settlement], _Writes]:
+        """The batch in one transaction: ``alone``, each message in its own savepoint."""
         writes = _Writes()
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with conn.transaction():
             # The inbox rows are claimed first: a twin in another transaction waits on
             # its row until this one commits, then finds it processed.
             fresh = {
@@ -456,30 +481,46 @@ class Dispatcher:
             }
             seen = [message_id for message_id in firsts if message_id not in fresh]
             settlements = await self._stored_replies(conn, seen) if seen else {}
-            for run in _runs(d for i, d in firsts.items() if i in fresh):
-                settlements.update(await self._apply_run(conn, run, writes))
+            runs = _runs(d for i, d in firsts.items() if i in fresh)
+            for run in runs:
+                if alone:
+                    for delivery in run:
+                        settlements[delivery.envelope.id] = await self._apply(
+                            conn, delivery, writes
+                        )
+                else:
+                    settlements.update(
+                        await self._apply_run(
+                            conn, run, writes, savepoint=len(runs) > 1
+                        )
+                    )
             await self._record(conn, writes)
-        if (writes.events or writes.commands) and self._relay is not None:
-            self._relay.wake()
-        return settlements
+        return settlements, writes
 
     async def _apply_run(
-        self, conn: asyncpg.Connection, run: Sequence[_Delivery], writes: _Writes
+        self,
+        conn: asyncpg.Connection,
+        run: Sequence[_Delivery],
+        writes: _Writes,
+        *,
+        savepoint: bool,
     ) -> dict[str, _Settlement]:
-        """Consecutive messages of one type in one savepoint: through the route's
-        ``many`` handler, else through its handler one after the other. If a handler
-        refuses, the savepoint is rolled back and each message of the run goes again
-        in a savepoint of its own, so that only the refused one is undone.
+        """Consecutive messages of one type together: through the route's ``many``
+        handler, else through its handler one after the other. If a handler refuses,
+        the run is undone (to its savepoint, else with the whole transaction: ``_Redo``)
+        and each of its messages goes again in a savepoint of its own, so that only the
+        refused one is undone.
 
         A savepoint costs two round trips to PostgreSQL, as much as a handler's work
-        (DESIGN §7): one per run instead of one per message. A refusal costs a second
-        run of the others' handlers; refusals are the rare case.
+        (DESIGN §7): one per run, not one per message, and none for a batch that is
+        one run. A refusal costs a second run of the others' handlers; refusals are
+        the rare case.
         """
         route = run[0].route
         now = self._clock()
         items = [(d.request, self._context(conn, d.envelope, now)) for d in run]
         try:
-            async with conn.transaction():
+            async with conn.transaction() if savepoint else contextlib.nullcontext():
                 if route.many is not None:
                     outcomes = list(await route.many(items))
                 else:
@@ -490,9 +531,9 @@ class Dispatcher:
         except Transient:
             raise
         except Failure as exc:
-            if len(run) == 1:
-                return {run[0].envelope.id: self._refused(run[0], exc, writes)}
             log.info("batch_refused", reason=str(exc), messages=len(run))
+            if not savepoint:
+                raise _Redo from exc
             return {d.envelope.id: await self._apply(conn, d, writes) for d in run}
         if len(outcomes) != len(run):
             raise RuntimeError(f"{len(outcomes)} outcomes for {len(run)} messages")
@@ -523,22 +564,29 @@ class Dispatcher:
         return _refusal(exc)
 
     async def _record(self, conn: asyncpg.Connection, writes: _Writes) -> None:
-        """The batch's outbox rows and stored replies, one statement each."""
-        await write_events(conn, self._schema, writes.events)
-        await write_commands(conn, self._schema, writes.commands)
-        if writes.replies:
-            await conn.execute(
-                f"UPDATE {self._schema}.inbox AS i SET reply = r.reply::jsonb "
-                "FROM unnest($1::text[], $2::text[]) AS r(id, reply) WHERE i.id = r.id",
-                list(writes.replies),
-                list(writes.replies.values()),
-            )
-        # A refused message leaves no inbox row: a redelivery is judged afresh.
-        if writes.refused:
-            await conn.execute(
-                f"DELETE FROM {self._schema}.inbox WHERE id = ANY($1::text[])",
-                writes.refused,
-            )
+        """The batch's outbox rows, its stored replies, and the inbox rows of refused
+        messages removed (a redelivery is judged afresh): one statement for it all,
+        as a round trip to PostgreSQL costs more than the rows (DESIGN §7)."""
+        rows = outbox_rows(writes.events, writes.commands)
+        if len(rows[0]) >= COPY_FROM:
+            await copy_rows(conn, self._schema, rows)
+            rows = ([], [], [], [])
+        if not (rows[0] or writes.replies or writes.refused):
+            return
+        schema = self._schema
+        # Data-modifying WITH clauses run whether or not they are referenced.
+        await conn.execute(
+            f"""WITH outbox AS ({insert_rows(schema)}),
+                replies AS (
+                    UPDATE {schema}.inbox AS i SET reply = r.reply::jsonb
+                    FROM unnest($5::text[], $6::text[]) AS r(id, reply)
+                    WHERE i.id = r.id)
+                DELETE FROM {schema}.inbox WHERE id = ANY($7::text[])""",
+            *rows,
+            list(writes.replies),
+            list(writes.replies.values()),
+            writes.refused,
+        )
 
     async def _stored_replies(
         self, conn: asyncpg.Connection, ids: list[str]

@@ -19,48 +19,85 @@ from aio_pika.exceptions import AMQPError
 from contracts.envelope import CloudEvent
 from runtime.bus import Bus
 
-__all__ = ["OutboxRelay", "write_commands", "write_events"]
+__all__ = [
+    "COPY_FROM",
+    "OutboxRelay",
+    "copy_rows",
+    "insert_rows",
+    "outbox_rows",
+    "write_commands",
+    "write_events",
+]
 
 log = structlog.get_logger("outbox")
 
-# From this many rows on, COPY beats a multi-row INSERT (a sweep shard writes hundreds);
-# below it, COPY's extra round trip to learn the column types costs more than it saves.
-_COPY_FROM = 64
+# From this many rows on, COPY beats a one-statement INSERT (a sweep shard writes
+# hundreds); below it, COPY's extra round trip to learn the column types costs more.
+COPY_FROM = 64
+
+Rows = tuple[list[str], list[str], list[str], list[bytes]]
 
 
-async def _write(
-    conn: asyncpg.Connection, schema: str, exchange: str, messages: Sequence[CloudEvent]
-) -> None:
-    if not messages:
-        return
-    rows = [(m.id, exchange, m.type, m.model_dump_json().encode()) for m in messages]
-    if len(rows) < _COPY_FROM:
-        await conn.executemany(
-            f"INSERT INTO {schema}.outbox (id, exchange, routing_key, body) "
-            "VALUES ($1, $2, $3, $4)",
-            rows,
-        )
-        return
+def outbox_rows(
+    events: Sequence[CloudEvent], commands: Sequence[CloudEvent] = ()
+) -> Rows:
+    """Outbox rows as four columns (id, exchange, routing key, body), for ``INSERT``."""
+    messages = [("events", m) for m in events] + [("commands", m) for m in commands]
+    return (
+        [m.id for _, m in messages],
+        [exchange for exchange, _ in messages],
+        [m.type for _, m in messages],
+        [m.model_dump_json().encode() for _, m in messages],
+    )
+
+
+def insert_rows(schema: str, first: int = 1) -> str:
+    """One statement adding the rows of ``outbox_rows``, passed as parameters
+    ``$first`` to ``$first+3``: one statement for PostgreSQL to run, not one per row."""
+    p = [f"${first + i}" for i in range(4)]
+    return (
+        f"INSERT INTO {schema}.outbox (id, exchange, routing_key, body) "
+        f"SELECT * FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[], "
+        f"{p[3]}::bytea[])"
+    )
+
+
+async def copy_rows(conn: asyncpg.Connection, schema: str, rows: Rows) -> None:
     await conn.copy_records_to_table(
         "outbox",
         schema_name=schema,
         columns=["id", "exchange", "routing_key", "body"],
-        records=rows,
+        records=zip(*rows, strict=True),
     )
+
+
+async def _write(
+    conn: asyncpg.Connection,
+    schema: str,
+    events: Sequence[CloudEvent],
+    commands: Sequence[CloudEvent] = (),
+) -> None:
+    if not events and not commands:
+        return
+    rows = outbox_rows(events, commands)
+    if len(rows[0]) >= COPY_FROM:
+        await copy_rows(conn, schema, rows)
+    else:
+        await conn.execute(insert_rows(schema), *rows)
 
 
 async def write_events(
     conn: asyncpg.Connection, schema: str, events: Sequence[CloudEvent]
 ) -> None:
-    """Add events to the outbox inside the caller's transaction (one multi-row insert)."""
-    await _write(conn, schema, "events", events)
+    """Add events to the outbox inside the caller's transaction (one statement)."""
+    await _write(conn, schema, events)
 
 
 async def write_commands(
     conn: asyncpg.Connection, schema: str, commands: Sequence[CloudEvent]
 ) -> None:
     """Add fire-and-forget commands (no reply) to the outbox, e.g. revoke on decommission."""
-    await _write(conn, schema, "commands", commands)
+    await _write(conn, schema, (), commands)
 
 
 class OutboxRelay:
@@ -88,26 +125,25 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         """Publish one batch; returns how many events went out."""
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"SELECT seq, id, exchange, routing_key, body FROM {self._schema}.outbox "
-                "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+            # Claimed and deleted in one statement; a failed publish rolls it back.
+            claimed = await conn.fetch(
+                f"DELETE FROM {self._schema}.outbox WHERE seq IN "
+                f"(SELECT seq FROM {self._schema}.outbox ORDER BY seq LIMIT $1 "
+                "FOR UPDATE SKIP LOCKED) "
+                "RETURNING seq, id, exchange, routing_key, body",
                 self._batch,
             )
-            if not rows:
+            if not claimed:
                 return 0
             topology = self._bus.topology
             exchanges = {"events": topology.events, "commands": topology.commands}
             await self._bus.publish_batch(
                 [
                     (exchanges[r["exchange"]], r["routing_key"], r["id"], r["body"])
-                    for r in rows
+                    for r in sorted(claimed, key=lambda r: r["seq"])
                 ]
             )
-            await conn.execute(
-                f"DELETE FROM {self._schema}.outbox WHERE seq = ANY($1::bigint[])",
-                [r["seq"] for r in rows],
-            )
-            return len(rows)
+            return len(claimed)
 
     async def run(self) -> None:
         """Relay until cancelled; errors are logged once and retried after the poll interval."""
