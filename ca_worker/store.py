@@ -258,11 +258,6 @@ class Store:
         )
         return None if row is None else _certificate_view(row)
 
-    async def get_certificate_by_request(
-        self, conn: asyncpg.Connection, request_id: str
-    ) -> CertificateView | None:
-        return (await self.certificates_by_request(conn, [request_id])).get(request_id)
-
     async def certificates_by_request(
         self, conn: asyncpg.Connection, request_ids: Sequence[str]
     ) -> dict[str, CertificateView]:
