@@ -40,10 +40,12 @@ def new_message(
     now: datetime,
     subject: str | None = None,
     correlation_id: str | None = None,
+    id_: str | None = None,
 ) -> CloudEvent:
-    """Wrap a contract model in a fresh envelope with a unique id."""
+    """Wrap a contract model in a fresh envelope with a unique id (``id_`` when the
+    caller derives it from what caused the message, so that a repeat has the same)."""
     return CloudEvent(
-        id=str(uuid.uuid4()),
+        id=id_ or str(uuid.uuid4()),
         source=source,
         type=type_,
         subject=subject,

@@ -7,6 +7,7 @@ authorized enrollment is forwarded to the CA worker, which answers the EST gatew
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -88,6 +89,8 @@ __all__ = [
 ]
 
 SOURCE = "service/dms"
+# Names the ids of dms.enroll / dms.reenroll (RFC 9562 §5.5): one per certificate.
+_ANNOUNCEMENTS = uuid.UUID("5b0c3a52-3f3e-4d55-9b1e-0d7a4c2f9e61")
 SCHEMA = "dms"
 
 
@@ -112,7 +115,14 @@ class DmsContext:
     deps: DmsDeps
 
 
-def _message(ctx: DmsContext, type_: str, subject: str, data: BaseModel) -> CloudEvent:
+def _message(
+    ctx: DmsContext,
+    type_: str,
+    subject: str,
+    data: BaseModel,
+    *,
+    id_: str | None = None,
+) -> CloudEvent:
     return new_message(
         type_=type_,
         source=SOURCE,
@@ -120,6 +130,7 @@ def _message(ctx: DmsContext, type_: str, subject: str, data: BaseModel) -> Clou
         data=data,
         now=ctx.now,
         correlation_id=ctx.correlation_id,
+        id_=id_,
     )
 
 
@@ -403,7 +414,20 @@ async def announce_enrollment(certificate: CertificateView, ctx: DmsContext) -> 
         not_before=certificate.not_before,
         not_after=certificate.not_after,
     )
-    return Outcome(events=[_message(ctx, model.TYPE, f"dms/{certificate.dms}", data)])
+    # Published before the certificate.create is acked, not through the outbox: a
+    # redelivery announces again, under the same id (one event per certificate).
+    event_id = str(uuid.uuid5(_ANNOUNCEMENTS, f"{model.TYPE}/{certificate.serial}"))
+    return Outcome(
+        events=[_message(ctx, model.TYPE, f"dms/{certificate.dms}", data, id_=event_id)]
+    )
+
+
+async def announce_enrollments(
+    items: Sequence[tuple[CertificateView, DmsContext]],
+) -> list[Outcome]:
+    """``certificate.create`` events that arrived together: their announcements are
+    published in one batch."""
+    return [await announce_enrollment(certificate, ctx) for certificate, ctx in items]
 
 
 async def revoke_dms_of_certificate(
@@ -458,7 +482,12 @@ HANDLERS: Mapping[str, Route] = {
 }
 
 EVENT_HANDLERS: Mapping[str, Route] = {
-    "certificate.create": Route(CertificateView, announce_enrollment),
+    "certificate.create": Route(
+        CertificateView,
+        announce_enrollment,
+        writes=False,
+        many=announce_enrollments,
+    ),
     CertificateStatusUpdate.TYPE: Route(
         CertificateStatusUpdate, revoke_dms_of_certificate
     ),

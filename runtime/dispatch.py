@@ -31,6 +31,8 @@ a bug (any other exception)                 the batch is rolled back and each of
                                             dead-lettered
 success                                     commit, wake the relay, reply; ack
 success with ``forward``                    publish it keeping reply_to; ack
+success of a read-only route with events    publish them (confirmed), reply; ack; if
+                                            they fail, nack with requeue
 an id already processed (redelivered, or    re-send the stored reply; ack
 twice in one batch)
 =========================================  =============================================
@@ -47,7 +49,7 @@ import asyncio
 import contextlib
 import enum
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,8 +118,11 @@ ContextFactory = Callable[[asyncpg.Connection, CloudEvent, datetime], Any]
 class Route:
     """A message type's contract model and the handler that takes it.
 
-    ``writes=False`` marks a handler that changes nothing (queries, authorization):
-    it runs without a transaction or an inbox row, since repeating it is harmless.
+    ``writes=False`` marks a handler that changes nothing (queries, authorization,
+    an event made from an event): it runs without a transaction or an inbox row,
+    since repeating it is harmless. Its events are published before its message is
+    acked, not through the outbox: their ids must come from what the handler read,
+    so that a redelivery publishes the same ids again.
 
     ``batched=False`` runs each message in a transaction of its own, side by side with
     the others (up to the queue's prefetch): for a message that is itself a large
@@ -187,6 +192,8 @@ class _Settlement:
     reply: Reply | None = None
     forward: CloudEvent | None = None
     verdict: _Verdict = _Verdict.ACK
+    # A read-only route's events and commands: published before the ack (no outbox).
+    publish: tuple[tuple[str, CloudEvent], ...] = ()
 
 
 _REQUEUE = _Settlement(verdict=_Verdict.REQUEUE)
@@ -242,6 +249,15 @@ def _handled(outcome: Outcome) -> _Settlement:
     if outcome.forward is not None:
         return _Settlement(forward=outcome.forward)
     return _Settlement(reply=Reply.success(outcome.result))
+
+
+def _read_out(outcome: Outcome) -> _Settlement:
+    """A read-only route's outcome: its events and commands go out with the answer."""
+    settlement = _handled(outcome)
+    publish = tuple(("events", e) for e in outcome.events) + tuple(
+        ("commands", c) for c in outcome.commands
+    )
+    return replace(settlement, publish=publish) if publish else settlement
 
 
 class Dispatcher:
@@ -305,7 +321,7 @@ class Dispatcher:
         delivery = _Delivery(message, envelope, route, request)
         if not route.writes:
             if route.many is None:
-                await self._settle(delivery, await self._read(delivery))
+                await self._settle_run([delivery], [await self._read(delivery)])
                 return
             self._to_read.append(delivery)
             if self._reads is None:
@@ -345,7 +361,7 @@ class Dispatcher:
         except Exception:
             log.exception("handler_crashed")
             return _poison(delivery.envelope)
-        return _handled(outcome)
+        return _read_out(outcome)
 
     async def _run_reads(self) -> None:
         """Read-only messages of ``many`` routes: what arrived together, at once."""
@@ -387,14 +403,41 @@ class Dispatcher:
             return [await self._read(d) for d in run]
         if len(outcomes) != len(run):
             raise RuntimeError(f"{len(outcomes)} outcomes for {len(run)} messages")
-        return [_handled(outcome) for outcome in outcomes]
+        return [_read_out(outcome) for outcome in outcomes]
 
     async def _settle_run(
         self, run: Sequence[_Delivery], settlements: Sequence[_Settlement]
     ) -> None:
+        """Answer read-only messages; the events they caused are published first, all
+        in one batch, and a message is acked only once its events are confirmed."""
+        settlements = await self._published(settlements)
         await asyncio.gather(
             *(self._settle(d, s) for d, s in zip(run, settlements, strict=True))
         )
+
+    async def _published(
+        self, settlements: Sequence[_Settlement]
+    ) -> Sequence[_Settlement]:
+        """Publish the settlements' events and commands; if that fails, the messages
+        that caused them are requeued. Their redelivery publishes them again under
+        the same ids (handlers of read-only routes make their ids from what they
+        read), which consumers absorb by deduplicating on the id."""
+        messages = [m for s in settlements for m in s.publish]
+        if not messages:
+            return settlements
+        topology = self._bus.topology
+        exchanges = {"events": topology.events, "commands": topology.commands}
+        try:
+            await self._bus.publish_batch(
+                [
+                    (exchanges[exchange], m.type, m.id, m.model_dump_json().encode())
+                    for exchange, m in messages
+                ]
+            )
+        except (*_CHANNEL_GONE, BusUnavailable, OSError) as exc:
+            log.warning("events_unpublished", error=f"{type(exc).__name__}: {exc}")
+            return [_REQUEUE if s.publish else s for s in settlements]
+        return settlements
 
     # --- batches of writing routes -------------------------------------------------
 

@@ -102,10 +102,21 @@ class EventLog:
     async def wait_for(
         self, type_: str, subject: str, where: Where | None = None, timeout: float = 10
     ) -> CloudEvent:
+        return (await self.wait_for_all(type_, subject, where, 1, timeout))[0]
+
+    async def wait_for_all(
+        self,
+        type_: str,
+        subject: str,
+        where: Where | None = None,
+        count: int = 1,
+        timeout: float = 10,
+    ) -> list[CloudEvent]:
+        """At least ``count`` matching events, once they have arrived."""
         async with asyncio.timeout(timeout), self._changed:
-            while not (found := self.matching(type_, subject, where)):
+            while len(found := self.matching(type_, subject, where)) < count:
                 await self._changed.wait()
-            return found[0]
+            return found
 
 
 class Clock:

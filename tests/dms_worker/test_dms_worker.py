@@ -355,12 +355,24 @@ async def test_enroll_issues_from_the_label_ca(
         cert.dms,
         cert.replaces,
     )
-    event = await events.wait_for("dms.enroll", f"dms/{site.dms.name}")
+    event = await events.wait_for(
+        "dms.enroll", f"dms/{site.dms.name}", lambda d: d["serial"] == cert.serial
+    )
     assert (device, "tls", cert.serial) == (
         event.data["device_id"],
         event.data["slot"],
         event.data["serial"],
     )
+    # certificate.create delivered again (at least once): announced again, same id.
+    created = await events.wait_for("certificate.create", f"certificate/{cert.serial}")
+    await bus.publish(bus.topology.events, created)
+    twice = await events.wait_for_all(
+        "dms.enroll",
+        f"dms/{site.dms.name}",
+        lambda d: d["serial"] == cert.serial,
+        count=2,
+    )
+    assert {event.id} == {e.id for e in twice}
 
 
 async def test_serverkeygen_is_authorized_as_enroll(bus: Bus, site: Site) -> None:

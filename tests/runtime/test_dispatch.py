@@ -400,6 +400,45 @@ async def test_read_only_messages_that_arrive_together_are_read_at_once(
     assert [] == await harness.rows("SELECT id FROM {schema}.inbox")
 
 
+@pytest.mark.parametrize("harness", ["read-many"], indirect=True)
+async def test_read_only_events_are_published_before_the_ack(harness: Harness) -> None:
+    """A read-only route's events go out with publisher confirms, not through the
+    outbox; if they cannot, the message is requeued, and handled again later."""
+    arrived: asyncio.Queue[CloudEvent] = asyncio.Queue()
+
+    async def on_event(message: AbstractIncomingMessage) -> None:
+        async with message.process():
+            arrived.put_nowait(CloudEvent.model_validate_json(message.body))
+
+    async def texts(count: int) -> list[str]:
+        async with asyncio.timeout(10):
+            return sorted([(await arrived.get()).data["text"] for _ in range(count)])
+
+    await harness.bus.subscribe("test.noted", on_event)
+    together = [note("one"), note("two")]
+    await harness.publish(together)
+    await harness.deliver(len(together))
+    assert all(reply.ok for reply in await settled(harness, together))
+    assert ["one", "two"] == await texts(2)
+    assert [] == await harness.rows("SELECT id FROM {schema}.outbox")
+
+    # Without the events exchange the broker refuses the publish: no reply, no ack.
+    await harness.channel.exchange_delete(harness.bus.topology.events)
+    unpublished = note("three")
+    await harness.publish([unpublished])
+    (first,) = await harness.deliver(1)
+    await harness.dispatcher.drain()
+    assert not harness.replies[unpublished.correlationid or ""].done()
+
+    # The exchange is back (any worker declares it at start): the redelivery goes out.
+    await (await Bus.connect(AMQP_URL, harness.bus.topology)).close()
+    await harness.bus.subscribe("test.noted", on_event)
+    (again,) = await harness.deliver(1)
+    assert first.message_id == again.message_id
+    assert (await harness.reply(unpublished)).ok
+    assert ["three"] == await texts(1)
+
+
 SLOW = "test.slow"
 
 
