@@ -126,10 +126,13 @@ class OutboxRelay:
         """Publish one batch; returns how many events went out."""
         async with self._pool.acquire() as conn, conn.transaction():
             # Claimed and deleted in one statement; a failed publish rolls it back.
+            # ``= ANY(ARRAY(...))`` runs the claim once and deletes through the primary
+            # key; ``IN (...)`` plans a hash join over the whole table, which a backlog
+            # makes quadratic.
             claimed = await conn.fetch(
-                f"DELETE FROM {self._schema}.outbox WHERE seq IN "
-                f"(SELECT seq FROM {self._schema}.outbox ORDER BY seq LIMIT $1 "
-                "FOR UPDATE SKIP LOCKED) "
+                f"DELETE FROM {self._schema}.outbox WHERE seq = ANY(ARRAY("
+                f"SELECT seq FROM {self._schema}.outbox ORDER BY seq LIMIT $1 "
+                "FOR UPDATE SKIP LOCKED)) "
                 "RETURNING seq, id, exchange, routing_key, body",
                 self._batch,
             )
