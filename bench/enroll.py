@@ -682,4 +682,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve-floor"]:  # run_floor's server process
         serve_floor(Path(sys.argv[2]), int(sys.argv[3]))
     else:
+        # kill and timeout clean up as Ctrl-C does: the workers this started are
+        # stopped and its database and queues removed.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         asyncio.run(main())

@@ -689,4 +689,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # kill and timeout clean up as Ctrl-C does: the workers this started are
+    # stopped and its database and queues removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     asyncio.run(main())
