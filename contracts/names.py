@@ -35,6 +35,11 @@ class Topology:
     def events(self) -> str:
         return f"{self.prefix}lamassu.events"
 
+    def exchange(self, kind: str) -> str:
+        """The topic exchange of a kind of message, ``events`` or ``commands`` (as the
+        outbox keeps it)."""
+        return {"events": self.events, "commands": self.commands}[kind]
+
     @property
     def dead(self) -> str:
         return f"{self.prefix}lamassu.dead"

@@ -65,7 +65,7 @@ from contracts.errors import ErrorCode, Reply
 from engines.errors import EngineUnavailable
 from runtime.bus import Bus, BusUnavailable
 from runtime.errors import Failure, Transient
-from runtime.outbox import COPY_FROM, OutboxRelay, copy_rows, insert_rows, outbox_rows
+from runtime.outbox import OutboxRelay, copy_many, insert_rows, outbox_rows
 
 __all__ = [
     "ContextFactory",
@@ -159,6 +159,13 @@ def _runs(deliveries: Iterable[_Delivery]) -> list[list[_Delivery]]:
         else:
             runs.append([delivery])
     return runs
+
+
+def _one_each(run: Sequence[_Delivery], outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """A ``many`` handler's outcomes, one per message, or the bug it is raised."""
+    if len(outcomes) != len(run):
+        raise RuntimeError(f"{len(outcomes)} outcomes for {len(run)} messages")
+    return list(outcomes)
 
 
 def _now() -> datetime:
@@ -385,8 +392,11 @@ class Dispatcher:
         try:
             async with self._pool.acquire() as conn:
                 now = self._clock()
-                outcomes = await many(
-                    [(d.request, self._context(conn, d.envelope, now)) for d in run]
+                outcomes = _one_each(
+                    run,
+                    await many(
+                        [(d.request, self._context(conn, d.envelope, now)) for d in run]
+                    ),
                 )
         except _TRANSIENT as exc:
             log.warning("batch_retried", error=str(exc), messages=len(run))
@@ -401,8 +411,6 @@ class Dispatcher:
                 log.exception("handler_crashed")
                 return [_poison(run[0].envelope)]
             return [await self._read(d) for d in run]
-        if len(outcomes) != len(run):
-            raise RuntimeError(f"{len(outcomes)} outcomes for {len(run)} messages")
         return [_read_out(outcome) for outcome in outcomes]
 
     async def _settle_run(
@@ -426,12 +434,16 @@ class Dispatcher:
         if not messages:
             return settlements
         topology = self._bus.topology
-        exchanges = {"events": topology.events, "commands": topology.commands}
         try:
             await self._bus.publish_batch(
                 [
-                    (exchanges[exchange], m.type, m.id, m.model_dump_json().encode())
-                    for exchange, m in messages
+                    (
+                        topology.exchange(kind),
+                        m.type,
+                        m.id,
+                        m.model_dump_json().encode(),
+                    )
+                    for kind, m in messages
                 ]
             )
         except (*_CHANNEL_GONE, BusUnavailable, OSError) as exc:
@@ -565,7 +577,7 @@ class Dispatcher:
         try:
             async with conn.transaction() if savepoint else contextlib.nullcontext():
                 if route.many is not None:
-                    outcomes = list(await route.many(items))
+                    outcomes = _one_each(run, await route.many(items))
                 else:
                     outcomes = []
                     for delivery, (request, ctx) in zip(run, items, strict=True):
@@ -578,8 +590,6 @@ class Dispatcher:
             if not savepoint:
                 raise _Redo from exc
             return {d.envelope.id: await self._apply(conn, d, writes) for d in run}
-        if len(outcomes) != len(run):
-            raise RuntimeError(f"{len(outcomes)} outcomes for {len(run)} messages")
         return {
             d.envelope.id: writes.took(d.envelope.id, outcome)
             for d, outcome in zip(run, outcomes, strict=True)
@@ -610,10 +620,9 @@ class Dispatcher:
         """The batch's outbox rows, its stored replies, and the inbox rows of refused
         messages removed (a redelivery is judged afresh): one statement for it all,
         as a round trip to PostgreSQL costs more than the rows (DESIGN §7)."""
-        rows = outbox_rows(writes.events, writes.commands)
-        if len(rows[0]) >= COPY_FROM:
-            await copy_rows(conn, self._schema, rows)
-            rows = ([], [], [], [])
+        rows = await copy_many(
+            conn, self._schema, outbox_rows(writes.events, writes.commands)
+        )
         if not (rows[0] or writes.replies or writes.refused):
             return
         schema = self._schema

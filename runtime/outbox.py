@@ -20,9 +20,8 @@ from contracts.envelope import CloudEvent
 from runtime.bus import Bus
 
 __all__ = [
-    "COPY_FROM",
     "OutboxRelay",
-    "copy_rows",
+    "copy_many",
     "insert_rows",
     "outbox_rows",
     "write_commands",
@@ -33,7 +32,7 @@ log = structlog.get_logger("outbox")
 
 # From this many rows on, COPY beats a one-statement INSERT (a sweep shard writes
 # hundreds); below it, COPY's extra round trip to learn the column types costs more.
-COPY_FROM = 64
+_COPY_FROM = 64
 
 Rows = tuple[list[str], list[str], list[str], list[bytes]]
 
@@ -62,13 +61,18 @@ def insert_rows(schema: str, first: int = 1) -> str:
     )
 
 
-async def copy_rows(conn: asyncpg.Connection, schema: str, rows: Rows) -> None:
+async def copy_many(conn: asyncpg.Connection, schema: str, rows: Rows) -> Rows:
+    """COPY ``rows`` when there are many; what is left for ``insert_rows`` (none
+    then, else all of them)."""
+    if len(rows[0]) < _COPY_FROM:
+        return rows
     await conn.copy_records_to_table(
         "outbox",
         schema_name=schema,
         columns=["id", "exchange", "routing_key", "body"],
         records=zip(*rows, strict=True),
     )
+    return ([], [], [], [])
 
 
 async def _write(
@@ -77,12 +81,8 @@ async def _write(
     events: Sequence[CloudEvent],
     commands: Sequence[CloudEvent] = (),
 ) -> None:
-    if not events and not commands:
-        return
-    rows = outbox_rows(events, commands)
-    if len(rows[0]) >= COPY_FROM:
-        await copy_rows(conn, schema, rows)
-    else:
+    rows = await copy_many(conn, schema, outbox_rows(events, commands))
+    if rows[0]:
         await conn.execute(insert_rows(schema), *rows)
 
 
@@ -139,10 +139,14 @@ class OutboxRelay:
             if not claimed:
                 return 0
             topology = self._bus.topology
-            exchanges = {"events": topology.events, "commands": topology.commands}
             await self._bus.publish_batch(
                 [
-                    (exchanges[r["exchange"]], r["routing_key"], r["id"], r["body"])
+                    (
+                        topology.exchange(r["exchange"]),
+                        r["routing_key"],
+                        r["id"],
+                        r["body"],
+                    )
                     for r in sorted(claimed, key=lambda r: r["seq"])
                 ]
             )
