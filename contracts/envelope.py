@@ -2,7 +2,9 @@
 
 Commands and queries use it too, so one decoder serves every queue; ``type`` is the
 routing key. The ``correlationid`` extension (CloudEvents §3.1.1 naming rules) carries the
-id of the request that caused a message across hops.
+id of the request that caused a message across hops. The ``deadline`` extension says
+when the sender of a command stops waiting: a worker that takes it later does not
+apply it, so a command the sender reported as not done is never done afterwards.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class CloudEvent(BaseModel):
     time: AwareDatetime
     datacontenttype: Literal["application/json"] = "application/json"
     correlationid: str | None = None
+    deadline: AwareDatetime | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -41,6 +44,7 @@ def new_message(
     subject: str | None = None,
     correlation_id: str | None = None,
     id_: str | None = None,
+    deadline: datetime | None = None,
 ) -> CloudEvent:
     """Wrap a contract model in a fresh envelope with a unique id (``id_`` when the
     caller derives it from what caused the message, so that a repeat has the same)."""
@@ -51,5 +55,6 @@ def new_message(
         subject=subject,
         time=now,
         correlationid=correlation_id,
+        deadline=deadline,
         data=data.model_dump(mode="json"),
     )

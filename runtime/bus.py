@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode, Reply
 from contracts.names import Topology
+from runtime.errors import Transient
 
 __all__ = [
     "Bus",
@@ -47,11 +48,11 @@ Outgoing = tuple[str, str, str, bytes]
 _DELIVERY_LIMIT = 5
 
 
-class BusUnavailable(Exception):  # noqa: N818 - mirrors the 'unavailable' error code
+class BusUnavailable(Transient):
     """The broker refused or could not route a message (no consumer queue bound)."""
 
 
-class RequestTimeout(Exception):  # noqa: N818
+class RequestTimeout(Transient):
     """No reply arrived within the deadline."""
 
 
@@ -97,6 +98,12 @@ class Bus:
             ),
         }
         return cls(connection, channel, topology, exchanges)
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (quick and synchronous: set an event) each time the robust
+        connection is restored; whatever followed events must catch up on what it
+        missed while the broker was away."""
+        self._connection.reconnect_callbacks.add(lambda _connection: callback())
 
     async def close(self) -> None:
         for future in self._pending.values():
@@ -146,6 +153,19 @@ class Bus:
         queue = await channel.get_queue(queue_name, ensure=True)
         return await queue.consume(consumer, no_ack=False)
 
+    async def consumer_count(self, queue_name: str) -> int | None:
+        """How many consumers a queue has now; None when it does not exist."""
+        channel = await self._connection.channel()
+        try:
+            queue = await channel.declare_queue(queue_name, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return None  # 404: a passive declare of an absent queue closes the channel
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        result = queue.declaration_result
+        return int(result.consumer_count or 0)
+
     async def subscribe(
         self, pattern: str, consumer: Consumer, *, prefetch: int = 50
     ) -> None:
@@ -166,8 +186,10 @@ class Bus:
         body: bytes | None = None,
         reply_to: str | None = None,
         mandatory: bool = False,
+        expiration: float | None = None,
     ) -> None:
-        """Publish persistently and wait for the broker's confirm."""
+        """Publish persistently and wait for the broker's confirm; ``expiration``
+        (seconds) has the broker drop the message if no consumer took it by then."""
         payload = body if body is not None else message.model_dump_json().encode()
         properties = _event_properties(
             message.id,
@@ -175,6 +197,9 @@ class Bus:
             correlation_id=message.correlationid,
             reply_to=reply_to,
         )
+        if expiration is not None:
+            # AMQP 0-9-1 per-message TTL, in milliseconds as a string (RabbitMQ).
+            properties.expiration = str(max(1, int(expiration * 1000)))
         try:
             await self._send(
                 exchange, message.type, payload, properties, mandatory=mandatory
@@ -279,8 +304,15 @@ class Bus:
 
     # --- request/reply -------------------------------------------------------------
 
-    async def request(self, command: CloudEvent, *, timeout: float) -> Reply:  # noqa: ASYNC109 - the deadline is part of the contract
-        """Send a command or query and wait for its typed reply."""
+    async def request(
+        self,
+        command: CloudEvent,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the deadline is part of the contract
+        expiration: float | None = None,
+    ) -> Reply:
+        """Send a command or query and wait for its typed reply (see ``publish`` for
+        ``expiration``)."""
         reply_to = await self._ensure_reply_queue()
         correlation_id = command.correlationid or command.id
         if command.correlationid is None:
@@ -289,7 +321,11 @@ class Bus:
         self._pending[correlation_id] = future
         try:
             await self.publish(
-                self.topology.commands, command, reply_to=reply_to, mandatory=True
+                self.topology.commands,
+                command,
+                reply_to=reply_to,
+                mandatory=True,
+                expiration=expiration,
             )
             async with asyncio.timeout(timeout):
                 return await future

@@ -117,6 +117,8 @@ def _plumbing(schema: str) -> str:
         reply jsonb,
         processed_at timestamptz NOT NULL DEFAULT now()
     );
+    -- Retention (runtime/inbox.py) deletes by age.
+    CREATE INDEX IF NOT EXISTS inbox_processed_at ON {schema}.inbox (processed_at);
     CREATE TABLE IF NOT EXISTS {schema}.schedule_claims (
         name text NOT NULL,
         period timestamptz NOT NULL,

@@ -22,9 +22,14 @@ handler raises a Failure (not Transient)    its run is undone (to its savepoint,
                                             the whole transaction) and its messages go
                                             again, each in a savepoint; reply with its
                                             code; ack (the rest of the batch commits)
-handler raises Transient; DB or engine      the whole batch is rolled back and nacked
-unavailable; deadlock                       with requeue; the queue's delivery limit
-                                            dead-letters a message after 5 tries
+a transient failure (``runtime.faults``:    the whole batch is rolled back and run
+Transient, broker, DB or engine away,       again after a capped, jittered backoff,
+deadlock)                                   unsettled meanwhile, for as long as the
+                                            failure lasts: it never uses the queue's
+                                            delivery limit (5), which is for bugs.
+                                            Messages whose channel closed meanwhile
+                                            are dropped from the retry: the broker
+                                            delivers them again
 a bug (any other exception)                 the batch is rolled back and each of its
                                             messages is run again alone; the one that
                                             fails alone gets ``unavailable`` and is
@@ -35,6 +40,8 @@ success of a read-only route with events    publish them (confirmed), reply; ack
                                             they fail, nack with requeue
 an id already processed (redelivered, or    re-send the stored reply; ack
 twice in one batch)
+past its ``deadline`` (a command whose      not applied: reply ``unavailable`` (the
+sender has stopped waiting)                 sender is gone); ack
 =========================================  =============================================
 
 A batch whose messages are all acked is acknowledged with one ack of its last delivery
@@ -62,9 +69,9 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode, Reply
-from engines.errors import EngineUnavailable
 from runtime.bus import Bus, BusUnavailable
 from runtime.errors import Failure, Transient
+from runtime.faults import Backoff, is_transient
 from runtime.outbox import OutboxRelay, copy_many, insert_rows, outbox_rows
 
 __all__ = [
@@ -79,16 +86,6 @@ __all__ = [
 
 log = structlog.get_logger("dispatch")
 
-# Worth another try later: the dependency is down, or PostgreSQL chose this transaction
-# as a deadlock or serialization victim (SQLSTATE class 40).
-_TRANSIENT = (
-    Transient,
-    EngineUnavailable,
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TransactionRollbackError,
-)
 # Settling on a channel that closed meanwhile: the broker redelivers the message.
 _CHANNEL_GONE = (AMQPError, ChannelInvalidStateError, ConnectionError)
 
@@ -224,6 +221,18 @@ class _Writes:
             self.replies[message_id] = settlement.reply.model_dump_json()
         return settlement
 
+    def took_expired(self, message_id: str, deadline: datetime) -> _Settlement:
+        """A command whose sender stopped waiting at ``deadline``: not applied, and a
+        redelivery is answered the same (the reply is stored with the inbox row)."""
+        log.info("message_expired", deadline=deadline.isoformat())
+        reply = Reply.failure(
+            ErrorCode.UNAVAILABLE,
+            f"not applied: its deadline ({deadline.isoformat()}) had passed when a "
+            "worker took it",
+        )
+        self.replies[message_id] = reply.model_dump_json()
+        return _Settlement(reply=reply)
+
 
 def _bind(message: AbstractIncomingMessage, envelope: CloudEvent | None) -> None:
     """Log context of one message (house rule 27)."""
@@ -281,6 +290,8 @@ class Dispatcher:
         relay: OutboxRelay | None,
         context: ContextFactory,
         clock: Callable[[], datetime] = _now,
+        transient: tuple[type[BaseException], ...] = (),
+        backoff: Backoff | None = None,
     ) -> None:
         self._routes = routes
         self._pool = pool
@@ -289,6 +300,9 @@ class Dispatcher:
         self._relay = relay
         self._context = context
         self._clock = clock
+        self._transient = transient
+        self._backoff = backoff or Backoff(initial=0.2, cap=30.0)
+        self._closing = False
         self._arrived: list[_Delivery] = []
         self._batches: asyncio.Task[None] | None = None
         # Read-only messages of ``many`` routes waiting to be read together.
@@ -328,7 +342,7 @@ class Dispatcher:
         delivery = _Delivery(message, envelope, route, request)
         if not route.writes:
             if route.many is None:
-                await self._settle_run([delivery], [await self._read(delivery)])
+                await self._settle_run([(delivery, await self._read(delivery))])
                 return
             self._to_read.append(delivery)
             if self._reads is None:
@@ -344,6 +358,11 @@ class Dispatcher:
         if self._batches is None:
             self._batches = asyncio.create_task(self._run_batches())
 
+    def close(self) -> None:
+        """Stop retrying: messages waiting out a transient failure are left to the
+        broker, which delivers them again once this consumer is gone."""
+        self._closing = True
+
     async def drain(self) -> None:
         """Wait until every message handed over so far is settled (tests, shutdown)."""
         while self._batches is not None or self._reads is not None or self._settling:
@@ -354,21 +373,26 @@ class Dispatcher:
 
     # --- read-only routes ----------------------------------------------------------
 
-    async def _read(self, delivery: _Delivery) -> _Settlement:
-        _bind(delivery.message, delivery.envelope)
-        try:
-            async with self._pool.acquire() as conn:
-                ctx = self._context(conn, delivery.envelope, self._clock())
-                outcome = await delivery.route.handler(delivery.request, ctx)
-        except _TRANSIENT as exc:
-            log.warning("message_retried", error=str(exc))
-            return _REQUEUE
-        except Failure as exc:
-            return _refusal(exc)
-        except Exception:
-            log.exception("handler_crashed")
-            return _poison(delivery.envelope)
-        return _read_out(outcome)
+    async def _read(self, delivery: _Delivery) -> _Settlement | None:
+        """One read-only message; None when it is left to the broker to redeliver."""
+        attempt = 0
+        while True:
+            _bind(delivery.message, delivery.envelope)
+            try:
+                async with self._pool.acquire() as conn:
+                    ctx = self._context(conn, delivery.envelope, self._clock())
+                    outcome = await delivery.route.handler(delivery.request, ctx)
+            except Exception as exc:
+                if is_transient(exc, self._transient):
+                    attempt += 1
+                    if not await self._pause(exc, [delivery], attempt):
+                        return None
+                    continue
+                if isinstance(exc, Failure):
+                    return _refusal(exc)
+                log.exception("handler_crashed")
+                return _poison(delivery.envelope)
+            return _read_out(outcome)
 
     async def _run_reads(self) -> None:
         """Read-only messages of ``many`` routes: what arrived together, at once."""
@@ -377,51 +401,80 @@ class Dispatcher:
             while self._to_read:
                 arrived, self._to_read = self._to_read, []
                 for run in _runs(arrived):
-                    settlements = await self._read_run(run)
-                    task = asyncio.create_task(self._settle_run(run, settlements))
+                    answered = await self._read_run(run)
+                    task = asyncio.create_task(self._settle_run(answered))
                     self._settling.add(task)
                     task.add_done_callback(self._settling.discard)
         finally:
             self._reads = None
 
-    async def _read_run(self, run: Sequence[_Delivery]) -> list[_Settlement]:
+    async def _read_run(
+        self, run: Sequence[_Delivery]
+    ) -> list[tuple[_Delivery, _Settlement | None]]:
         """One type's read-only messages through its ``many`` handler on one
         connection; one by one if it refuses or fails, so that each gets its answer."""
         many = run[0].route.many
-        assert many is not None  # noqa: S101 - only such routes are queued to read
-        try:
-            async with self._pool.acquire() as conn:
-                now = self._clock()
-                outcomes = _one_each(
-                    run,
-                    await many(
-                        [(d.request, self._context(conn, d.envelope, now)) for d in run]
-                    ),
-                )
-        except _TRANSIENT as exc:
-            log.warning("batch_retried", error=str(exc), messages=len(run))
-            return [_REQUEUE] * len(run)
-        except Failure as exc:
-            if len(run) == 1:
-                return [_refusal(exc)]
-            log.info("batch_refused", reason=str(exc), messages=len(run))
-            return [await self._read(d) for d in run]
-        except Exception:
-            if len(run) == 1:
-                log.exception("handler_crashed")
-                return [_poison(run[0].envelope)]
-            return [await self._read(d) for d in run]
-        return [_read_out(outcome) for outcome in outcomes]
+        if many is None:  # pragma: no cover - only such routes are queued to read
+            raise TypeError(f"route {run[0].envelope.type} reads one by one")
+        attempt = 0
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    now = self._clock()
+                    outcomes = _one_each(
+                        run,
+                        await many(
+                            [
+                                (d.request, self._context(conn, d.envelope, now))
+                                for d in run
+                            ]
+                        ),
+                    )
+            except Exception as exc:  # noqa: BLE001 - judged by the settlement table
+                if is_transient(exc, self._transient):
+                    attempt += 1
+                    run = await self._pause(exc, run, attempt)
+                    if not run:
+                        return []
+                    continue
+                if isinstance(exc, Failure) and len(run) > 1:
+                    log.info("batch_refused", reason=str(exc), messages=len(run))
+                return [(d, await self._read(d)) for d in run]
+            return [
+                (d, _read_out(outcome))
+                for d, outcome in zip(run, outcomes, strict=True)
+            ]
 
     async def _settle_run(
-        self, run: Sequence[_Delivery], settlements: Sequence[_Settlement]
+        self, answered: Sequence[tuple[_Delivery, _Settlement | None]]
     ) -> None:
         """Answer read-only messages; the events they caused are published first, all
-        in one batch, and a message is acked only once its events are confirmed."""
-        settlements = await self._published(settlements)
+        in one batch, and a message is acked only once its events are confirmed.
+        A message without a settlement is left to the broker to deliver again."""
+        kept = [(d, s) for d, s in answered if s is not None]
+        settlements = await self._published([s for _, s in kept])
         await asyncio.gather(
-            *(self._settle(d, s) for d, s in zip(run, settlements, strict=True))
+            *(self._settle(d, s) for (d, _), s in zip(kept, settlements, strict=True))
         )
+
+    async def _pause(
+        self, exc: BaseException, deliveries: Sequence[_Delivery], attempt: int
+    ) -> list[_Delivery]:
+        """After a transient failure, wait (backoff) before the next try; the
+        deliveries still worth it: none when stopping, and none whose channel closed
+        meanwhile (the broker delivers those again, to whoever consumes then)."""
+        delay = self._backoff.delay(attempt)
+        log.warning(
+            "batch_retrying",
+            error=f"{type(exc).__name__}: {exc}",
+            messages=len(deliveries),
+            attempt=attempt,
+            retry_in=round(delay, 2),
+        )
+        await asyncio.sleep(delay)
+        if self._closing:
+            return []
+        return [d for d in deliveries if not d.message.channel.is_closed]
 
     async def _published(
         self, settlements: Sequence[_Settlement]
@@ -470,23 +523,26 @@ class Dispatcher:
         """Run and settle a batch; ``in_order`` batches are acknowledged one after the
         other (what a ``multiple`` ack needs), the others as soon as they are done, so
         that a quick message running beside a slow one frees its prefetch slot."""
-        try:
-            settlements = await self._transact(batch)
-        except _TRANSIENT as exc:
-            log.warning(
-                "batch_retried",
-                error=f"{type(exc).__name__}: {exc}",
-                messages=len(batch),
-            )
-            settlements = {d.envelope.id: _REQUEUE for d in batch}
-        except Exception:
-            if len(batch) > 1:
-                # Find the poison message: alone, every other message commits.
-                for delivery in batch:
-                    await self._run_batch([delivery])
-                return
-            log.exception("handler_crashed")
-            settlements = {batch[0].envelope.id: _poison(batch[0].envelope)}
+        attempt = 0
+        while True:
+            try:
+                settlements = await self._transact(batch)
+                break
+            except Exception as exc:
+                if is_transient(exc, self._transient):
+                    attempt += 1
+                    batch = await self._pause(exc, batch, attempt)
+                    if not batch:
+                        return
+                    continue
+                if len(batch) > 1:
+                    # Find the poison message: alone, every other message commits.
+                    for delivery in batch:
+                        await self._run_batch([delivery])
+                    return
+                log.exception("handler_crashed")
+                settlements = {batch[0].envelope.id: _poison(batch[0].envelope)}
+                break
         task = asyncio.create_task(
             self._settle_batch(
                 batch, settlements, self._last_settlement if in_order else None
@@ -536,7 +592,15 @@ class Dispatcher:
             }
             seen = [message_id for message_id in firsts if message_id not in fresh]
             settlements = await self._stored_replies(conn, seen) if seen else {}
-            runs = _runs(d for i, d in firsts.items() if i in fresh)
+            # Wall-clock time, not the injected clock: the sender's deadline is real.
+            now = datetime.now(UTC)
+            for message_id in fresh:
+                deadline = firsts[message_id].envelope.deadline
+                if deadline is not None and deadline < now:
+                    settlements[message_id] = writes.took_expired(message_id, deadline)
+            runs = _runs(
+                d for i, d in firsts.items() if i in fresh and i not in settlements
+            )
             for run in runs:
                 if alone:
                     for delivery in run:

@@ -6,7 +6,9 @@ Failure
  ├── Invalid        invalid      (a malformed field, CSR, ...)
  ├── Unauthorized   unauthorized (no credential)
  ├── Forbidden      forbidden    (a credential, but not allowed)
- └── Transient      unavailable  (retry later: the message is redelivered, boundedly)
+ ├── Unavailable    unavailable  (cannot be done, and retrying will not change that:
+ │                                a CA whose key is missing; answered at once)
+ └── Transient      unavailable  (retry later: the work is tried again with backoff)
 
 Workers subclass these in their own ``errors.py``; only the edges map them to AMQP or HTTP.
 """
@@ -25,6 +27,7 @@ __all__ = [
     "NotFound",
     "Transient",
     "Unauthorized",
+    "Unavailable",
 ]
 
 
@@ -50,6 +53,10 @@ class Unauthorized(Failure):
 
 class Forbidden(Failure):
     code = ErrorCode.FORBIDDEN
+
+
+class Unavailable(Failure):
+    code = ErrorCode.UNAVAILABLE
 
 
 class Transient(Failure):

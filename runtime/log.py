@@ -70,7 +70,10 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One write per line (``print`` makes two: the text, then the newline), so the
+        # lines of processes sharing stderr (``lamassu up``) never interleave: a
+        # write of up to PIPE_BUF bytes to a pipe is atomic (POSIX write(2)).
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=cache,
     )
 

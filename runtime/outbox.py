@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import asyncpg
 import structlog
-from aio_pika.exceptions import AMQPError
 
 from contracts.envelope import CloudEvent
 from runtime.bus import Bus
+from runtime.faults import Backoff, is_transient
 
 __all__ = [
     "OutboxRelay",
@@ -111,12 +111,14 @@ class OutboxRelay:
         *,
         batch: int = 500,
         poll_interval: float = 1.0,
+        backoff: Backoff | None = None,
     ) -> None:
         self._pool = pool
         self._schema = schema
         self._bus = bus
         self._batch = batch
         self._poll_interval = poll_interval
+        self._backoff = backoff or Backoff(initial=0.2, cap=5.0)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -153,14 +155,28 @@ class OutboxRelay:
             return len(claimed)
 
     async def run(self) -> None:
-        """Relay until cancelled; errors are logged once and retried after the poll interval."""
+        """Relay until cancelled. A transient failure (the broker or the database
+        restarting) is logged once per outage and retried with backoff; anything else
+        is raised to the supervisor that runs this loop (``runtime.supervise``)."""
+        failures = 0
         while True:
             self._wake.clear()
             try:
                 while await self.drain_once() == self._batch:
                     pass
-            except (OSError, asyncpg.PostgresError, AMQPError, ConnectionError) as exc:
-                log.warning("outbox_relay_failed", error=str(exc))
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "outbox_relay_waiting", error=f"{type(exc).__name__}: {exc}"
+                    )
+                await asyncio.sleep(self._backoff.delay(failures))
+                continue
+            if failures:
+                log.info("outbox_relay_resumed", failed_tries=failures)
+                failures = 0
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
                     await self._wake.wait()

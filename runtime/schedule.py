@@ -23,7 +23,17 @@ from typing import Protocol
 import asyncpg
 import structlog
 
-__all__ = ["Cron", "Fire", "Interval", "Schedule", "Scheduler", "parse_schedule"]
+from runtime.faults import is_transient
+
+__all__ = [
+    "Cron",
+    "Fire",
+    "Interval",
+    "Schedule",
+    "Scheduler",
+    "parse_duration",
+    "parse_schedule",
+]
 
 log = structlog.get_logger("schedule")
 
@@ -163,6 +173,17 @@ class Cron:
         raise ValueError("the cron expression never matches")
 
 
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``1h`` or ``7d``; ValueError with a one-line reason."""
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 1h or 7d")
+    seconds = int(match[1]) * _UNITS[match[2]]
+    if seconds == 0:
+        raise ValueError("a duration must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
 def parse_schedule(text: str) -> Schedule | None:
     """``off``; an interval ``30s``, ``15m``, ``1h``, ``1d``; or a cron expression.
 
@@ -230,14 +251,18 @@ class Scheduler:
 
     async def run(self, fired: Callable[[], None]) -> None:
         """Tick now (a missed period is caught up) and at every period start, until
-        cancelled; ``fired`` is called after a firing commits (wakes the outbox relay)."""
+        cancelled; ``fired`` is called after a firing commits (wakes the outbox relay).
+        A transient failure is retried after ``retry_seconds``; anything else is
+        raised to the supervisor that runs this loop."""
         while True:
             try:
                 if await self.tick() is not None:
                     fired()
                 now = self._clock()
                 delay = (self._schedule.next_start(now) - now).total_seconds()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 log.warning("schedule_tick_failed", schedule=self._name, error=str(exc))
                 delay = self._retry
             await asyncio.sleep(max(delay, 0.0))

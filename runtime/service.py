@@ -15,13 +15,21 @@ from runtime.bus import BusUnavailable
 from runtime.db import DatabaseUnavailable
 from runtime.log import configure_logging
 from runtime.settings import LogSettings, SettingsError, load_settings
+from runtime.supervise import Unrecoverable
 
 __all__ = ["STARTUP_ERRORS", "run_service"]
 
 S = TypeVar("S", bound=LogSettings)
 
-# What a wrong setting or an absent dependency raises at start: printed as one line.
-STARTUP_ERRORS = (SettingsError, EngineError, DatabaseUnavailable, BusUnavailable)
+# What a wrong setting or an absent dependency raises at start, and what a process that
+# cannot recover raises later: printed as one line, exit status 1.
+STARTUP_ERRORS = (
+    SettingsError,
+    EngineError,
+    DatabaseUnavailable,
+    BusUnavailable,
+    Unrecoverable,
+)
 
 
 def run_service(

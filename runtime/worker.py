@@ -1,7 +1,10 @@
 """The life of a worker process: pool, migrations, bus, outbox relay, queues, shutdown.
 
 Each worker's ``__main__`` only says what is its own (schema, queues, routes, context);
-this module does the rest in one place.
+this module does the rest in one place. Background loops (the outbox relay, the inbox
+retention schedule, the worker's own) run under one ``Supervisor``: a loop that fails
+is restarted, and one that cannot recover stops the process with ``Unrecoverable``.
+Shutdown always closes the consumers, the bus and the pool, whatever failed before.
 """
 
 from __future__ import annotations
@@ -10,18 +13,22 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
 import structlog
+from pydantic import field_validator
 
 from contracts.names import Topology
 from runtime.bus import Bus
 from runtime.db import create_pool, discover_migrations, migrate
 from runtime.dispatch import ContextFactory, Dispatcher, Route
+from runtime.inbox import prune_inbox
 from runtime.outbox import OutboxRelay
+from runtime.schedule import Interval, Scheduler, parse_duration
 from runtime.settings import BusSettings, DatabaseSettings
+from runtime.supervise import Supervisor
 
 __all__ = ["Plan", "QueueSpec", "WorkerSettings", "serve_worker"]
 
@@ -33,6 +40,14 @@ class WorkerSettings(DatabaseSettings, BusSettings):
 
     # Off only where the outbox relay runs in another process (and in the crash test).
     outbox_relay: bool = True
+    # How long processed message ids and their stored replies are kept (runtime/inbox.py).
+    inbox_retention: timedelta = timedelta(days=7)
+    inbox_reply_retention: timedelta = timedelta(hours=1)
+
+    @field_validator("inbox_retention", "inbox_reply_retention", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +75,9 @@ class Plan:
     tasks: Sequence[Callable[[Callable[[], None]], Coroutine[Any, Any, None]]] = field(
         default_factory=tuple
     )
+    # Exceptions of the worker's own backends that mean "retry later" (an engine's
+    # EngineUnavailable), beside those runtime.faults knows.
+    transient: tuple[type[BaseException], ...] = ()
 
 
 async def serve_worker(
@@ -74,21 +92,23 @@ async def serve_worker(
     """Run a worker until ``stop`` is set; migrations come from ``<package>/migrations``.
 
     ``clock`` is every handler's ``now``; tests inject one to walk through expiry.
+    Raises ``Unrecoverable`` when a background loop keeps failing.
     """
     pool = await create_pool(settings)
     bus: Bus | None = None
-    relay_task: asyncio.Task[None] | None = None
-    tasks: list[asyncio.Task[None]] = []
     plan: Plan | None = None
+    supervisor: Supervisor | None = None
+    dispatchers: list[Dispatcher] = []
     try:
         await migrate(pool, schema, discover_migrations(package))
         bus = await Bus.connect(
             settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix)
         )
         plan = await setup(pool, bus)
+        supervisor = Supervisor(transient=plan.transient)
         relay = OutboxRelay(pool, schema, bus) if settings.outbox_relay else None
         if relay is not None:
-            relay_task = asyncio.create_task(relay.run(), name=f"{schema}-outbox-relay")
+            supervisor.start(f"{schema}-outbox-relay", relay.run)
         exchanges = {"commands": bus.topology.commands, "events": bus.topology.events}
         # Every queue exists before any is consumed: a handler may send commands to
         # another queue of this worker (sweep.run -> sweep.shard), and the relay
@@ -111,22 +131,72 @@ async def serve_worker(
                 relay=relay,
                 context=plan.context,
                 clock=clock,
+                transient=plan.transient,
             )
+            dispatchers.append(dispatcher)
             await bus.consume(queue, dispatcher, prefetch=spec.prefetch)
         wake = relay.wake if relay is not None else lambda: None
-        tasks = [asyncio.create_task(task(wake)) for task in plan.tasks]
+        _start_inbox_retention(
+            supervisor,
+            pool=pool,
+            schema=schema,
+            settings=settings,
+            clock=clock,
+            wake=wake,
+        )
+        for index, task in enumerate(plan.tasks):
+            supervisor.start(f"{schema}-task-{index}", _bound(task, wake))
         log.info(
             "worker_started", worker=package, queues=[q.purpose for q in plan.queues]
         )
-        await stop.wait()
+        await supervisor.watch(stop)
     finally:
-        for task in [*tasks, *([relay_task] if relay_task is not None else [])]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for dispatcher in dispatchers:
+            dispatcher.close()
+        if supervisor is not None:
+            await supervisor.close()
         if bus is not None:
-            await bus.close()
-        await pool.close()
+            with contextlib.suppress(Exception):
+                await bus.close()
+        with contextlib.suppress(Exception):
+            await pool.close()
         for close in plan.on_close if plan is not None else ():
             await close()
         log.info("worker_stopped", worker=package)
+
+
+def _bound(
+    task: Callable[[Callable[[], None]], Coroutine[Any, Any, None]],
+    wake: Callable[[], None],
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    return lambda: task(wake)
+
+
+def _start_inbox_retention(
+    supervisor: Supervisor,
+    *,
+    pool: asyncpg.Pool,
+    schema: str,
+    settings: WorkerSettings,
+    clock: Callable[[], datetime],
+    wake: Callable[[], None],
+) -> None:
+    """Prune the inbox hourly, once per hour across the worker's replicas."""
+
+    async def fire(conn: asyncpg.Connection, _period: datetime, _now: datetime) -> None:
+        await prune_inbox(
+            conn,
+            schema,
+            keep_ids=settings.inbox_retention,
+            keep_replies=settings.inbox_reply_retention,
+        )
+
+    scheduler = Scheduler(
+        pool=pool,
+        schema=schema,
+        name="inbox-retention",
+        schedule=Interval(3600),
+        fire=fire,
+        clock=clock,
+    )
+    supervisor.start(f"{schema}-inbox-retention", _bound(scheduler.run, wake))

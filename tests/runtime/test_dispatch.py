@@ -11,7 +11,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import asyncpg
@@ -26,6 +26,7 @@ from runtime.bus import Bus
 from runtime.db import migrate
 from runtime.dispatch import Dispatcher, Outcome, Route
 from runtime.errors import Conflict, Transient
+from runtime.faults import Backoff
 from tests.conftest import AMQP_URL, Backends
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -51,7 +52,8 @@ class Notes:
     """The handler under test: stores a note and emits an event, or refuses, or fails."""
 
     schema: str
-    flaky: set[str] = field(default_factory=set)  # texts that fail once, transiently
+    # Texts that fail transiently, and how many more times each will.
+    flaky: dict[str, int] = field(default_factory=dict)
     transactions: list[int] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)  # sizes ``many`` was called with
     read_only: bool = False  # reads the note back instead of storing it
@@ -68,8 +70,8 @@ class Notes:
             raise Conflict(f"{note.text} is refused")
         if note.text.startswith("crash"):
             raise RuntimeError("a bug")
-        if note.text in self.flaky:
-            self.flaky.discard(note.text)
+        if self.flaky.get(note.text, 0) > 0:
+            self.flaky[note.text] -= 1
             raise Transient("the dependency is down")
         event = new_message(
             type_="test.noted", source="test", data=note, now=ctx.now, subject=note.text
@@ -209,6 +211,7 @@ async def harness(
         bus=bus,
         relay=None,
         context=Context,
+        backoff=Backoff(initial=0.01, cap=0.05),
     )
     connection = await aio_pika.connect(AMQP_URL)
     channel = await connection.channel()
@@ -313,22 +316,53 @@ async def test_redelivered_batch_gets_the_stored_replies(harness: Harness) -> No
     assert 2 == len(await harness.rows("SELECT id FROM {schema}.outbox"))
 
 
-async def test_transient_failure_requeues_the_whole_batch(harness: Harness) -> None:
-    """A dependency down for one message: nothing commits, every message comes back."""
+async def test_transient_failure_retries_the_batch_without_redelivery(
+    harness: Harness,
+) -> None:
+    """A dependency down longer than the delivery limit (5): the batch is rolled back
+    and run again after a backoff, in this consumer, until it commits; the broker never
+    redelivers it, so a restart of the database cannot dead-letter anything."""
     batch = [note("steady"), note("flaky")]
-    harness.handler.flaky.add("flaky")
+    harness.handler.flaky["flaky"] = 7
     await harness.publish(batch)
-    await harness.deliver(2)
-    async with asyncio.timeout(10):
-        await harness.dispatcher.drain()  # nacked: back in the queue
-    assert [] == await harness.rows("SELECT text FROM {schema}.notes")
-    assert [] == await harness.rows("SELECT id FROM {schema}.inbox")
-    redelivered = await harness.deliver(2)
-    assert all(m.redelivered for m in redelivered)
+    delivered = await harness.deliver(2)
     assert all(r.ok for r in await settled(harness, batch))
+    async with asyncio.timeout(10):
+        await harness.dispatcher.drain()
     assert ["flaky", "steady"] == await harness.rows(
         "SELECT text FROM {schema}.notes ORDER BY text"
     )
+    # Eight tries of one batch: seven rolled back, each in a transaction of its own.
+    assert 16 == len(harness.handler.transactions)
+    assert not any(m.redelivered for m in delivered)
+    queue = await harness.channel.declare_queue(harness.queue, passive=True)
+    assert 0 == queue.declaration_result.message_count
+    dead = await harness.channel.declare_queue(f"{harness.queue}.dead", passive=True)
+    assert 0 == dead.declaration_result.message_count
+
+
+async def test_a_command_past_its_deadline_is_not_applied(harness: Harness) -> None:
+    """The sender stopped waiting at the deadline: a worker that takes the command
+    later answers that it was not applied, and changes nothing, then or on redelivery."""
+    late = note("late").model_copy(
+        update={"deadline": datetime.now(UTC) - timedelta(seconds=1)}
+    )
+    on_time = note("on-time").model_copy(
+        update={"deadline": datetime.now(UTC) + timedelta(minutes=5)}
+    )
+    await harness.publish([late, on_time])
+    await harness.deliver(2)
+    refused, applied = await settled(harness, [late, on_time])
+    assert refused.error is not None
+    assert ErrorCode.UNAVAILABLE == refused.error.code
+    assert "deadline" in refused.error.message
+    assert applied.ok
+    assert ["on-time"] == await harness.rows("SELECT text FROM {schema}.notes")
+    again = late.model_copy(update={"correlationid": str(uuid.uuid4())})
+    await harness.publish([again])
+    await harness.deliver(1)
+    assert refused == await harness.reply(again)
+    assert ["on-time"] == await harness.rows("SELECT text FROM {schema}.notes")
 
 
 @pytest.mark.parametrize("harness", ["many"], indirect=True)
@@ -447,13 +481,13 @@ async def test_batch_ack_spares_an_earlier_message_still_handled(
 ) -> None:
     """A batch is acknowledged with one ack up to its last tag only when nothing below
     it is outstanding: a read-only message delivered before it and still running is
-    settled on its own afterwards (here requeued, so it comes back)."""
+    settled on its own afterwards (here dead-lettered, which an acked one could not be)."""
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def slow(note: Note, ctx: Context) -> Outcome:
         entered.set()
         await release.wait()
-        raise Transient(f"{note.text}: the dependency is down")
+        raise RuntimeError(f"{note.text}: a bug")
 
     dispatcher = Dispatcher(
         routes={NOTE: Route(Note, harness.handler), SLOW: Route(Note, slow, False)},
@@ -478,7 +512,5 @@ async def test_batch_ack_spares_an_earlier_message_still_handled(
 
     release.set()
     await reading
-    again = await queue.get(no_ack=False, timeout=5)
-    assert (first.id, True) == (again.message_id, again.redelivered)
-    await again.ack()
+    assert first.id == await harness.first_dead()
     assert await queue.get(no_ack=False, fail=False, timeout=5) is None
