@@ -9,12 +9,19 @@ from datetime import UTC, datetime
 import asyncpg
 
 from ca_worker.authorities import close_authorities, open_authorities
-from ca_worker.handlers import HANDLERS, CaContext, CaDeps, ensure_internal_ca
+from ca_worker.handlers import (
+    HANDLERS,
+    CaContext,
+    CaDeps,
+    ensure_internal_ca,
+    report_missing_keys,
+)
 from ca_worker.settings import Settings
 from ca_worker.store import Store
 from ca_worker.sweeps import SHARD_HANDLERS, SWEEP_HANDLERS, fire_scheduled_sweep
 from contracts.envelope import CloudEvent
 from contracts.sweeps import SweepShard
+from engines import EngineUnavailable
 from runtime.bus import Bus
 from runtime.schedule import Scheduler
 from runtime.service import run_service
@@ -48,6 +55,7 @@ async def serve(
     async def setup(pool: asyncpg.Pool, _bus: Bus) -> Plan:
         async with pool.acquire() as conn:
             await ensure_internal_ca(conn, deps, clock())
+            await report_missing_keys(conn, deps)
         schedule = settings.schedule()
         tasks = []
         if schedule is not None:
@@ -82,6 +90,7 @@ async def serve(
                 ),
             ],
             tasks=tasks,
+            transient=(EngineUnavailable,),
         )
 
     try:

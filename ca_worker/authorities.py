@@ -121,6 +121,10 @@ class Authority(Protocol):
 
     def create_ca(self, spec: CASpec, parent: Parent | None) -> CreatedCA: ...
 
+    def has_key(self, ca: CAView) -> bool:
+        """Whether the CA's key is in this engine (checked at start)."""
+        ...
+
     def discard_ca(self, name: str, key_id: str) -> None:
         """Undo ``create_ca`` when its row could not be stored."""
         ...
@@ -197,6 +201,13 @@ class SignerAuthority:
         )
         return CreatedCA(key_id, certificate)
 
+    def has_key(self, ca: CAView) -> bool:
+        try:
+            self._engine.public_key(ca.key_id)
+        except KeyNotFound:
+            return False
+        return True
+
     def discard_ca(self, name: str, key_id: str) -> None:
         del name  # the key id says it all
         if isinstance(self._engine, KeyDeleter):
@@ -262,6 +273,10 @@ class VaultAuthority:
         except KeyExists:
             raise CAExists(spec.name) from None
         return CreatedCA(mount, x509.load_pem_x509_certificate(pem.encode()))
+
+    def has_key(self, ca: CAView) -> bool:
+        del ca  # the mount holds the key; a missing mount answers when it is asked
+        return True
 
     def discard_ca(self, name: str, key_id: str) -> None:
         del key_id  # the mount is named after the CA

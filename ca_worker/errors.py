@@ -4,17 +4,19 @@ Failure
  ├── NotFound ── CANotFound, CertificateNotFound, SweepNotFound
  ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable
  ├── Forbidden ─ PresentedCertificateRefused
- └── Invalid ─── BadCSR, EngineNotConfigured, EngineMismatch
+ ├── Invalid ─── BadCSR, EngineNotConfigured, EngineMismatch
+ └── Unavailable CAKeyMissing
 """
 
 from __future__ import annotations
 
-from runtime.errors import Conflict, Forbidden, Invalid, NotFound
+from runtime.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 
 __all__ = [
     "AlreadyRevoked",
     "BadCSR",
     "CAExists",
+    "CAKeyMissing",
     "CANotFound",
     "CAUnusable",
     "CertificateNotFound",
@@ -74,3 +76,14 @@ class EngineMismatch(Invalid):
 class SweepNotFound(NotFound):
     def __init__(self, sweep_id: str) -> None:
         super().__init__(f"no sweep with id {sweep_id}")
+
+
+class CAKeyMissing(Unavailable):
+    """The CA's key is not in its engine (GOPEM_DATA pointing elsewhere, another
+    token): answered at once, since retrying cannot bring the key back."""
+
+    def __init__(self, ca: str, engine: str) -> None:
+        super().__init__(
+            f"CA {ca!r} cannot sign: its key is not in engine {engine!r} "
+            "(check that engine's settings, e.g. GOPEM_DATA or PKCS11_LABEL)"
+        )

@@ -23,6 +23,7 @@ from ca_worker.errors import (
     AlreadyRevoked,
     BadCSR,
     CAExists,
+    CAKeyMissing,
     CANotFound,
     CAUnusable,
     CertificateNotFound,
@@ -54,7 +55,7 @@ from contracts.ca import (
     UpdateCA,
 )
 from contracts.envelope import CloudEvent, new_message
-from engines import KeyType
+from engines import KeyNotFound, KeyType
 from runtime.dispatch import Outcome, Route
 from runtime.outbox import write_events
 
@@ -65,6 +66,7 @@ __all__ = [
     "CaContext",
     "CaDeps",
     "ensure_internal_ca",
+    "report_missing_keys",
     "status_events",
 ]
 
@@ -145,11 +147,14 @@ async def _sign_leaf(
     """Sign in the event loop when the key is in this process (about 0.2 ms, less than
     a thread hop costs); in a thread when the engine waits on a token or a server."""
     validity = timedelta(days=validity_days)
-    if authority.in_process:
-        return authority.sign_leaf(ca, csr, now=now, validity=validity)
-    return await asyncio.to_thread(
-        authority.sign_leaf, ca, csr, now=now, validity=validity
-    )
+    try:
+        if authority.in_process:
+            return authority.sign_leaf(ca, csr, now=now, validity=validity)
+        return await asyncio.to_thread(
+            authority.sign_leaf, ca, csr, now=now, validity=validity
+        )
+    except KeyNotFound:
+        raise CAKeyMissing(ca.name, ca.engine) from None
 
 
 async def _signing_ca(ctx: CaContext, name: str) -> tuple[CAView, Authority]:
@@ -221,7 +226,12 @@ async def _create(
     authority = _authority_for_new_ca(ctx, engine)
     parent_ca = None if parent is None else Parent(*await _signing_ca(ctx, parent))
     spec = CASpec(name, key_type, ctx.now, validity)
-    created = await asyncio.to_thread(authority.create_ca, spec, parent_ca)
+    try:
+        created = await asyncio.to_thread(authority.create_ca, spec, parent_ca)
+    except KeyNotFound:
+        if parent_ca is None:
+            raise
+        raise CAKeyMissing(parent_ca.ca.name, parent_ca.ca.engine) from None
     new = NewCA(
         name,
         parent,
@@ -479,6 +489,23 @@ async def ensure_internal_ca(
         )
         await write_events(conn, "ca", outcome.events)
         return outcome.events[0]
+
+
+async def report_missing_keys(conn: asyncpg.Connection, deps: CaDeps) -> list[str]:
+    """Log each CA that may sign but whose key its engine does not hold (at start).
+
+    Such a CA is not retried around: its signing requests are refused at once with
+    ``CAKeyMissing``. Returns the names, for tests.
+    """
+    missing = []
+    for ca in await deps.store.list_cas(conn):
+        authority = deps.authorities.get(ca.engine)
+        if ca.status not in _USABLE or authority is None:
+            continue
+        if not await asyncio.to_thread(authority.has_key, ca):
+            log.error("ca_key_missing", ca=ca.name, engine=ca.engine, key_id=ca.key_id)
+            missing.append(ca.name)
+    return missing
 
 
 HANDLERS: Mapping[str, Route] = {

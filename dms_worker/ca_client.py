@@ -27,8 +27,8 @@ from runtime.errors import (
     Forbidden,
     Invalid,
     NotFound,
-    Transient,
     Unauthorized,
+    Unavailable,
 )
 
 __all__ = ["CAClient", "KnownCA", "Requester"]
@@ -42,7 +42,9 @@ _FAILURES: Mapping[ErrorCode, type[Failure]] = {
     ErrorCode.INVALID: Invalid,
     ErrorCode.UNAUTHORIZED: Unauthorized,
     ErrorCode.FORBIDDEN: Forbidden,
-    ErrorCode.UNAVAILABLE: Transient,
+    # The CA worker answered that it cannot (a CA whose key is missing): a deliberate
+    # answer, not a lost one, so not retried (a lost one is CAWorkerUnavailable).
+    ErrorCode.UNAVAILABLE: Unavailable,
 }
 
 

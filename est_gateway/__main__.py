@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
@@ -14,11 +16,13 @@ from contracts.ca import CAs, CAStatusUpdate, CAView, ListCAs
 from contracts.envelope import CloudEvent, new_message
 from contracts.names import Topology
 from est_gateway.app import SOURCE, GatewayDeps, create_app
+from est_gateway.server import EstSite, quiet_client_disconnects
 from est_gateway.settings import Settings
 from est_gateway.tls import ServerCredentials, server_context
 from est_gateway.trust import TrustStore
 from runtime.bus import Bus, BusUnavailable, RequestTimeout
 from runtime.service import run_service
+from runtime.supervise import Supervisor
 
 __all__ = ["main", "serve"]
 
@@ -40,10 +44,15 @@ async def _follow_cas(bus: Bus, trust: TrustStore) -> None:
                 log.warning("ca_event_ignored", error=str(exc).splitlines()[0])
 
     await bus.subscribe("ca.#", on_event)
+    await _list_cas(bus, trust, wait=120)
+
+
+async def _list_cas(bus: Bus, trust: TrustStore, *, wait: float) -> None:
+    """Add every CA the CA worker lists, retrying for ``wait`` seconds."""
     query = new_message(
         type_=ListCAs.TYPE, source=SOURCE, data=ListCAs(), now=datetime.now(UTC)
     )
-    async with asyncio.timeout(120):
+    async with asyncio.timeout(wait):
         while True:
             try:
                 reply = await bus.request(query, timeout=5)
@@ -56,6 +65,24 @@ async def _follow_cas(bus: Bus, trust: TrustStore) -> None:
                     trust.add(view)
                 return
             raise BusUnavailable(f"ca.list refused: {reply.error}")
+
+
+def _catch_up_after_reconnect(
+    bus: Bus, trust: TrustStore
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A loop that lists the CAs again each time the broker connection comes back:
+    CA events published while it was away never reached the subscription."""
+    reconnected = asyncio.Event()
+    bus.on_reconnect(reconnected.set)
+
+    async def loop() -> None:
+        while True:
+            await reconnected.wait()
+            reconnected.clear()
+            await _list_cas(bus, trust, wait=300)
+            log.info("trust_refreshed")
+
+    return loop
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
@@ -77,19 +104,23 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix)
     )
     runner: web.AppRunner | None = None
+    supervisor = Supervisor()
     try:
         await _follow_cas(bus, trust)
+        supervisor.start("trust-catch-up", _catch_up_after_reconnect(bus, trust))
         runner = web.AppRunner(
-            create_app(GatewayDeps(settings, bus, trust)), access_log=None
+            create_app(GatewayDeps(settings, bus, trust)),
+            access_log=None,
+            keepalive_timeout=settings.est_idle_timeout_seconds,
         )
         await runner.setup()
-        # SO_REUSEPORT: the other gateway processes of EST_WORKERS bind it too.
-        site = web.TCPSite(
+        site = EstSite(
             runner,
             settings.est_host,
             settings.est_port,
             ssl_context=context,
-            reuse_port=True,
+            handshake_timeout=settings.est_handshake_timeout_seconds,
+            max_connections=settings.est_max_connections,
         )
         await site.start()
         log.info(
@@ -98,8 +129,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             server_certificate=str(credentials.cert_file),
             client_trust_bundle=str(settings.est_tls_dir / "client-trust.pem"),
         )
-        await stop.wait()
+        await supervisor.watch(stop)
     finally:
+        await supervisor.close()
         if runner is not None:
             await runner.cleanup()
         await bus.close()
@@ -107,6 +139,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
+    quiet_client_disconnects()
     run_service("est_gateway", Settings, serve)
 
 

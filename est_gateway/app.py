@@ -4,6 +4,7 @@ render. No PKI decisions here: the DMS worker authorizes and the CA worker signs
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import time
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
-from aio_pika.exceptions import AMQPError
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,12 +31,14 @@ from est_gateway.errors import (
     Forbidden,
     NotFound,
     PayloadTooLarge,
+    SlowRequest,
     Unauthorized,
     Unavailable,
 )
 from est_gateway.settings import Settings
 from est_gateway.trust import TrustStore
-from runtime.bus import Bus, BusUnavailable, RequestTimeout
+from runtime.bus import Bus, RequestTimeout
+from runtime.faults import is_transient
 
 __all__ = ["DEPS", "GatewayDeps", "create_app"]
 
@@ -110,10 +112,14 @@ async def _body(request: web.Request) -> bytes:
         raise PayloadTooLarge(
             f"the body is {request.content_length} bytes; the limit is {limit}"
         )
+    timeout = request.app[DEPS].settings.est_read_timeout_seconds
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes") from None
+    except TimeoutError:
+        raise SlowRequest(f"the body did not arrive within {timeout:g} s") from None
 
 
 def _request_id(
@@ -191,11 +197,13 @@ async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
         reply = await deps.bus.request(message, timeout=deps.settings.est_wait_seconds)
     except RequestTimeout:
         raise Accepted from None
-    except (BusUnavailable, AMQPError, ConnectionError) as exc:
-        raise Unavailable(
-            f"the enrollment pipeline is unreachable: {exc}",
-            deps.settings.est_retry_after_seconds,
-        ) from None
+    except Exception as exc:
+        if is_transient(exc):
+            raise Unavailable(
+                "the enrollment pipeline is unreachable; retry the same request",
+                deps.settings.est_retry_after_seconds,
+            ) from exc
+        raise
     if not reply.ok:
         assert reply.error is not None  # noqa: S101 - guaranteed by Reply when not ok
         status = _STATUS[reply.error.code]
@@ -282,6 +290,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(method=request.method, path=request.path)
     started = time.perf_counter()
+    reason = ""
     try:
         response = await handler(request)
     except Accepted:
@@ -292,22 +301,39 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             headers={"Retry-After": str(retry)},
         )
     except EstError as exc:
-        headers = {}
-        if isinstance(exc, Unauthorized):
-            headers["WWW-Authenticate"] = exc.www_authenticate
-        if isinstance(exc, Unavailable) and exc.retry_after is not None:
-            headers["Retry-After"] = str(exc.retry_after)
-        response = web.Response(
-            status=exc.status, text=exc.reason + "\n", headers=headers
-        )
+        response = _failure_response(exc)
+        cause = exc.__cause__
+        reason = exc.reason if cause is None else f"{exc.reason} ({cause!r})"
     except web.HTTPException as exc:
         response = web.Response(status=exc.status, text=(exc.text or exc.reason) + "\n")
+    except Exception as exc:
+        if not is_transient(exc):
+            raise  # a bug: aiohttp answers 500 and logs the traceback
+        # The broker or a connection went away mid-request: the client may retry.
+        response = _failure_response(
+            Unavailable(
+                "the enrollment pipeline is unreachable; retry the same request",
+                request.app[DEPS].settings.est_retry_after_seconds,
+            )
+        )
+        reason = f"{type(exc).__name__}: {exc}"
     log.info(
         "est_request",
         status=response.status,
+        client=request.remote,
         ms=round((time.perf_counter() - started) * 1000, 2),
+        **({"reason": reason} if reason else {}),
     )
     return response
+
+
+def _failure_response(exc: EstError) -> web.Response:
+    headers = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = exc.www_authenticate
+    if isinstance(exc, Unavailable) and exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return web.Response(status=exc.status, text=exc.reason + "\n", headers=headers)
 
 
 def create_app(deps: GatewayDeps) -> web.Application:

@@ -5,9 +5,10 @@ EstError(status, reason)
  ├── Unauthorized          401  no credential; carries the WWW-Authenticate value
  ├── Forbidden             403  a credential, but not allowed
  ├── NotFound              404  unknown label or operation
+ ├── SlowRequest           408  the body did not arrive in time
  ├── PayloadTooLarge       413
  ├── UnsupportedMediaType  415
- └── Unavailable           503  the broker is down; carries Retry-After seconds
+ └── Unavailable           503  the broker or the pipeline is away; carries Retry-After
 
 Only the gateway's error middleware turns these into responses (DESIGN §3: never a bare
 500 for a client mistake).
@@ -23,6 +24,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "PayloadTooLarge",
+    "SlowRequest",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
@@ -72,6 +74,12 @@ class NotFound(_StatusError):  # noqa: N818
 
 class PayloadTooLarge(_StatusError):  # noqa: N818
     default_status = 413
+
+
+class SlowRequest(_StatusError):  # noqa: N818
+    """The body did not arrive within EST_READ_TIMEOUT_SECONDS (RFC 9110 §15.5.9)."""
+
+    default_status = 408
 
 
 class UnsupportedMediaType(_StatusError):  # noqa: N818

@@ -47,6 +47,13 @@ class Settings(BusSettings, LogSettings):
     est_wait_seconds: float = Field(default=10.0, gt=0, le=300)
     est_retry_after_seconds: int = Field(default=5, ge=1, le=3600)
     est_max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
+    # A connection's limits: a TLS handshake, an idle connection (before, between and
+    # while receiving a request's headers), and a request body each get this long; at
+    # most this many connections are open at once.
+    est_handshake_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    est_idle_timeout_seconds: float = Field(default=15.0, gt=0, le=3600)
+    est_read_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    est_max_connections: int = Field(default=1024, ge=1, le=1_000_000)
     # Client-certificate headers are honoured only from these proxy addresses.
     est_trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     est_client_cert_header: str = "x-forwarded-client-cert"

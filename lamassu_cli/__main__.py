@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: invalid: {first_error(exc)}", file=sys.stderr)
         sys.exit(2)
     except (BusUnavailable, RequestTimeout, TimeoutError) as exc:
-        print(f"error: unavailable: {exc or 'timed out'}", file=sys.stderr)
+        print(f"error: unavailable: {str(exc) or 'timed out'}", file=sys.stderr)
         sys.exit(3)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -3,20 +3,24 @@ exit codes. No business rules here."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 
+from contracts.catalog import COMMANDS
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import Reply
 from contracts.names import Topology
-from runtime.bus import Bus
+from runtime.bus import Bus, RequestTimeout
 from runtime.settings import BusSettings, LogSettings
 
 __all__ = ["CliError", "CliSettings", "Client"]
 
 SOURCE = "cli/lamassu"
+# How long past a command's deadline the CLI still waits for its reply: a worker that
+# took it just in time commits and answers well within this.
+_GRACE = 5.0
 
 
 class CliSettings(BusSettings, LogSettings):
@@ -57,11 +61,48 @@ class Client:
         )
 
     async def call(self, request: BaseModel) -> Any:
-        """Send a command or query; return the reply's result or raise CliError."""
-        reply: Reply = await self.bus.request(
-            self.message(request), timeout=self.timeout
+        """Send a command or query; return the reply's result or raise CliError.
+
+        What this reports as not done is never done later: the command carries a
+        deadline (the envelope's ``deadline``, which workers check before acting, and
+        the AMQP expiration, which has the broker drop it), and the CLI waits a little
+        past it for the reply, so a worker that took it in time has answered.
+        """
+        type_: str = request.TYPE  # type: ignore[attr-defined]
+        await self._someone_listens(type_)
+        now = datetime.now(UTC)
+        message = new_message(
+            type_=type_,
+            source=SOURCE,
+            data=request,
+            now=now,
+            deadline=now + timedelta(seconds=self.timeout),
         )
+        try:
+            reply: Reply = await self.bus.request(
+                message, timeout=self.timeout + _GRACE, expiration=self.timeout
+            )
+        except RequestTimeout:
+            raise CliError(
+                f"unavailable: {type_} was not taken by a worker within "
+                f"{self.timeout:g} s; nothing was done (LAMASSU_TIMEOUT sets the wait)",
+                exit_code=3,
+            ) from None
         if not reply.ok:
             assert reply.error is not None  # noqa: S101 - Reply guarantees it when not ok
             raise CliError(f"{reply.error.code.value}: {reply.error.message}")
         return reply.result
+
+    async def _someone_listens(self, type_: str) -> None:
+        """Fail at once, sending nothing, when no worker consumes the queue that takes
+        ``type_`` (instead of waiting the whole timeout for a reply that cannot come)."""
+        operation = COMMANDS.get(type_)
+        if operation is None:
+            return
+        queue = self.bus.topology.queue(operation.worker, "commands")
+        if not await self.bus.consumer_count(queue):
+            raise CliError(
+                f"unavailable: no {operation.worker} worker is running (nothing "
+                f"consumes {queue}); nothing was sent",
+                exit_code=3,
+            )

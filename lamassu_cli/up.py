@@ -1,8 +1,13 @@
 """``lamassu up``: every service in one process tree, for demos and small sites.
 
 Each service is a child process (the EST gateway ``EST_WORKERS`` of them, sharing its
-port); SIGINT/SIGTERM stop them all, and if one dies the others are stopped too, so the
-tree never half-runs.
+port). A child that dies is started again after a backoff (1 s doubling to 30 s, back
+to 1 s once it has run for a minute), and its exit is logged, so one crash does not
+take the site down; a child that cannot start at all (a wrong setting: exit status 2)
+is not restarted, and stops the tree. SIGINT/SIGTERM stop every child and exit 0.
+
+In production, run each service under its own supervisor instead (systemd units with
+``Restart=on-failure``, Kubernetes, or compose's ``restart: unless-stopped``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 
 from est_gateway.settings import Settings as GatewaySettings
 from runtime.settings import SettingsError, load_settings
@@ -19,45 +25,78 @@ __all__ = ["SERVICES", "up"]
 
 SERVICES = ("ca_worker", "dms_worker", "device_worker", "est_gateway")
 
+# Exit status of a service whose settings are wrong: restarting cannot help.
+_BAD_SETTINGS = 2
+_HEALTHY_AFTER = 60.0
+_MAX_DELAY = 30.0
+
 
 async def up(services: tuple[str, ...] = SERVICES) -> int:
-    """Start the services, wait for a signal or a death; return the exit status."""
+    """Start and keep the services running until a signal; return the exit status."""
     gateway = _gateway_settings() if "est_gateway" in services else None
-    children = {
-        name: await asyncio.create_subprocess_exec(sys.executable, "-m", service)
-        for name, service in _processes(services, gateway)
-    }
-    for name, child in children.items():
-        sys.stderr.write(f"lamassu up: started {name} (pid {child.pid})\n")
-    if gateway is not None:
-        _describe_gateway(gateway)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    waits = {asyncio.create_task(c.wait()): n for n, c in children.items()}
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
-    status = 0
-    for task in done:
-        if task in waits:
-            sys.stderr.write(
-                f"lamassu up: {waits[task]} exited with {task.result()}; stopping\n"
-            )
-            status = 1
-    for child in children.values():
-        if child.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                child.terminate()
-    for child in children.values():
-        try:
-            async with asyncio.timeout(15):
-                await child.wait()
-        except TimeoutError:
-            child.kill()
-            await child.wait()
-    stopper.cancel()
+    keepers = [
+        asyncio.create_task(_keep(name, module, stop))
+        for name, module in _processes(services, gateway)
+    ]
+    if gateway is not None:
+        _describe_gateway(gateway)
+    done, _ = await asyncio.wait(
+        [asyncio.create_task(stop.wait()), *keepers],
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    # A keeper only returns early when its service cannot start: stop the rest.
+    status = 1 if any(k in done for k in keepers) else 0
+    stop.set()
+    await asyncio.gather(*keepers)
     return status
+
+
+async def _keep(name: str, module: str, stop: asyncio.Event) -> None:
+    """Run one service until ``stop``, starting it again whenever it dies."""
+    delay = 1.0
+    while not stop.is_set():
+        child = await asyncio.create_subprocess_exec(sys.executable, "-m", module)
+        started = time.monotonic()
+        sys.stderr.write(f"lamassu up: started {name} (pid {child.pid})\n")
+        exited = asyncio.create_task(child.wait())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if stop.is_set():
+            await _terminate(child)
+            return
+        status = exited.result()
+        if status == _BAD_SETTINGS:
+            sys.stderr.write(
+                f"lamassu up: {name} exited with {status} (a setting is wrong); "
+                "stopping\n"
+            )
+            return
+        if time.monotonic() - started >= _HEALTHY_AFTER:
+            delay = 1.0
+        sys.stderr.write(
+            f"lamassu up: {name} exited with {status}; restarting in {delay:g} s\n"
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        delay = min(delay * 2, _MAX_DELAY)
+
+
+async def _terminate(child: asyncio.subprocess.Process) -> None:
+    if child.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.terminate()
+    try:
+        async with asyncio.timeout(15):
+            await child.wait()
+    except TimeoutError:
+        child.kill()
+        await child.wait()
 
 
 def _processes(
