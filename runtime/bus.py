@@ -312,22 +312,23 @@ class Bus:
         expiration: float | None = None,
     ) -> Reply:
         """Send a command or query and wait for its typed reply (see ``publish`` for
-        ``expiration``)."""
-        reply_to = await self._ensure_reply_queue()
+        ``expiration``). ``timeout`` bounds everything, the publish included: while
+        the broker is away a publish waits for the channel to come back."""
         correlation_id = command.correlationid or command.id
         if command.correlationid is None:
             command = command.model_copy(update={"correlationid": correlation_id})
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         try:
-            await self.publish(
-                self.topology.commands,
-                command,
-                reply_to=reply_to,
-                mandatory=True,
-                expiration=expiration,
-            )
             async with asyncio.timeout(timeout):
+                reply_to = await self._ensure_reply_queue()
+                await self.publish(
+                    self.topology.commands,
+                    command,
+                    reply_to=reply_to,
+                    mandatory=True,
+                    expiration=expiration,
+                )
                 return await future
         except TimeoutError as exc:
             raise RequestTimeout(
