@@ -20,7 +20,7 @@ __all__ = ["CliError", "CliSettings", "Client"]
 SOURCE = "cli/lamassu"
 # How long past a command's deadline the CLI still waits for its reply: a worker that
 # took it just in time commits and answers well within this.
-_GRACE = 5.0
+_GRACE = 2.0
 
 
 class CliSettings(BusSettings, LogSettings):

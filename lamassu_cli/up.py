@@ -52,6 +52,8 @@ async def up(services: tuple[str, ...] = SERVICES) -> int:
     status = 1 if any(k in done for k in keepers) else 0
     stop.set()
     await asyncio.gather(*keepers)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(signum)
     return status
 
 

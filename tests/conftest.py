@@ -328,7 +328,9 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def gateway_running(backends: Backends, tls_dir: Path) -> AsyncIterator[Gateway]:
+async def gateway_running(
+    backends: Backends, tls_dir: Path, **overrides: Any
+) -> AsyncIterator[Gateway]:
     """The EST gateway in-process over real TLS on a free loopback port."""
     from est_gateway.__main__ import serve
     from est_gateway.settings import Settings
@@ -343,6 +345,7 @@ async def gateway_running(backends: Backends, tls_dir: Path) -> AsyncIterator[Ga
         est_port=port,
         est_tls_dir=tls_dir,
         est_wait_seconds=15,
+        **overrides,
     )
     async with running(serve, settings) as task:
         async with asyncio.timeout(60):

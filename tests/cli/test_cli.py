@@ -16,13 +16,15 @@ from tests.conftest import Backends
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 
-async def lamassu(backends: Backends, *args: str) -> subprocess.CompletedProcess[str]:
+async def lamassu(
+    backends: Backends, *args: str, timeout: str = "30"
+) -> subprocess.CompletedProcess[str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "lamassu_cli",
         *args,
-        env=backends.env(LOG_LEVEL="warning"),
+        env=backends.env(LOG_LEVEL="warning", LAMASSU_TIMEOUT=timeout),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
