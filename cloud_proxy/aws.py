@@ -86,7 +86,7 @@ class AwsIotProvider:
     ) -> AwsIotProvider:
         session = AioSession(profile=profile)
         config = AioConfig(
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=5,
             read_timeout=20,
         )

@@ -8,6 +8,9 @@ each step waits, under a deadline, for what AWS lists or for an event.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ from contracts.devices import DecommissionDevice
 from contracts.errors import ErrorCode
 from contracts.names import Topology
 from runtime.bus import Bus
+from runtime.settings import BusSettings
 from tests.cloud_proxy.local_iot import LocalIot
 from tests.conftest import (
     AMQP_URL,
@@ -38,6 +42,7 @@ from tests.conftest import (
     wait_until_queue,
     worker_running,
 )
+from tests.device_worker.device_bus import envelope_bytes, publish_raw
 from tests.est_gateway.test_gateway import (
     Identity,
     Stage,
@@ -382,3 +387,162 @@ async def test_refusals(
     assert fragment in reply.error.message
     assert "\n" not in reply.error.message
     assert (await status(world)).configured
+
+
+GARBAGE = {
+    "command not json": (
+        "commands",
+        "cloud.connect",
+        b"{not json",
+        "cloud.commands.dead",
+        "not a CloudEvents 1.0 JSON message",
+    ),
+    "unknown command": (
+        "commands",
+        "cloud.frobnicate",
+        envelope_bytes("cloud.frobnicate", {}),
+        "cloud.commands.dead",
+        "unknown message type 'cloud.frobnicate'",
+    ),
+    "bad mode": (
+        "commands",
+        "cloud.connect",
+        envelope_bytes(
+            "cloud.connect", {"ca": "x", "connector": CONNECTOR, "mode": "cloudy"}
+        ),
+        "cloud.commands.dead",
+        "invalid cloud.connect: mode",
+    ),
+    "bad policy name": (
+        "commands",
+        "cloud.connect",
+        envelope_bytes(
+            "cloud.connect", {"ca": "x", "connector": CONNECTOR, "policy": "a b"}
+        ),
+        "cloud.commands.dead",
+        "invalid cloud.connect: policy",
+    ),
+    "event missing a field": (
+        "",
+        "cloud.events",
+        envelope_bytes("certificate.create", {"device_id": "x"}),
+        "cloud.events.dead",
+        "invalid certificate.create: serial: Field required",
+    ),
+    "event not an envelope": (
+        "",
+        "cloud.events",
+        b'{"specversion": "1.0"}',
+        "cloud.events.dead",
+        "not a CloudEvents 1.0 JSON message",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", GARBAGE.values(), ids=list(GARBAGE))
+async def test_garbage_is_answered_and_dead_lettered(
+    world: World, own_backends: Backends, case: tuple[str, str, bytes, str, str]
+) -> None:
+    """Garbage on either proxy queue: an 'invalid' reply with a one-line reason, the
+    message in the queue's DLQ, nothing recorded, and the proxy keeps answering."""
+    exchange, routing_key, body, dead_queue, reason = case
+    if exchange == "":
+        routing_key = own_backends.prefix + routing_key
+    settings = BusSettings(amqp_url=AMQP_URL, amqp_prefix=own_backends.prefix)
+    before = await status(world)
+    [reply], dead = await publish_raw(
+        settings, exchange, routing_key, [body], dead_queue
+    )
+    assert (False, ErrorCode.INVALID) == (reply.ok, reply.error and reply.error.code)
+    assert reason in reply.error.message  # type: ignore[union-attr]
+    assert "\n" not in reply.error.message  # type: ignore[union-attr]
+    assert body == dead
+    after = await status(world)
+    assert before.connections == after.connections
+
+
+async def lamassu(backends: Backends, *args: str) -> subprocess.CompletedProcess[str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lamassu_cli",
+        *args,
+        env=backends.env(LOG_LEVEL="warning"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(
+        args, process.returncode, out.decode(), err.decode()
+    )
+
+
+async def test_cli(world: World, own_backends: Backends) -> None:
+    """`lamassu cloud connect|status|reconcile` as an operator types them."""
+    stage = await world.stage()
+    connected = await lamassu(
+        own_backends,
+        "cloud",
+        "connect",
+        "--ca",
+        stage.ca.name,
+        "--connector",
+        CONNECTOR,
+        "--policy",
+        POLICY,
+        "--thing-group",
+        GROUP,
+    )
+    assert 0 == connected.returncode, connected.stderr
+    assert (
+        f"{stage.ca.name} -> {CONNECTOR} (register, policy {POLICY}, thing group {GROUP})"
+        == connected.stdout.strip()
+    )
+    ca_id = certificate_id(stage.ca.certificate_pem)
+    assert await until(lambda: world.iot.ca_status(ca_id) == "ACTIVE")
+
+    shown = await lamassu(own_backends, "cloud", "status")
+    assert 0 == shown.returncode, shown.stderr
+    assert shown.stdout.startswith(f"{CONNECTOR}: ")
+    assert f"  {stage.ca.name} -> {CONNECTOR} (register" in shown.stdout
+    as_json = await lamassu(
+        own_backends, "--json", "cloud", "reconcile", "--connector", CONNECTOR
+    )
+    assert 0 == as_json.returncode, as_json.stderr
+    assert CONNECTOR == json.loads(as_json.stdout)["items"][0]["connector"]
+
+    refused = await lamassu(
+        own_backends, "cloud", "connect", "--ca", "x", "--connector", "aws-other"
+    )
+    assert 1 == refused.returncode
+    assert (
+        "error: invalid: no connector named 'aws-other'; configured: aws-main"
+        == refused.stderr.strip()
+    )
+    usage = await lamassu(
+        own_backends,
+        "cloud",
+        "connect",
+        "--ca",
+        "x",
+        "--connector",
+        CONNECTOR,
+        "--mode",
+        "cloudy",
+    )
+    assert 2 == usage.returncode
+    bad_name = await lamassu(
+        own_backends,
+        "cloud",
+        "connect",
+        "--ca",
+        "x",
+        "--connector",
+        CONNECTOR,
+        "--policy",
+        "a b",
+    )
+    assert 2 == bad_name.returncode
+    assert bad_name.stderr.startswith("error: invalid: policy:")
