@@ -25,6 +25,7 @@ SCHEMA = "cloud"
 # LISTEN/NOTIFY channel: a NOTIFY in a handler's transaction is delivered at its commit
 # (PostgreSQL NOTIFY docs), so the syncer wakes when the change is visible, not before.
 CHANNEL = "cloud_sync"
+_STATUS_ORDER = ["ACTIVE", "ABOUT_TO_EXPIRE", "EXPIRED", "REVOKED"]
 
 _TARGET = """
     SELECT n.ca, n.connector, n.mode, n.policy, n.thing_group, n.provisioning_role_arn,
@@ -112,6 +113,10 @@ class Store:
                 (serial, ca, device_id, slot, status, certificate_pem)
             VALUES ($1, $2, $3, $4, $5, $6)
             ON CONFLICT (serial) DO UPDATE SET status = $5
+            -- Statuses only move forward (DESIGN §4): a late or redelivered event
+            -- never takes a revoked certificate back to active.
+            WHERE array_position($7::text[], $5)
+                >= array_position($7::text[], cloud.certificates.status)
             """,
             view.serial,
             view.ca,
@@ -119,6 +124,7 @@ class Store:
             view.slot or "default",
             view.status.value,
             view.certificate_pem,
+            _STATUS_ORDER,
         )
         changed = [view.serial]
         if view.replaces is not None:

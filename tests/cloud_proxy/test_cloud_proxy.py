@@ -261,6 +261,8 @@ async def test_outage_heals_without_duplicates(world: World) -> None:
     kept_id, gone_id = unique("kept"), unique("gone")
     gone, _ = await enroll(world, stage, gone_id)
     assert await until(lambda: world.iot.certificate_status(aws_id(gone)) == "ACTIVE")
+    await settled(world)  # its thing too, before the outage
+    assert [arn_of(world, gone)] == world.iot.thing_principals(gone_id)
 
     world.iot.stop()
     try:
