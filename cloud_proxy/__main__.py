@@ -16,6 +16,7 @@ from cloud_proxy.handlers import (
     CloudContext,
     CloudDeps,
 )
+from cloud_proxy.items import Items
 from cloud_proxy.provider import CloudProvider
 from cloud_proxy.settings import Settings
 from cloud_proxy.store import SCHEMA, Store
@@ -48,8 +49,10 @@ async def serve(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
     """Run until ``stop`` is set. Tests call this in-process with their own settings."""
-    store = Store()
-    deps = CloudDeps(store=store, connectors=frozenset(settings.connectors()))
+    store, items = Store(), Items()
+    deps = CloudDeps(
+        store=store, items=items, connectors=frozenset(settings.connectors())
+    )
 
     def context(
         conn: asyncpg.Connection, _envelope: CloudEvent, now: datetime
@@ -63,6 +66,7 @@ async def serve(
             syncer = Syncer(
                 pool=pool,
                 store=store,
+                items=items,
                 bus=bus,
                 providers=providers,
                 clock=clock,
@@ -80,7 +84,7 @@ async def serve(
                 async def request(
                     conn: asyncpg.Connection, _period: datetime, now: datetime
                 ) -> None:
-                    await store.request_reconciliation(conn, sorted(providers), now)
+                    await items.request_reconciliation(conn, sorted(providers), now)
 
                 tasks.append(
                     Scheduler(

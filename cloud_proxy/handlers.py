@@ -15,6 +15,7 @@ from datetime import datetime
 import asyncpg
 
 from cloud_proxy.errors import UnknownConnector
+from cloud_proxy.items import Items
 from cloud_proxy.store import Store
 from contracts.ca import (
     CAStatusUpdate,
@@ -41,6 +42,7 @@ class CloudDeps:
     """What every handler may use, built once in ``__main__``."""
 
     store: Store
+    items: Items
     # Connectors this process is configured for (CLOUD_CONNECTORS).
     connectors: AbstractSet[str]
 
@@ -59,7 +61,7 @@ async def record_ca(view: CAView, ctx: CloudContext) -> Outcome:
     await ctx.deps.store.upsert_ca(
         ctx.conn, view.name, view.certificate_pem, view.status.value
     )
-    await ctx.deps.store.touch(ctx.conn, ctx.now, cas=[view.name])
+    await ctx.deps.items.touch(ctx.conn, ctx.now, cas=[view.name])
     return Outcome()
 
 
@@ -69,7 +71,7 @@ async def record_ca_status(update: CAStatusUpdate, ctx: CloudContext) -> Outcome
 
 async def record_certificate(view: CertificateView, ctx: CloudContext) -> Outcome:
     changed = await ctx.deps.store.upsert_certificate(ctx.conn, view)
-    await ctx.deps.store.touch(ctx.conn, ctx.now, serials=changed)
+    await ctx.deps.items.touch(ctx.conn, ctx.now, serials=changed)
     return Outcome()
 
 
@@ -82,7 +84,7 @@ async def record_certificate_status(
 async def record_decommission(device: DeviceView, ctx: CloudContext) -> Outcome:
     at = device.decommissioned_at or ctx.now
     serials = await ctx.deps.store.decommission(ctx.conn, device.id, at)
-    await ctx.deps.store.touch(ctx.conn, ctx.now, serials=serials)
+    await ctx.deps.items.touch(ctx.conn, ctx.now, serials=serials)
     return Outcome()
 
 
@@ -97,7 +99,7 @@ async def connect_ca(request: ConnectCA, ctx: CloudContext) -> Outcome:
     if request.mode is not ConnectionMode.JITP and request.provisioning_role_arn:
         raise Invalid("provisioning_role_arn: only a jitp connection uses a role")
     view = await ctx.deps.store.connect(ctx.conn, request, ctx.now)
-    await ctx.deps.store.touch_connection(ctx.conn, request.ca, ctx.now)
+    await ctx.deps.items.touch_connection(ctx.conn, request.ca, ctx.now)
     return Outcome(view)
 
 
@@ -110,7 +112,7 @@ async def reconcile(request: Reconcile, ctx: CloudContext) -> Outcome:
     if request.connector is not None and request.connector not in ctx.deps.connectors:
         raise UnknownConnector(request.connector, ctx.deps.connectors)
     names = [request.connector] if request.connector else sorted(ctx.deps.connectors)
-    await ctx.deps.store.request_reconciliation(ctx.conn, names, ctx.now)
+    await ctx.deps.items.request_reconciliation(ctx.conn, names, ctx.now)
     return Outcome(await _status(request.connector, ctx))
 
 

@@ -17,11 +17,13 @@ from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
+from pydantic import ValidationError
 
 from cloud_proxy.errors import ProviderError, ProviderRefused, ProviderUnavailable
+from cloud_proxy.items import CHANNEL, Item, Items
 from cloud_proxy.ownership import verification_csr
 from cloud_proxy.provider import CloudProvider
-from cloud_proxy.store import CHANNEL, SCHEMA, Item, Store
+from cloud_proxy.store import SCHEMA, Store
 from cloud_proxy.sync import (
     AttachPolicy,
     AttachPrincipal,
@@ -44,6 +46,7 @@ from contracts.ca import CAView, Certificates, GetCA, ListCertificates, SignCert
 from contracts.cloud import CloudSyncFailed, SyncKind
 from contracts.envelope import new_message
 from runtime.bus import Bus, BusUnavailable, RequestTimeout
+from runtime.dispatch import first_error
 from runtime.outbox import write_events
 
 __all__ = ["Syncer", "Timing"]
@@ -71,6 +74,7 @@ class Syncer:
         *,
         pool: asyncpg.Pool,
         store: Store,
+        items: Items,
         bus: Bus,
         providers: Mapping[str, CloudProvider],
         clock: Callable[[], datetime],
@@ -78,6 +82,7 @@ class Syncer:
     ) -> None:
         self._pool = pool
         self._store = store
+        self._items = items
         self._bus = bus
         self._providers = providers
         self._clock = clock
@@ -98,6 +103,9 @@ class Syncer:
             except _RETRY as exc:
                 log.warning("cloud_sync_loop_failed", error=str(exc))
                 await asyncio.sleep(self._timing.retry_base_seconds)
+            except Exception:  # a bug in one pass must not end syncing for good
+                log.exception("cloud_sync_loop_crashed")
+                await asyncio.sleep(self._timing.retry_max_seconds)
 
     def _notified(self, *_: object) -> None:
         self._wakeup.set()
@@ -111,7 +119,7 @@ class Syncer:
             if await self.sync_due(wake_outbox):
                 continue
             async with self._pool.acquire() as conn:
-                due = await self._store.next_due(conn, self._connectors)
+                due = await self._items.next_due(conn, self._connectors)
             delay = _IDLE
             if due is not None:
                 delay = min(max((due - self._clock()).total_seconds(), 0.01), _IDLE)
@@ -125,7 +133,7 @@ class Syncer:
         """Claim a batch of due items and bring each in step; how many were claimed."""
         now = self._clock()
         async with self._pool.acquire() as conn:
-            items = await self._store.claim(
+            items = await self._items.claim(
                 conn, now, now + _LEASE, self._connectors, self._timing.batch
             )
         down: set[str] = set()
@@ -148,7 +156,7 @@ class Syncer:
                 await self._failed(item, f"internal error: {exc!r}", wake_outbox)
             else:
                 async with self._pool.acquire() as conn:
-                    await self._store.synced(conn, item, self._clock())
+                    await self._items.synced(conn, item, self._clock())
                 log.info(
                     "cloud_item_synced",
                     connector=item.connector,
@@ -159,7 +167,7 @@ class Syncer:
 
     async def _give_back(self, item: Item) -> None:
         async with self._pool.acquire() as conn:
-            await self._store.release(
+            await self._items.release(
                 conn,
                 item,
                 backoff(1, self._clock(), self._timing.retry_base_seconds, _IDLE),
@@ -176,7 +184,7 @@ class Syncer:
             self._timing.retry_max_seconds,
         )
         async with self._pool.acquire() as conn, conn.transaction():
-            first = await self._store.failed(conn, item, error, now, retry_at)
+            first = await self._items.failed(conn, item, error, now, retry_at)
             if first:
                 data = CloudSyncFailed(
                     connector=item.connector,
@@ -220,7 +228,7 @@ class Syncer:
             )
             if target is None:
                 return  # not connected any more: nothing to keep in step
-            ca_ready = await self._store.ca_synced(
+            ca_ready = await self._items.ca_synced(
                 conn, item.connector, target.connection.ca
             )
         await self._sync_certificate(provider, target, ca_ready=ca_ready)
@@ -305,7 +313,7 @@ class Syncer:
     async def reconcile_next(self) -> bool:
         """Run one asked-for reconciliation; False when none is waiting."""
         async with self._pool.acquire() as conn:
-            connector = await self._store.claim_reconciliation(conn, self._connectors)
+            connector = await self._items.claim_reconciliation(conn, self._connectors)
         if connector is None:
             return False
         async with self._pool.acquire() as conn:
@@ -329,8 +337,8 @@ class Syncer:
                     if out_of_step(t, remote)
                 ]
                 after = page[-1].serial
-            await self._store.make_due(conn, connector, due, self._clock())
-            await self._store.reconciled(conn, connector, self._clock())
+            await self._items.make_due(conn, connector, due, self._clock())
+            await self._items.reconciled(conn, connector, self._clock())
         log.info("cloud_reconciled", connector=connector, out_of_step=len(due))
         return True
 
@@ -346,6 +354,8 @@ class Syncer:
                 await self._backfill(ca)
             except (BusUnavailable, RequestTimeout, ProviderRefused) as exc:
                 log.warning("cloud_backfill_failed", ca=ca, error=str(exc))
+            except ValidationError as exc:
+                log.warning("cloud_backfill_failed", ca=ca, error=first_error(exc))
 
     async def _backfill(self, ca: str) -> None:
         view = CAView.model_validate(await self._ask(GetCA(name=ca)))
@@ -363,7 +373,7 @@ class Syncer:
                 if len(page) < _PAGE:
                     break
                 after = page[-1].serial
-            await self._store.touch_connection(conn, ca, self._clock())
+            await self._items.touch_connection(conn, ca, self._clock())
             await self._store.backfilled(conn, ca, self._clock())
         log.info("cloud_backfilled", ca=ca)
 

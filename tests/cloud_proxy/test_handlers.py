@@ -21,6 +21,7 @@ from cloud_proxy.handlers import (
     record_certificate_status,
     record_decommission,
 )
+from cloud_proxy.items import Items
 from cloud_proxy.store import Store
 from contracts.ca import (
     CAView,
@@ -38,7 +39,7 @@ from tests.conftest import Backends, isolated_backends
 pytestmark = [pytest.mark.postgres]
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-DEPS = CloudDeps(store=Store(), connectors=frozenset({"aws-main"}))
+DEPS = CloudDeps(store=Store(), items=Items(), connectors=frozenset({"aws-main"}))
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +119,11 @@ async def test_connect_makes_ca_and_known_certificates_due(ctx: CloudContext) ->
         ("ca", "root"): ("pending", 1),
         ("certificate", "0a"): ("pending", 1),
     } == await items(ctx)
-    claimed = await DEPS.store.claim(
+    claimed = await DEPS.items.claim(
         ctx.conn, NOW, NOW + timedelta(minutes=5), ["aws-main"], 10
     )
     assert [SyncKind.CA, SyncKind.CERTIFICATE] == [item.kind for item in claimed]
-    assert [] == await DEPS.store.claim(
+    assert [] == await DEPS.items.claim(
         ctx.conn, NOW, NOW + timedelta(minutes=5), ["aws-main"], 10
     )
 
@@ -147,7 +148,7 @@ async def test_a_change_during_a_sync_keeps_the_item_due(ctx: CloudContext) -> N
     await record_ca(ca_view(), ctx)
     await record_certificate(certificate(), ctx)
     await connect_ca(ConnectCA(ca="root", connector="aws-main"), ctx)
-    store = DEPS.store
+    store = DEPS.items
     claimed = await store.claim(ctx.conn, NOW, NOW, ["aws-main"], 10)
     certificate_item = next(i for i in claimed if i.kind is SyncKind.CERTIFICATE)
     await record_certificate(
@@ -183,7 +184,7 @@ async def test_reenrollment_and_decommission_touch_the_old_certificate(
     await record_ca(ca_view(), ctx)
     await record_certificate(certificate(), ctx)
     await connect_ca(ConnectCA(ca="root", connector="aws-main"), ctx)
-    await DEPS.store.claim(ctx.conn, NOW, NOW, ["aws-main"], 10)
+    await DEPS.items.claim(ctx.conn, NOW, NOW, ["aws-main"], 10)
     await record_certificate(certificate("0c", replaces="0a"), ctx)
     found = await items(ctx)
     assert ("pending", 2) == found[("certificate", "0a")]
