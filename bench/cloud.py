@@ -18,7 +18,7 @@ into the projection for each of (a) and (b). It then times:
 lost event costs per device when there is nothing to heal. The endpoint is moto
 (Python), so absolute rates are the emulator's; the ratios are what carries over.
 
-    .venv/bin/python bench/cloud.py [--count 200]
+    .venv/bin/python bench/cloud.py [--count 200] [--concurrency 4]
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ async def load(conn: asyncpg.Connection, pems: list[str]) -> list[str]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
     configure_logging("warning", "console")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's access log
@@ -161,7 +162,7 @@ async def main() -> None:
             bus=bus,
             providers={CONNECTOR: provider},
             clock=lambda: datetime.now(UTC),
-            timing=Timing(batch=50),
+            timing=Timing(batch=50, concurrency=args.concurrency),
         )
         async with pool.acquire() as conn:
             serials = await load(conn, certificates(args.count, "proxy"))

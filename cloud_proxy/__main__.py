@@ -74,6 +74,7 @@ async def serve(
                     retry_base_seconds=settings.cloud_retry_base_seconds,
                     retry_max_seconds=settings.cloud_retry_max_seconds,
                     batch=settings.cloud_sync_batch,
+                    concurrency=settings.cloud_sync_concurrency,
                     request_timeout_seconds=settings.cloud_request_timeout_seconds,
                 ),
             )

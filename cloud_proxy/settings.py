@@ -38,6 +38,9 @@ class Settings(WorkerSettings, LogSettings):
     cloud_retry_max_seconds: float = Field(default=900.0, gt=0, le=86400)
     # Items one replica claims at a time.
     cloud_sync_batch: int = Field(default=50, ge=1, le=1000)
+    # Certificates of a batch synced at once: each is a few AWS round trips; AWS IoT
+    # throttles control-plane calls per account (retried, but best not provoked).
+    cloud_sync_concurrency: int = Field(default=4, ge=1, le=64)
     cloud_prefetch: int = Field(default=64, ge=1, le=1000)
     # How long the proxy waits for the CA worker (verification certificates, backfill).
     cloud_request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)

@@ -19,9 +19,9 @@ import asyncpg
 import structlog
 from pydantic import ValidationError
 
+from cloud_proxy.ca_client import SOURCE, CAClient
 from cloud_proxy.errors import ProviderError, ProviderRefused, ProviderUnavailable
 from cloud_proxy.items import CHANNEL, Item, Items
-from cloud_proxy.ownership import verification_csr
 from cloud_proxy.provider import CloudProvider
 from cloud_proxy.store import SCHEMA, Store
 from cloud_proxy.sync import (
@@ -42,10 +42,9 @@ from cloud_proxy.sync import (
     plan_ca,
     plan_certificate,
 )
-from contracts.ca import CAView, Certificates, GetCA, ListCertificates, SignCertificate
 from contracts.cloud import CloudSyncFailed, SyncKind
 from contracts.envelope import new_message
-from runtime.bus import Bus, BusUnavailable, RequestTimeout
+from runtime.bus import Bus
 from runtime.dispatch import first_error
 from runtime.outbox import write_events
 
@@ -53,10 +52,9 @@ __all__ = ["Syncer", "Timing"]
 
 log = structlog.get_logger("cloud_proxy.syncer")
 
-SOURCE = "service/cloud-proxy"
 _LEASE = timedelta(minutes=5)
 _IDLE = 60.0
-_PAGE = 1000
+_PAGE = 1000  # certificate targets per reconciliation read
 _RETRY = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -65,6 +63,7 @@ class Timing:
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 900.0
     batch: int = 50
+    concurrency: int = 4
     request_timeout_seconds: float = 30.0
 
 
@@ -83,7 +82,7 @@ class Syncer:
         self._pool = pool
         self._store = store
         self._items = items
-        self._bus = bus
+        self._ca_client = CAClient(bus, clock, timing.request_timeout_seconds)
         self._providers = providers
         self._clock = clock
         self._timing = timing
@@ -130,7 +129,12 @@ class Syncer:
     # --- items -----------------------------------------------------------------------
 
     async def sync_due(self, wake_outbox: Callable[[], None]) -> int:
-        """Claim a batch of due items and bring each in step; how many were claimed."""
+        """Claim a batch of due items and bring each in step; how many were claimed.
+
+        CAs go first, one by one, since their devices' certificates are registered
+        with them; then the certificates, ``concurrency`` at a time: each is a few
+        round trips to AWS, and a fleet would otherwise wait on their latency.
+        """
         now = self._clock()
         async with self._pool.acquire() as conn:
             items = await self._items.claim(
@@ -138,32 +142,45 @@ class Syncer:
             )
         down: set[str] = set()
         for item in items:
-            if item.connector in down:
-                # Its platform was unreachable a moment ago: do not queue up behind
-                # the timeout once per item; try again with the failed one.
-                await self._give_back(item)
-                continue
-            try:
-                await self._sync(item)
-            except ProviderError as exc:
-                if isinstance(exc, ProviderUnavailable):
-                    down.add(item.connector)
-                await self._failed(item, str(exc), wake_outbox)
-            except Exception as exc:  # one item's bug must not stop the others
-                log.exception(
-                    "cloud_item_crashed", connector=item.connector, key=item.key
-                )
-                await self._failed(item, f"internal error: {exc!r}", wake_outbox)
-            else:
-                async with self._pool.acquire() as conn:
-                    await self._items.synced(conn, item, self._clock())
-                log.info(
-                    "cloud_item_synced",
-                    connector=item.connector,
-                    kind=item.kind.value,
-                    key=item.key,
-                )
+            if item.kind is SyncKind.CA:
+                await self._one(item, down, wake_outbox)
+        gate = asyncio.Semaphore(self._timing.concurrency)
+
+        async def bounded(item: Item) -> None:
+            async with gate:
+                await self._one(item, down, wake_outbox)
+
+        await asyncio.gather(
+            *(bounded(item) for item in items if item.kind is SyncKind.CERTIFICATE)
+        )
         return len(items)
+
+    async def _one(
+        self, item: Item, down: set[str], wake_outbox: Callable[[], None]
+    ) -> None:
+        if item.connector in down:
+            # Its platform was unreachable a moment ago: do not queue up behind the
+            # timeout once per item; try again with the failed one.
+            await self._give_back(item)
+            return
+        try:
+            await self._sync(item)
+        except ProviderError as exc:
+            if isinstance(exc, ProviderUnavailable):
+                down.add(item.connector)
+            await self._failed(item, str(exc), wake_outbox)
+        except Exception as exc:  # one item's bug must not stop the others
+            log.exception("cloud_item_crashed", connector=item.connector, key=item.key)
+            await self._failed(item, f"internal error: {exc!r}", wake_outbox)
+        else:
+            async with self._pool.acquire() as conn:
+                await self._items.synced(conn, item, self._clock())
+            log.info(
+                "cloud_item_synced",
+                connector=item.connector,
+                kind=item.kind.value,
+                key=item.key,
+            )
 
     async def _give_back(self, item: Item) -> None:
         async with self._pool.acquire() as conn:
@@ -240,7 +257,7 @@ class Syncer:
                 verification = None
                 if step.needs_verification:
                     code = await provider.registration_code()
-                    verification = await self._verification_certificate(
+                    verification = await self._ca_client.verification_certificate(
                         target.connection.ca, code
                     )
                 await provider.register_ca(
@@ -253,28 +270,6 @@ class Syncer:
                 )
             elif isinstance(step, SetCAStatus):
                 await provider.set_ca_status(ca_id, step.status.value)
-
-    async def _verification_certificate(self, ca: str, code: str) -> str:
-        """Signed by the CA worker through the CA's engine (the key never comes here)."""
-        request = SignCertificate(
-            ca=ca, csr_pem=verification_csr(code), validity_days=1
-        )
-        try:
-            reply = await self._bus.request(
-                new_message(
-                    type_=SignCertificate.TYPE,
-                    source=SOURCE,
-                    data=request,
-                    now=self._clock(),
-                ),
-                timeout=self._timing.request_timeout_seconds,
-            )
-        except (BusUnavailable, RequestTimeout) as exc:
-            raise ProviderUnavailable(f"verification certificate: {exc}") from None
-        if not reply.ok or not isinstance(reply.result, dict):
-            reason = reply.error.message if reply.error else "no result"
-            raise ProviderRefused(f"verification certificate: the CA worker: {reason}")
-        return str(reply.result["certificate_pem"])
 
     async def _sync_certificate(
         self, provider: CloudProvider, target: CertificateTarget, *, ca_ready: bool
@@ -352,42 +347,23 @@ class Syncer:
         for ca in cas:
             try:
                 await self._backfill(ca)
-            except (BusUnavailable, RequestTimeout, ProviderRefused) as exc:
+            except ProviderError as exc:
                 log.warning("cloud_backfill_failed", ca=ca, error=str(exc))
             except ValidationError as exc:
                 log.warning("cloud_backfill_failed", ca=ca, error=first_error(exc))
 
     async def _backfill(self, ca: str) -> None:
-        view = CAView.model_validate(await self._ask(GetCA(name=ca)))
+        view = await self._ca_client.ca(ca)
+        certificates = await self._ca_client.certificates(ca)
         async with self._pool.acquire() as conn, conn.transaction():
             await self._store.upsert_ca(
                 conn, view.name, view.certificate_pem, view.status.value
             )
-            after: str | None = None
-            while True:
-                page = Certificates.model_validate(
-                    await self._ask(ListCertificates(ca=ca, limit=_PAGE, after=after))
-                ).items
-                for certificate in page:
-                    await self._store.upsert_certificate(conn, certificate)
-                if len(page) < _PAGE:
-                    break
-                after = page[-1].serial
+            for certificate in certificates:
+                await self._store.upsert_certificate(conn, certificate)
             await self._items.touch_connection(conn, ca, self._clock())
             await self._store.backfilled(conn, ca, self._clock())
-        log.info("cloud_backfilled", ca=ca)
-
-    async def _ask(self, request: GetCA | ListCertificates) -> object:
-        reply = await self._bus.request(
-            new_message(
-                type_=request.TYPE, source=SOURCE, data=request, now=self._clock()
-            ),
-            timeout=self._timing.request_timeout_seconds,
-        )
-        if not reply.ok:
-            reason = reply.error.message if reply.error else "no result"
-            raise ProviderRefused(f"{request.TYPE}: the CA worker: {reason}")
-        return reply.result
+        log.info("cloud_backfilled", ca=ca, certificates=len(certificates))
 
 
 async def _remove(

@@ -218,6 +218,20 @@ async def test_lifecycle_reaches_aws(world: World) -> None:
     sets REVOKED; decommissioning leaves nothing of the device."""
     stage = await world.stage()
     await connect(world, stage.ca, policy=POLICY, thing_group=GROUP)
+    # BYO-CA: the ownership proof was signed by the CA worker, with the CA's key.
+    (proof,) = await until(
+        lambda: [
+            e.data
+            for e in world.events.events
+            if e.type == "certificate.create"
+            and e.data["ca"] == stage.ca.name
+            and e.data["device_id"] is None
+        ]
+    )
+    issued = x509.load_pem_x509_certificate(proof["certificate_pem"].encode())
+    issued.verify_directly_issued_by(
+        x509.load_pem_x509_certificate(stage.ca.certificate_pem.encode())
+    )
     device_id = unique("sensor")
 
     first, identity = await enroll(world, stage, device_id)
