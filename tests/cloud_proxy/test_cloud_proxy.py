@@ -562,3 +562,90 @@ async def test_cli(world: World, own_backends: Backends) -> None:
     )
     assert 2 == bad_name.returncode
     assert bad_name.stderr.startswith("error: invalid: policy:")
+
+
+async def test_scheduled_reconciliation_by_a_second_replica(
+    world: World, own_backends: Backends
+) -> None:
+    """A replica with a schedule claims the current period at start and reconciles:
+    an item changed in AWS behind the proxy's back is put back, by either replica."""
+    stage = await world.stage()
+    await connect(world, stage.ca)
+    device_id = unique("scheduled")
+    certificate, _ = await enroll(world, stage, device_id)
+    assert await until(lambda: world.iot.thing_principals(device_id))
+    before = (await settled(world)).last_reconciled_at
+    world.iot.client().update_certificate(
+        certificateId=aws_id(certificate), newStatus="INACTIVE"
+    )
+    replica = cloud_settings(own_backends, world.iot, cloud_reconcile_schedule="1d")
+    async with running(serve_cloud_default, replica):
+        assert await until(
+            lambda: world.iot.certificate_status(aws_id(certificate)) == "ACTIVE"
+        )
+        found = await settled(world)
+    assert found.last_reconciled_at is not None
+    assert before is None or found.last_reconciled_at > before
+
+
+@pytest.fixture
+def idle_backends() -> Iterator[Backends]:
+    with isolated_backends() as found:
+        yield found
+
+
+async def test_without_connectors_the_proxy_idles(idle_backends: Backends) -> None:
+    """CLOUD_CONNECTORS empty: it answers, refuses connections, touches no cloud."""
+    settings = CloudSettings(
+        postgres_hostname=idle_backends.pg_host,
+        postgres_port=idle_backends.pg_port,
+        postgres_username=idle_backends.pg_user,
+        postgres_database=idle_backends.database,
+        amqp_url=AMQP_URL,
+        amqp_prefix=idle_backends.prefix,
+        cloud_connectors="",
+    )
+    async with running(serve_cloud_default, settings) as task:
+        bus = await Bus.connect(AMQP_URL, Topology(idle_backends.prefix))
+        try:
+            await wait_until_queue(bus, "cloud", "commands", task)
+            reply = await call(bus, GetCloudStatus())
+            assert reply.ok, reply.error
+            assert [] == CloudStatus.model_validate(reply.result).items
+            reply = await call(bus, ConnectCA(ca="x", connector=CONNECTOR))
+            assert reply.error is not None
+            assert (
+                "no connector named 'aws-main'; configured: none (set CLOUD_CONNECTORS)"
+                == reply.error.message
+            )
+        finally:
+            await bus.close()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CLOUD_CONNECTORS", "aws main"),
+        ("CLOUD_AWS_ENDPOINT_URL", "ftp//nowhere"),
+        ("CLOUD_RECONCILE_SCHEDULE", "sometimes"),
+    ],
+    ids=["connectors", "endpoint", "schedule"],
+)
+async def test_bad_setting_stops_the_process_with_one_line(
+    own_backends: Backends, variable: str, value: str
+) -> None:
+    """`python -m cloud_proxy` with a wrong variable: exit 2, one line naming it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cloud_proxy",
+        env=own_backends.env(**{variable: value}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert 2 == process.returncode
+    lines = err.decode().strip().splitlines()
+    assert 1 == len(lines)
+    assert lines[0].startswith(f"cloud_proxy: {variable}:")
