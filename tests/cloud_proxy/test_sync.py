@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -276,3 +278,38 @@ def test_up_starts_the_proxy_only_when_configured() -> None:
     assert (*SERVICES, "cloud_proxy") == configured_services(
         {"CLOUD_CONNECTORS": "aws-main"}
     )
+
+
+def test_readme_iam_policy_grants_every_call_the_provider_makes() -> None:
+    """The documented least-privilege policy is valid JSON and names exactly the AWS
+    IoT actions cloud_proxy/aws.py calls, so the two cannot drift apart."""
+    root = Path(__file__).resolve().parents[2]
+    source = (root / "cloud_proxy" / "aws.py").read_text()
+    calls = set(re.findall(r"self\._client\.([a-z_]+)\(", source))
+    calls |= set(re.findall(r'self\._pages\(\s*"([a-z_]+)"', source))
+    calls -= {"get_paginator"}
+
+    def action(call: str) -> str:
+        return "iot:" + "".join(
+            "CA" if word == "ca" else word.capitalize() for word in call.split("_")
+        )
+
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Cloud connectors") :]
+    block = section[
+        section.index("```json") + len("```json") : section.index(
+            "```\n", section.index("```json") + 7
+        )
+    ]
+    policy = json.loads(block)
+    granted = {
+        name
+        for statement in policy["Statement"]
+        for name in (
+            [statement["Action"]]
+            if isinstance(statement["Action"], str)
+            else statement["Action"]
+        )
+        if name.startswith("iot:")
+    }
+    assert {action(call) for call in calls} == granted
