@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,10 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import engine, enrollment, render, sweep
+from lamassu_cli import cloud, engine, enrollment, render, sweep
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import add_command, days, output, reason, warning_days
-from lamassu_cli.up import up
+from lamassu_cli.up import configured_services, up
 from runtime.bus import BusUnavailable, RequestTimeout
 from runtime.dispatch import first_error
 from runtime.log import configure_logging
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     enrollment.register(groups)
     sweep.register(groups)
     engine.register(groups)
+    cloud.register(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"lamassu: {exc}")
     configure_logging(settings.log_level, settings.log_format)
     if args.group == "up":
-        sys.exit(asyncio.run(up()))
+        sys.exit(asyncio.run(up(configured_services(os.environ))))
     # The CLI reports connection failures itself, in one line; the client libraries'
     # own retry chatter would only repeat it.
     for library in ("aiormq", "aio_pika"):

@@ -17,13 +17,26 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Mapping
 
 from est_gateway.settings import Settings as GatewaySettings
 from runtime.settings import SettingsError, load_settings
 
-__all__ = ["SERVICES", "up"]
+__all__ = ["OPTIONAL_SERVICES", "SERVICES", "configured_services", "up"]
 
 SERVICES = ("ca_worker", "dms_worker", "device_worker", "est_gateway")
+# Started only when configured: the cloud proxy when CLOUD_CONNECTORS names one.
+OPTIONAL_SERVICES = {"cloud_proxy": "CLOUD_CONNECTORS"}
+
+
+def configured_services(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """SERVICES plus each optional service whose variable is set."""
+    return SERVICES + tuple(
+        service
+        for service, variable in OPTIONAL_SERVICES.items()
+        if environ.get(variable, "").strip()
+    )
+
 
 # Exit status of a service whose settings are wrong: restarting cannot help.
 _BAD_SETTINGS = 2
