@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from contracts import ca, devices, dms, sweeps
+from contracts import alerts, ca, devices, dms, sweeps
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -54,6 +54,12 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (devices.DecommissionDevice, devices.DeviceView, "devices"),
     (devices.GetDevice, devices.DeviceView, "devices"),
     (devices.ListDevices, devices.Devices, "devices"),
+    (alerts.Subscribe, alerts.SubscriptionView, "alerts"),
+    (alerts.ListSubscriptions, alerts.Subscriptions, "alerts"),
+    (alerts.GetSubscription, alerts.SubscriptionView, "alerts"),
+    (alerts.DeleteSubscription, alerts.SubscriptionView, "alerts"),
+    (alerts.AlertTest, alerts.DeliveryView, "alerts"),
+    (alerts.ListDeliveries, alerts.Deliveries, "alerts"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {
@@ -70,4 +76,5 @@ EVENTS: Mapping[str, type[BaseModel]] = {
     "device.status.update": devices.DeviceStatusUpdate,
     "device.identity.update": devices.DeviceIdentityUpdate,
     devices.DEVICE_DECOMMISSIONED: devices.DeviceView,
+    alerts.ALERT_DELIVERY_FAILED: alerts.AlertDeliveryFailed,
 }
