@@ -17,7 +17,13 @@ from runtime.settings import SettingsError, load_settings
 
 __all__ = ["SERVICES", "up"]
 
-SERVICES = ("ca_worker", "dms_worker", "device_worker", "est_gateway")
+SERVICES = (
+    "ca_worker",
+    "dms_worker",
+    "device_worker",
+    "est_gateway",
+    "alerts_worker",
+)
 
 
 async def up(services: tuple[str, ...] = SERVICES) -> int:

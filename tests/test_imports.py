@@ -16,6 +16,7 @@ PACKAGES = [
     "device_worker",
     "est_gateway",
     "lamassu_cli",
+    "alerts_worker",
 ]
 
 PROBE = """
