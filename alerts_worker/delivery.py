@@ -82,6 +82,9 @@ class Deliverer:
                             "alerts_round_failed", error=f"{type(exc).__name__}: {exc}"
                         )
                         busy = False
+                    except Exception:  # a bug must not stop every delivery
+                        log.exception("alerts_round_crashed")
+                        busy = False
                     if not busy:
                         await self._sleep()
             finally:
@@ -128,6 +131,10 @@ class Deliverer:
             await self._sender.send(claimed, self._clock())
         except SendFailed as exc:
             return str(exc)[:500]
+        except Exception as exc:  # one bad notification must not stop the rest
+            # Retried like any failure, and failed in the end: never lost silently.
+            log.exception("alert_send_crashed", delivery_id=claimed.id)
+            return f"internal error: {type(exc).__name__}"
         return None
 
     async def _settle(

@@ -467,3 +467,40 @@ async def test_garbage_event_is_dead_lettered_and_the_worker_goes_on(
     [got] = await receiver.wait_for(1)
     assert "gg01" in got.body.decode()
     assert 1 == len((await deliveries(alerts.bus, sub_id)).items)
+
+
+async def test_a_notification_that_cannot_be_rendered_is_retried_and_the_rest_go_on(
+    alerts: Alerts, receiver: HttpReceiver
+) -> None:
+    """A row that crashes its rendering is recorded as a failed attempt; others deliver."""
+    mail = await subscribe(
+        alerts.bus, event="ca.#", channel="email", target="ops@example.com"
+    )
+    hook = await subscribe(
+        alerts.bus,
+        event="certificate.status.update",
+        condition='data.updated.serial == "hh01"',
+        channel="webhook",
+        target=receiver.url,
+    )
+    broken = {
+        "type": "alert.digest",
+        "id": "broken",
+        "data": {"counts": [{"no": "ca"}]},
+    }
+    await alerts.db.execute(
+        "INSERT INTO alerts.deliveries (subscription_id, message_id, kind, payload, "
+        "created_at, next_attempt_at) VALUES ($1, 'broken', 'digest', $2::jsonb, now(), now())",
+        mail.id,
+        json.dumps(broken),
+    )
+    await publish(alerts.bus, status_event("hh01"))
+
+    [got] = await receiver.wait_for(1)
+    assert "hh01" in got.body.decode()
+    async with asyncio.timeout(10):
+        while not (found := await deliveries(alerts.bus, mail.id)).items[0].attempts:
+            await asyncio.sleep(0.05)
+    assert "internal error: KeyError" == found.items[0].attempts[0].error
+    assert "pending" == found.items[0].status
+    assert hook.id != mail.id
