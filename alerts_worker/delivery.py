@@ -23,7 +23,8 @@ import structlog
 from alerts_worker import digests
 from alerts_worker.channels import Sender, SendFailed
 from alerts_worker.settings import Settings
-from alerts_worker.store import SCHEMA, WAKE_CHANNEL, Claimed, NewDelivery, Store
+from alerts_worker.store import SCHEMA, WAKE_CHANNEL, Claimed, Store
+from alerts_worker.subscriptions import NewDelivery
 from contracts.alerts import ALERT_DIGEST, AlertDeliveryFailed, DeliveryStatus
 from contracts.envelope import CloudEvent, new_message
 from runtime.outbox import write_events

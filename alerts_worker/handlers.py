@@ -16,8 +16,8 @@ import asyncpg
 from pydantic import BaseModel
 
 from alerts_worker.errors import SubscriptionNotFound
-from alerts_worker.store import NewDelivery, Store
-from alerts_worker.subscriptions import Matcher, new_subscription
+from alerts_worker.store import Store
+from alerts_worker.subscriptions import Matcher, NewDelivery, new_subscription
 from contracts.alerts import (
     ALERT_TEST,
     AlertTest,

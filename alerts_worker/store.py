@@ -11,51 +11,19 @@ from typing import Any
 
 import asyncpg
 
+from alerts_worker.subscriptions import NewDelivery, Subscription
 from contracts.alerts import (
     Channel,
     DeliveryAttempt,
     DeliveryStatus,
     DeliveryView,
-    SubscriptionView,
 )
 
-__all__ = ["SCHEMA", "WAKE_CHANNEL", "Claimed", "NewDelivery", "Store", "Subscription"]
+__all__ = ["SCHEMA", "WAKE_CHANNEL", "Claimed", "Store"]
 
 SCHEMA = "alerts"
 # NOTIFY channel (PostgreSQL LISTEN/NOTIFY): delivered on commit, to every replica.
 WAKE_CHANNEL = "alerts_due"
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    id: str
-    event: str
-    condition: str | None
-    channel: Channel
-    target: str
-    secret: str | None
-    digest: str | None
-    created_at: datetime
-
-    def view(self, *, with_secret: bool = False) -> SubscriptionView:
-        return SubscriptionView(
-            id=self.id,
-            event=self.event,
-            condition=self.condition,
-            channel=self.channel,
-            target=self.target,
-            digest=self.digest,
-            created_at=self.created_at,
-            secret=self.secret if with_secret else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class NewDelivery:
-    subscription_id: str
-    message_id: str
-    kind: str
-    payload: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

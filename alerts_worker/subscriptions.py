@@ -14,16 +14,47 @@ from urllib.parse import urlsplit
 
 from alerts_worker import conditions, digests, signing
 from alerts_worker.errors import InvalidSubscription
-from alerts_worker.store import NewDelivery, Subscription
-from contracts.alerts import ALERT_DELIVERY_FAILED, Channel, Subscribe
+from contracts.alerts import ALERT_DELIVERY_FAILED, Channel, Subscribe, SubscriptionView
 
-__all__ = ["Matcher", "Routed", "new_subscription"]
+__all__ = ["Matcher", "NewDelivery", "Routed", "Subscription", "new_subscription"]
 
 # One address (RFC 5321 §4.1.2 Mailbox, without quoted local parts or literals):
 # enough to refuse typos and header injection (no spaces, commas or line breaks).
 _MAILBOX = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    event: str
+    condition: str | None
+    channel: Channel
+    target: str
+    secret: str | None
+    digest: str | None
+    created_at: datetime
+
+    def view(self, *, with_secret: bool = False) -> SubscriptionView:
+        return SubscriptionView(
+            id=self.id,
+            event=self.event,
+            condition=self.condition,
+            channel=self.channel,
+            target=self.target,
+            digest=self.digest,
+            created_at=self.created_at,
+            secret=self.secret if with_secret else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    subscription_id: str
+    message_id: str
+    kind: str
+    payload: Mapping[str, Any]
 
 
 def new_subscription(cmd: Subscribe, now: datetime) -> Subscription:

@@ -357,7 +357,8 @@ async def main() -> None:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     receiver = Receiver()
-    app = web.Application()
+    # A digest of 10,000 items is a few megabytes of JSON; aiohttp refuses over 1 MB.
+    app = web.Application(client_max_size=256 * 1024**2)
     app.router.add_post("/hook", receiver.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -13,8 +13,7 @@ import pytest
 from alerts_worker import conditions, digests, notices, signing
 from alerts_worker.delivery import retry_delay
 from alerts_worker.errors import InvalidSubscription
-from alerts_worker.store import Subscription
-from alerts_worker.subscriptions import Matcher, new_subscription
+from alerts_worker.subscriptions import Matcher, Subscription, new_subscription
 from contracts.alerts import Channel, Subscribe
 
 NOW = datetime(2026, 12, 6, 14, 30, tzinfo=UTC)
