@@ -504,3 +504,51 @@ async def test_a_notification_that_cannot_be_rendered_is_retried_and_the_rest_go
     assert "internal error: KeyError" == found.items[0].attempts[0].error
     assert "pending" == found.items[0].status
     assert hook.id != mail.id
+
+
+async def test_email_digest_lists_the_first_items_and_attaches_them_all_as_csv(
+    alerts: Alerts,
+) -> None:
+    """A digest by e-mail: counts and first items in the body, every item in a CSV."""
+    sub = await subscribe(
+        alerts.bus,
+        event="certificate.status.update",
+        condition='data.updated.ca == "mail-digest"',
+        channel="email",
+        target="night-shift@example.com",
+        digest="daily at 08:00 UTC",
+    )
+    events = [status_event(f"ii{i:02}", ca="mail-digest") for i in range(25)]
+    now = alerts.clock()
+    # Just past 08:00 on the worker's clock, so the period cannot end midway.
+    shift = (
+        now.replace(hour=8, minute=0, second=1, microsecond=0) + timedelta(days=1) - now
+    )
+    alerts.clock.offset += shift
+    moved = shift
+    before = len(alerts.smtp.mailbox.messages)
+    try:
+        await publish(alerts.bus, *events)
+        async with asyncio.timeout(15):
+            while await alerts.db.fetchval(
+                "SELECT count(*) FROM alerts.digest_items WHERE subscription_id = $1",
+                sub.id,
+            ) < len(events):
+                await asyncio.sleep(0.05)
+        alerts.clock.offset += timedelta(days=1)
+        moved += timedelta(days=1)
+        message = (await alerts.smtp.wait_for(before + 1))[before]
+    finally:
+        alerts.clock.offset -= moved
+
+    assert "Digest: 25 events" in message["Subject"]
+    plain = message.get_body(("plain",))
+    assert plain is not None
+    text = plain.get_content()
+    assert "CA mail-digest, ABOUT_TO_EXPIRE  25" in text
+    assert "and 5 more" in text  # the first 20 are listed
+    [attachment] = list(message.iter_attachments())
+    assert "alerts.csv" == attachment.get_filename()
+    rows = attachment.get_content().strip().splitlines()
+    assert 26 == len(rows)  # a header and every item
+    assert {e.id for e in events} == {row.split(",")[-1] for row in rows[1:]}
