@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from contracts import ca, cloud, devices, dms, sweeps
+from contracts import alerts, ca, cloud, devices, dms, sweeps
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -57,6 +57,12 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (cloud.ConnectCA, cloud.ConnectionView, "cloud"),
     (cloud.GetCloudStatus, cloud.CloudStatus, "cloud"),
     (cloud.Reconcile, cloud.CloudStatus, "cloud"),
+    (alerts.Subscribe, alerts.SubscriptionView, "alerts"),
+    (alerts.ListSubscriptions, alerts.Subscriptions, "alerts"),
+    (alerts.GetSubscription, alerts.SubscriptionView, "alerts"),
+    (alerts.DeleteSubscription, alerts.SubscriptionView, "alerts"),
+    (alerts.AlertTest, alerts.DeliveryView, "alerts"),
+    (alerts.ListDeliveries, alerts.Deliveries, "alerts"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {
@@ -74,4 +80,5 @@ EVENTS: Mapping[str, type[BaseModel]] = {
     "device.identity.update": devices.DeviceIdentityUpdate,
     devices.DEVICE_DECOMMISSIONED: devices.DeviceView,
     cloud.CloudSyncFailed.TYPE: cloud.CloudSyncFailed,
+    alerts.ALERT_DELIVERY_FAILED: alerts.AlertDeliveryFailed,
 }

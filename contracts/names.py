@@ -20,6 +20,8 @@ WORKER_QUEUES = (
     ("devices", "events"),
     ("cloud", "commands"),
     ("cloud", "events"),
+    ("alerts", "commands"),
+    ("alerts", "events"),
 )
 
 

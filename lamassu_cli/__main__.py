@@ -38,7 +38,7 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import cloud, engine, enrollment, render, sweep
+from lamassu_cli import alerts, cloud, engine, enrollment, render, sweep
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import add_command, days, output, reason, warning_days
 from lamassu_cli.up import configured_services, up
@@ -257,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.register(groups)
     engine.register(groups)
     cloud.register(groups)
+    alerts.register(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True

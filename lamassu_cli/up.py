@@ -24,7 +24,13 @@ from runtime.settings import SettingsError, load_settings
 
 __all__ = ["OPTIONAL_SERVICES", "SERVICES", "configured_services", "up"]
 
-SERVICES = ("ca_worker", "dms_worker", "device_worker", "est_gateway")
+SERVICES = (
+    "ca_worker",
+    "dms_worker",
+    "device_worker",
+    "est_gateway",
+    "alerts_worker",
+)
 # Started only when configured: the cloud proxy when CLOUD_CONNECTORS names one.
 OPTIONAL_SERVICES = {"cloud_proxy": "CLOUD_CONNECTORS"}
 

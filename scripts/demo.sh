@@ -40,6 +40,22 @@ fi
 lamassu dms list
 
 DEVICE="sensor-$(date +%s)"
+ALERT_PORT="${ALERT_PORT:-8099}"
+step "Alerts: a local webhook receiver, subscribed to the certificates of $DEVICE (signed per Standard Webhooks)"
+if [[ ! -s "$DEMO/alerts.secret" ]]; then
+    (umask 077; echo "whsec_$(openssl rand -base64 32)" > "$DEMO/alerts.secret")
+fi
+.venv/bin/python scripts/webhook_receiver.py --port "$ALERT_PORT" \
+    --secret-file "$DEMO/alerts.secret" > "$DEMO/alerts.log" 2>&1 &
+RECEIVER=$!
+trap 'kill -TERM $RECEIVER $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT INT TERM
+for id in $(lamassu alert list --json | .venv/bin/python -c 'import json, sys
+print(*[s["id"] for s in json.load(sys.stdin)["items"] if s["target"] == sys.argv[1]])' \
+    "http://127.0.0.1:$ALERT_PORT/"); do
+    lamassu alert delete "$id" >/dev/null  # an earlier run's subscription
+done
+lamassu alert subscribe --event certificate.create --where "data.device_id == \"$DEVICE\"" \
+    --webhook "http://127.0.0.1:$ALERT_PORT/" --secret-file "$DEMO/alerts.secret"
 step "Device $DEVICE: key and CSR with openssl, simpleenroll with curl (client certificate: the DMS's)"
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$DEMO/device.key" \
     -subj "/CN=$DEVICE" -outform DER 2>/dev/null | base64 > "$DEMO/device.csr.b64"
@@ -65,6 +81,10 @@ openssl x509 -in "$DEMO/device-renewed.pem" -noout -subject -serial -enddate
 step "The device, as the device worker derived it from certificate events"
 for _ in $(seq 50); do lamassu device show "$DEVICE" 2>/dev/null | grep -q FULLY_PROVISIONED && break; sleep 0.2; done
 lamassu device show "$DEVICE"
+
+step "The alerts the receiver got: one per certificate of $DEVICE (lamassu alert deliveries ID shows the attempts)"
+for _ in $(seq 50); do [[ $(grep -c 'alert received' "$DEMO/alerts.log") -ge 2 ]] && break; sleep 0.2; done
+grep 'alert received' "$DEMO/alerts.log" || echo "no alert arrived yet: see $DEMO/alerts.log"
 
 step "An expiry sweep, fanned out into shards (nothing is due yet, so nothing changes)"
 lamassu sweep run --wait

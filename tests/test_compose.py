@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from alerts_worker.settings import Settings as AlertsSettings
 from ca_worker.settings import Settings as CaSettings
 from cloud_proxy.settings import Settings as CloudSettings
 
@@ -19,6 +20,7 @@ def test_compose_names_only_known_variables() -> None:
     document = yaml.safe_load((ROOT / "compose.yaml").read_text())
     known = {name.upper() for name in CaSettings.model_fields} | GATEWAY_ONLY
     known |= {name.upper() for name in CloudSettings.model_fields}
+    known |= {name.upper() for name in AlertsSettings.model_fields}
     workers = {
         n: s
         for n, s in document["services"].items()

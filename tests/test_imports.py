@@ -17,6 +17,7 @@ PACKAGES = [
     "est_gateway",
     "lamassu_cli",
     "cloud_proxy",
+    "alerts_worker",
 ]
 
 PROBE = """
