@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from contracts import ca, devices, dms, sweeps
+from contracts import ca, devices, dms, sweeps, va
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -54,6 +54,9 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (devices.DecommissionDevice, devices.DeviceView, "devices"),
     (devices.GetDevice, devices.DeviceView, "devices"),
     (devices.ListDevices, devices.Devices, "devices"),
+    (va.SignCRL, va.CRLView, "ca"),
+    (va.IssueResponderCertificate, ca.CertificateView, "ca"),
+    (va.GetCRL, va.CRLView, "va"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {
@@ -70,4 +73,5 @@ EVENTS: Mapping[str, type[BaseModel]] = {
     "device.status.update": devices.DeviceStatusUpdate,
     "device.identity.update": devices.DeviceIdentityUpdate,
     devices.DEVICE_DECOMMISSIONED: devices.DeviceView,
+    "crl.create": va.CRLView,
 }

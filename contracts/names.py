@@ -18,6 +18,8 @@ WORKER_QUEUES = (
     ("dms", "events"),
     ("devices", "commands"),
     ("devices", "events"),
+    ("va", "events"),
+    ("va", "commands"),
 )
 
 
