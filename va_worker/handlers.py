@@ -95,7 +95,16 @@ async def ca_created(view: CAView, ctx: VaContext) -> Outcome:
 
 
 async def ca_status_updated(update: CAStatusUpdate, ctx: VaContext) -> Outcome:
-    await _ca(update.updated, ctx)
+    """A CA changed status; a revoked subordinate goes on its parent's next delta."""
+    updated = update.updated
+    await _ca(updated, ctx)
+    if updated.parent is not None and updated.revoked_at is not None:
+        await ctx.deps.store.hasten_delta(
+            ctx.conn,
+            updated.parent,
+            updated.revoked_at,
+            ctx.now + ctx.deps.crl_debounce,
+        )
     return Outcome()
 
 

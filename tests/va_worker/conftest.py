@@ -4,7 +4,6 @@ with helpers that ask it the way relying parties do (``openssl`` and an OCSP cli
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,19 +30,16 @@ class VA:
     settings: Settings
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 async def va(
-    backends: Backends, ca_service: CaSettings, tmp_path_factory: pytest.TempPathFactory
+    backends: Backends,
+    ca_service: CaSettings,
+    va_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[VA]:
-    """The VA for the session: quick debounce and upkeep, so tests wait little."""
-    port = free_port()
+    """The VA for the session, where the CA worker's VA_URL points; quick debounce
+    and upkeep, so tests wait little."""
+    port = va_port
     settings = worker_settings(
         Settings,
         backends,
