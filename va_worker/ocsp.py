@@ -14,7 +14,6 @@ responses and their HTTP caching headers. No I/O, ``now`` injected.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -170,7 +169,7 @@ def decode_get(tail: str) -> bytes:
     text += "=" * (-len(text) % 4)
     try:
         return base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a character beyond ASCII
         raise ValueError("not base64") from exc
 
 

@@ -1,0 +1,74 @@
+"""The VA's upkeep renews delegated responder certificates before they end: walked
+forward with an injected ``now``, never waited for."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from cryptography import x509
+from cryptography.x509 import ocsp
+
+from engines import PemFileEngine
+from runtime.bus import Bus
+from tests.va_worker.conftest import (
+    VA,
+    ask,
+    new_ca,
+    new_leaf,
+    ocsp_request,
+    wait_status,
+)
+from va_worker.store import Store
+from va_worker.upkeep import Upkeep
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+
+
+async def test_responder_is_renewed_before_it_ends(
+    bus: Bus, va: VA, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Within VA_RESPONDER_RENEW_HOURS of its end, a new key is made in VA_KEYS and the
+    CA worker issues its certificate; answers are then signed with it."""
+    ca, _ = await new_ca(bus, tmp_path)
+    issuer = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
+    leaf = await new_leaf(bus, ca.name, tmp_path)
+    first = await wait_status(
+        va.url, leaf.certificate, issuer, ocsp.OCSPCertStatus.GOOD
+    )
+    [old] = first.certificates
+    settings = va.settings
+    upkeep = Upkeep(
+        pool=db,
+        store=Store(),
+        engine=PemFileEngine(settings.va_keys),  # the VA's own key directory
+        clock=lambda: datetime.now(UTC),
+        interval=settings.va_upkeep_seconds,
+        crl_validity_hours=settings.va_crl_validity_hours,
+        delta_crl_validity_hours=settings.va_delta_crl_validity_hours,
+        responder_validity_hours=settings.va_responder_validity_hours,
+        responder_renew=timedelta(hours=settings.va_responder_renew_hours),
+    )
+    soon = old.not_valid_after_utc - timedelta(hours=1)
+    assert await upkeep.round(soon) >= 1
+    assert 0 == await upkeep.round(soon)  # asked already: nothing new is due
+
+    body = ocsp_request(leaf.certificate, issuer)
+    async with asyncio.timeout(15):
+        while True:
+            [current] = (await ask(va.url, body)).certificates
+            if current.serial_number != old.serial_number:
+                break
+            await asyncio.sleep(0.02)
+    current.verify_directly_issued_by(issuer)
+    assert current.public_key() != old.public_key()
+    assert current.not_valid_after_utc > old.not_valid_after_utc
+    pending = await db.fetchval(
+        "SELECT pending_key_id FROM va.responders WHERE ca = $1", ca.name
+    )
+    assert pending is None
+    key_files = list(settings.va_keys.glob("*.pem"))
+    assert all(0o600 == f.stat().st_mode & 0o777 for f in key_files)
