@@ -37,7 +37,7 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import engine, enrollment, render, sweep
+from lamassu_cli import engine, enrollment, render, sweep, validation
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import add_command, days, output, reason, warning_days
 from lamassu_cli.up import up
@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     enrollment.register(groups)
     sweep.register(groups)
     engine.register(groups)
+    validation.register(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True
@@ -276,8 +277,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.group == "contracts":
         print(json.dumps(asyncapi_document(Topology()), indent=2))
         return
-    if args.group == "engine":
-        sys.exit(engine.run_check(args))
+    # Groups that do not use the bus: they report and exit themselves.
+    offline = {"engine": engine.run_check, "ocsp": validation.run_ocsp_status}
+    if args.group in offline:
+        sys.exit(offline[args.group](args))
     try:
         settings = load_settings(CliSettings)
     except SettingsError as exc:
