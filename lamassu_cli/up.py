@@ -17,7 +17,7 @@ from runtime.settings import SettingsError, load_settings
 
 __all__ = ["SERVICES", "up"]
 
-SERVICES = ("ca_worker", "dms_worker", "device_worker", "est_gateway")
+SERVICES = ("ca_worker", "dms_worker", "device_worker", "va_worker", "est_gateway")
 
 
 async def up(services: tuple[str, ...] = SERVICES) -> int:

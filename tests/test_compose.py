@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from ca_worker.settings import Settings as CaSettings
+from va_worker.settings import Settings as VaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 # Variables of services whose settings classes arrive with the enrollment issue.
@@ -17,6 +18,7 @@ def test_compose_names_only_known_variables() -> None:
     """Every worker environment variable in compose.yaml is a field of the settings."""
     document = yaml.safe_load((ROOT / "compose.yaml").read_text())
     known = {name.upper() for name in CaSettings.model_fields} | GATEWAY_ONLY
+    known |= {name.upper() for name in VaSettings.model_fields}
     workers = {
         n: s
         for n, s in document["services"].items()

@@ -16,6 +16,7 @@ PACKAGES = [
     "device_worker",
     "est_gateway",
     "lamassu_cli",
+    "va_worker",
 ]
 
 PROBE = """
