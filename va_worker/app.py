@@ -61,13 +61,12 @@ async def ocsp_get(request: web.Request) -> web.Response:
 
 
 async def ocsp_post(request: web.Request) -> web.Response:
-    if request.content_length is None or request.content_length == 0:
-        return _malformed()
     max_body = request.app[SERVING].max_body
-    if request.content_length > max_body:
+    if request.content_length is not None and request.content_length > max_body:
         raise web.HTTPRequestEntityTooLarge(
             max_size=max_body, actual_size=request.content_length
         )
+    # A chunked body is read up to client_max_size, past which aiohttp answers 413.
     der = await request.read()
     serving = request.app[SERVING]
     now = serving.clock()

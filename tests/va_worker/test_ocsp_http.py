@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -177,11 +178,9 @@ async def test_get_accepts_every_base64_spelling(
                 assert algorithm.name == response.hash_algorithm.name
 
 
-GARBAGE = {
-    "not DER": b"hello",
-    "empty DER sequence": b"\x30\x00",
-    "truncated request": None,  # filled in below from a real request
-}
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 64):
+        yield body[start : start + 64]
 
 
 async def test_garbage_gets_an_ocsp_error_never_a_500(
@@ -210,6 +209,14 @@ async def test_garbage_gets_an_ocsp_error_never_a_500(
             f"{va.url}/ocsp", data=b"\x30" * (va.settings.va_max_request_bytes + 1)
         ) as http:
             assert 413 == http.status
+        # Chunked (no Content-Length): read up to the limit, then 413.
+        big = b"\x30" * (va.settings.va_max_request_bytes + 1)
+        async with session.post(f"{va.url}/ocsp", data=_chunks(big)) as http:
+            assert 413 == http.status
+        async with session.post(f"{va.url}/ocsp", data=_chunks(real)) as http:
+            assert 200 == http.status
+            chunked = ocsp.load_der_ocsp_response(await http.read())
+            assert GOOD == chunked.certificate_status
 
     stranger, _ = await new_ca(bus, tmp_path)
     other = x509.load_pem_x509_certificate(stranger.certificate_pem.encode())
