@@ -14,7 +14,7 @@ from cryptography import x509
 
 from contracts.envelope import CloudEvent
 from contracts.va import GetCRL
-from engines import Engine, EngineError, PemFileEngine
+from engines import Engine, EngineError, EngineMisconfigured, PemFileEngine
 from runtime.bus import Bus
 from runtime.service import run_service
 from runtime.worker import Plan, QueueSpec, serve_worker
@@ -67,7 +67,12 @@ async def serve(
 ) -> None:
     """Run until ``stop`` is set. Tests call this in-process with their own settings."""
     # The engine first: a wrong VA_KEYS stops the process before anything else.
-    engine = await asyncio.to_thread(PemFileEngine, settings.va_keys)
+    try:
+        engine = await asyncio.to_thread(PemFileEngine, settings.va_keys)
+    except EngineMisconfigured as exc:
+        # The gopem engine names its own variable; here the directory is VA_KEYS.
+        reason = str(exc).removeprefix("GOPEM_DATA: ")
+        raise EngineMisconfigured(f"VA_KEYS: {reason}") from None
     store = Store()
 
     async def setup(pool: asyncpg.Pool, _bus: Bus) -> Plan:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography import x509
 from cryptography.x509 import ocsp
@@ -108,6 +109,15 @@ async def test_revocation_reaches_the_delta_crl_then_the_full_one(
     assert "certificate revoked" in out
     code, out = await verify("-CAfile", ca_path, "-CRLfile", full_path, good.path)
     assert 0 == code, out
+
+
+async def test_unknown_names_are_404(va: VA) -> None:
+    """A CRL or CA certificate the VA does not have is 404, with a one-line reason."""
+    async with aiohttp.ClientSession() as session:
+        for path in ("/crl/nobody.crl", "/crl/nobody-delta.crl", "/ca/nobody.crt"):
+            async with session.get(f"{va.url}{path}") as response:
+                assert 404 == response.status, path
+                assert 1 == len((await response.text()).strip().splitlines())
 
 
 async def test_crl_check_all_through_a_subordinate_ca(

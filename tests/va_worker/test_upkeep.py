@@ -20,6 +20,7 @@ from tests.va_worker.conftest import (
     new_ca,
     new_leaf,
     ocsp_request,
+    wait_crl,
     wait_status,
 )
 from va_worker.store import Store
@@ -28,12 +29,15 @@ from va_worker.upkeep import Upkeep
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 
-async def test_responder_is_renewed_before_it_ends(
+async def test_responder_and_crls_are_renewed_before_they_end(
     bus: Bus, va: VA, db: asyncpg.Pool, tmp_path: Path
 ) -> None:
     """Within VA_RESPONDER_RENEW_HOURS of its end, a new key is made in VA_KEYS and the
-    CA worker issues its certificate; answers are then signed with it."""
+    CA worker issues its certificate; answers are then signed with it. CRLs with a
+    quarter of their validity left are signed again (before nextUpdate)."""
     ca, _ = await new_ca(bus, tmp_path)
+    full = await wait_crl(va.url, ca.name)
+    number = full.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     issuer = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
     leaf = await new_leaf(bus, ca.name, tmp_path)
     first = await wait_status(
@@ -70,5 +74,11 @@ async def test_responder_is_renewed_before_it_ends(
         "SELECT pending_key_id FROM va.responders WHERE ca = $1", ca.name
     )
     assert pending is None
+    assert full.next_update_utc is not None
+    assert (
+        soon > full.next_update_utc - (full.next_update_utc - full.last_update_utc) / 4
+    )
+    renewed = await wait_crl(va.url, ca.name, at_least=number + 1)
+    assert renewed.last_update_utc > full.last_update_utc
     key_files = list(settings.va_keys.glob("*.pem"))
     assert all(0o600 == f.stat().st_mode & 0o777 for f in key_files)
