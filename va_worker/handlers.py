@@ -108,7 +108,9 @@ async def ca_status_updated(update: CAStatusUpdate, ctx: VaContext) -> Outcome:
     return Outcome()
 
 
-async def _certificate_status(view: CertificateView, ctx: VaContext) -> None:
+async def _certificate_status(
+    view: CertificateView, ctx: VaContext, *, created: bool
+) -> None:
     state = CertState(view.status, view.revoked_at, view.revocation_reason)
     deps = ctx.deps
     recorded = await deps.store.upsert_certificate(
@@ -116,7 +118,10 @@ async def _certificate_status(view: CertificateView, ctx: VaContext) -> None:
     )
     if recorded is None:
         return  # already as far along: a redelivery or an older event
-    deps.served.update(view.ca, int(view.serial, 16), recorded, ctx.now)
+    if created or recorded.revoked:
+        # ABOUT_TO_EXPIRE and EXPIRED answer good as ACTIVE does: nothing to sign
+        # again for a sweep's thousands of them.
+        deps.served.update(view.ca, int(view.serial, 16), recorded, ctx.now)
     if recorded.revoked and recorded.revoked_at is not None:
         await deps.store.hasten_delta(
             ctx.conn, view.ca, recorded.revoked_at, ctx.now + deps.crl_debounce
@@ -125,7 +130,7 @@ async def _certificate_status(view: CertificateView, ctx: VaContext) -> None:
 
 async def certificate_created(view: CertificateView, ctx: VaContext) -> Outcome:
     """A new certificate; if it is the responder certificate asked for, install it."""
-    await _certificate_status(view, ctx)
+    await _certificate_status(view, ctx, created=True)
     certificate = _certificate(view.certificate_pem)
     der = certificate.public_bytes(serialization.Encoding.DER)
     key_id = await ctx.deps.store.responder_issued(
@@ -149,7 +154,7 @@ async def certificate_created(view: CertificateView, ctx: VaContext) -> Outcome:
 async def certificate_status_updated(
     update: CertificateStatusUpdate, ctx: VaContext
 ) -> Outcome:
-    await _certificate_status(update.updated, ctx)
+    await _certificate_status(update.updated, ctx, created=False)
     return Outcome()
 
 
