@@ -5,6 +5,7 @@ requests it cannot answer get their error code and reason."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 from datetime import UTC, datetime
@@ -153,6 +154,16 @@ async def test_garbage_events_are_dead_lettered_and_serving_goes_on(
     assert dead in bodies
     replies, _ = await publish_raw(ca_service, "events", "crl.create", bodies[2:])
     assert [ErrorCode.INVALID] == [r.error.code for r in replies if r.error]
+    commands = [
+        envelope_bytes("crl.get", {"ca": ""}),
+        envelope_bytes("crl.get", {"ca": "x", "delta": "maybe"}),
+        envelope_bytes("crl.sign", {"ca": "x", "scope": "partial"}),
+        envelope_bytes("ocsp.responder.issue", {"ca": "no spaces allowed"}),
+    ]
+    for body in commands:
+        type_ = json.loads(body)["type"]
+        replies, _ = await publish_raw(ca_service, "commands", type_, [body])
+        assert [ErrorCode.INVALID] == [r.error.code for r in replies if r.error], type_
 
     ca, _ = await new_ca(bus, tmp_path)
     issuer = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
