@@ -78,6 +78,9 @@ def serial_hex(serial: int) -> str:
     return text if len(text) % 2 == 0 else "0" + text
 
 
+_NONCE_MAX = 32
+
+
 def rank(status: CertificateStatus) -> int:
     """How far along its life a status is; a lower rank never replaces a higher one."""
     return _RANK[status]
@@ -189,6 +192,10 @@ def parse_request(der: bytes) -> Request:
         raise ValueError(str(exc) or "not an OCSP request") from exc
     if algorithm not in _HASHES:
         raise ValueError(f"unsupported CertID hash {algorithm}")
+    if nonce is not None and not 1 <= len(nonce) <= _NONCE_MAX:
+        # RFC 8954 §2.1: a longer nonce may be answered without one (the response is
+        # then the pre-signed one): nobody makes the responder sign and echo kilobytes.
+        nonce = None
     return Request(IssuerKey(algorithm, name_hash, key_hash), serial, nonce)
 
 

@@ -32,9 +32,10 @@ SOURCE = "service/va"
 
 log = structlog.get_logger("va_worker")
 
-# A command that brought no answer (the CA refused, or is away) is asked again after this.
+# A command that brought no answer (the CA worker refused it, say for a CA kept in
+# Vault PKI, whose mount signs its own CRLs and OCSP) is sent again after this; the
+# commands are durable, so a CA worker that is away answers them when it is back.
 _RETRY = timedelta(minutes=10)
-_RESPONDER_RETRY = timedelta(minutes=1)
 _FAILED = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, EngineError)
 
 
@@ -97,7 +98,7 @@ class Upkeep:
                 for due in await self.store.claim_due_crls(conn, now, now + _RETRY)
             ]
             needing = await self.store.cas_needing_responder(
-                conn, now + self.responder_renew, now - _RESPONDER_RETRY
+                conn, now + self.responder_renew, now - _RETRY
             )
             commands += [await self._ask_responder(conn, ca, now) for ca in needing]
             await write_commands(conn, SCHEMA, commands)

@@ -110,6 +110,13 @@ def test_garbage_is_not_a_request(body: bytes) -> None:
         parse_request(body)
 
 
+def test_an_oversized_nonce_is_not_echoed(pki) -> None:
+    """RFC 8954 §2.1: nonces of up to 32 octets are echoed; a longer one is ignored."""
+    ca, leaf, _ = pki
+    assert b"n" * 32 == parse_request(_request(leaf, ca, b"n" * 32)).nonce
+    assert parse_request(_request(leaf, ca, b"n" * 33)).nonce is None
+
+
 def test_a_request_names_its_issuer_as_issuer_keys_says(pki) -> None:
     ca, leaf, _ = pki
     request = parse_request(_request(leaf, ca, b"n" * 16))
