@@ -19,6 +19,7 @@ from runtime.bus import Bus
 from runtime.service import run_service
 from runtime.worker import Plan, QueueSpec, serve_worker
 from va_worker.app import create_app
+from va_worker.catch_up import CatchUp
 from va_worker.handlers import (
     COMMAND_HANDLERS,
     EVENT_HANDLERS,
@@ -75,7 +76,7 @@ async def serve(
         raise EngineMisconfigured(f"VA_KEYS: {reason}") from None
     store = Store()
 
-    async def setup(pool: asyncpg.Pool, _bus: Bus) -> Plan:
+    async def setup(pool: asyncpg.Pool, bus: Bus) -> Plan:
         async def lookup(ca: str, serial: int) -> CertState | None:
             return await store.certificate(pool, ca, serial_hex(serial))
 
@@ -104,6 +105,8 @@ async def serve(
             responder_validity_hours=settings.va_responder_validity_hours,
             responder_renew=timedelta(hours=settings.va_responder_renew_hours),
         )
+
+        catch_up = CatchUp(bus=bus, pool=pool, store=store, served=served, clock=clock)
 
         # Bound here, so that a port in use stops the start; served until stop.
         runner = web.AppRunner(
@@ -135,7 +138,7 @@ async def serve(
                 ),
                 QueueSpec("commands", [("commands", GetCRL.TYPE)], COMMAND_HANDLERS),
             ],
-            tasks=[http, upkeep.run],
+            tasks=[http, upkeep.run, catch_up.run],
         )
 
     try:

@@ -1,5 +1,6 @@
-"""The VA's upkeep renews delegated responder certificates before they end: walked
-forward with an injected ``now``, never waited for."""
+"""The VA's background work: renewing delegated responder certificates and CRLs before
+they end (walked forward with an injected ``now``, never waited for), and catching up
+with what was issued before it existed."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509 import ocsp
 
+from contracts.ca import RevokeCertificate
 from engines import PemFileEngine
 from runtime.bus import Bus
+from tests.pki import call
 from tests.va_worker.conftest import (
     VA,
     ask,
@@ -23,6 +26,8 @@ from tests.va_worker.conftest import (
     wait_crl,
     wait_status,
 )
+from va_worker.catch_up import CatchUp
+from va_worker.served import Served
 from va_worker.store import Store
 from va_worker.upkeep import Upkeep
 
@@ -82,3 +87,36 @@ async def test_responder_and_crls_are_renewed_before_they_end(
     assert renewed.last_update_utc > full.last_update_utc
     key_files = list(settings.va_keys.glob("*.pem"))
     assert all(0o600 == f.stat().st_mode & 0o777 for f in key_files)
+
+
+async def test_catch_up_learns_what_was_issued_before_the_va(
+    bus: Bus, va: VA, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A VA that never saw a CA's events (its queue did not exist yet) learns the CA
+    from ca.list and its certificates, with their statuses, from certificate.list."""
+    ca, _ = await new_ca(bus, tmp_path)
+    issuer = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
+    good = await new_leaf(bus, ca.name, tmp_path)
+    revoked = await new_leaf(bus, ca.name, tmp_path)
+    assert (await call(bus, RevokeCertificate(serial=revoked.view.serial))).ok
+    await wait_status(va.url, revoked.certificate, issuer, ocsp.OCSPCertStatus.REVOKED)
+    # Forget them, as a VA deployed after they were issued would not know them.
+    await db.execute("DELETE FROM va.certificates WHERE ca = $1", ca.name)
+
+    served = Served(validity=timedelta(hours=1), lookup=_nothing)
+    catch_up = CatchUp(
+        bus=bus, pool=db, store=Store(), served=served, clock=lambda: datetime.now(UTC)
+    )
+    await catch_up.run(lambda: None)
+    assert issuer == served.ca_certificate(ca.name)
+    assert served.ca_certificate("LAMASSU-DMS-MANAGER") is not None
+    rows = await db.fetch(
+        "SELECT serial, status FROM va.certificates WHERE ca = $1", ca.name
+    )
+    statuses = {row["serial"]: row["status"] for row in rows}
+    assert "ACTIVE" == statuses[good.view.serial]
+    assert "REVOKED" == statuses[revoked.view.serial]
+
+
+async def _nothing(_ca: str, _serial: int) -> None:
+    return None
