@@ -120,8 +120,10 @@ async def sign_crl(cmd: SignCRL, ctx: CaContext) -> Outcome:
         numbers = await store.next_delta(ctx.conn, ca.name)
     views = []
     if numbers is None:  # a full CRL asked for, or no full CRL yet to be a base
-        numbers = await store.next_full(ctx.conn, ca.name, ctx.now)
-        entries = await store.revoked(ctx.conn, ca.name)
+        numbers, previous = await store.next_full(ctx.conn, ca.name, ctx.now)
+        # Expired before the previous full CRL: that CRL, issued after their expiry,
+        # listed them, so they may go (RFC 5280 §5); the CRL does not grow forever.
+        entries = await store.revoked(ctx.conn, ca.name, expired_before=previous)
         views.append(
             await asyncio.to_thread(
                 _sign,
@@ -137,7 +139,7 @@ async def sign_crl(cmd: SignCRL, ctx: CaContext) -> Outcome:
         numbers = await store.next_delta(ctx.conn, ca.name)
         assert numbers is not None  # noqa: S101 - the full CRL's row is written above
     since = numbers.full_this_update - _DELTA_OVERLAP
-    entries = await store.revoked(ctx.conn, ca.name, since)
+    entries = await store.revoked(ctx.conn, ca.name, since=since)
     views.append(
         await asyncio.to_thread(
             _sign,

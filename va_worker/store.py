@@ -266,15 +266,15 @@ class Store:
         """Record the request for a CA's next responder certificate; the key id of
         the request it replaces, if one was pending."""
         previous: str | None = await conn.fetchval(
-            """WITH old AS (
-                   SELECT pending_key_id FROM va.responders WHERE ca = $1 FOR UPDATE)
-               INSERT INTO va.responders AS r
+            "SELECT pending_key_id FROM va.responders WHERE ca = $1 FOR UPDATE", ca
+        )
+        await conn.execute(
+            """INSERT INTO va.responders AS r
                    (ca, pending_key_id, pending_csr_fingerprint, requested_at)
                VALUES ($1, $2, $3, $4)
                ON CONFLICT (ca) DO UPDATE
                SET pending_key_id = $2, pending_csr_fingerprint = $3,
-                   requested_at = $4
-               RETURNING (SELECT pending_key_id FROM old)""",
+                   requested_at = $4""",
             ca,
             key_id,
             csr_fingerprint,

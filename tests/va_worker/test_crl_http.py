@@ -4,9 +4,13 @@ revocation (debounced), and a new full CRL on demand."""
 
 from __future__ import annotations
 
+import base64
+import secrets
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 from cryptography import x509
 from cryptography.x509 import ocsp
@@ -165,3 +169,34 @@ async def test_crl_check_all_through_a_subordinate_ca(
     code, out = await openssl("verify", *chain, other.path)
     assert 0 != code
     assert "certificate revoked" in out
+
+
+async def test_expired_revocations_leave_the_full_crl(
+    bus: Bus, va: VA, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """RFC 5280 §5: a revoked certificate that expired before the previous full CRL
+    (which, issued after its expiry, listed it) is left out; the others stay."""
+    ca, _ = await new_ca(bus, tmp_path)
+    await wait_crl(va.url, ca.name)  # the previous full CRL
+    now = datetime.now(UTC)
+    rows = {
+        "0a" + secrets.token_hex(15): now - timedelta(days=10),  # expired long ago
+        "0b" + secrets.token_hex(15): now + timedelta(days=10),
+    }
+    await db.executemany(
+        """INSERT INTO ca.certificates (serial, ca, subject, issuer, status, not_before,
+               not_after, revoked_at, revocation_reason, csr_fingerprint, certificate_der)
+           VALUES ($1, $2, 'CN=x', $3, 'REVOKED', $4, $5, $4, 'superseded', 'x', '\\x30')""",
+        [
+            (serial, ca.name, ca.subject, now - timedelta(days=20), not_after)
+            for serial, not_after in rows.items()
+        ],
+    )
+    reply = await call(bus, SignCRL(ca=ca.name))
+    assert reply.ok, reply.error
+    view = CRLView.model_validate(reply.result)
+    crl = x509.load_der_x509_crl(base64.b64decode(view.crl_der_b64))
+    expired, current = (int(serial, 16) for serial in rows)
+    assert crl.get_revoked_certificate_by_serial_number(expired) is None
+    assert crl.get_revoked_certificate_by_serial_number(current) is not None
+    assert 1 == view.entries
