@@ -224,7 +224,8 @@ def sign(
         # RFC 5280 §5.3.1: unspecified SHOULD be absent.
         reason = _REASONS.get(state.reason)
     this_update = now.replace(microsecond=0)
-    next_update = this_update + validity
+    # Never valid longer than the responder certificate that vouches for it.
+    next_update = min(this_update + validity, responder.certificate.not_valid_after_utc)
     builder = (
         ocsp.OCSPResponseBuilder()
         .add_response_by_hash(

@@ -134,7 +134,9 @@ class Served:
             # RFC 6960 §2.3: not an issuer this responder answers for.
             return _failure(x509_ocsp.OCSPResponseStatus.UNAUTHORIZED)
         responder = self._responders.get(ca)
-        if responder is None:
+        if responder is None or responder.certificate.not_valid_after_utc <= now:
+            # No responder certificate yet, or one that has ended (its CA expired or
+            # was revoked, so no new one comes): nothing valid to sign with.
             return _failure(x509_ocsp.OCSPResponseStatus.TRY_LATER)
         key = (ca, request.serial, request.issuer.algorithm)
         cached = self._responses.get(key)

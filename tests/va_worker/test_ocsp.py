@@ -231,6 +231,12 @@ async def test_served_answers_from_memory_and_signs_again_after_half_validity(
     assert again.signed is not None
     assert NOW + timedelta(minutes=31) == again.signed.this_update
     assert [] == lookups
+    ended = NOW + timedelta(days=31)  # the responder certificate ends after 30 days
+    late = await served.answer(body, ended)
+    assert (
+        ocsp.OCSPResponseStatus.TRY_LATER
+        == ocsp.load_der_ocsp_response(late.der).response_status
+    )
     unknown = _request(
         _certificate(
             "x", ec.generate_private_key(ec.SECP256R1()), ("ca", responder.key)
