@@ -29,6 +29,7 @@ from contracts.ca import CertificateStatus, RevocationReason
 from engines import PrivateKey
 
 __all__ = [
+    "CERT_ID_HASHES",
     "CertState",
     "IssuerKey",
     "Request",
@@ -70,6 +71,9 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
 }
+
+
+CERT_ID_HASHES = tuple(_HASHES)
 
 
 def serial_hex(serial: int) -> str:

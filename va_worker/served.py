@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.x509 import ocsp as x509_ocsp
 
 from va_worker.ocsp import (
+    CERT_ID_HASHES,
     CertState,
     IssuerKey,
     Request,
@@ -101,8 +102,8 @@ class Served:
 
     def update(self, ca: str, serial: int, state: CertState, now: datetime) -> None:
         """A certificate was created or changed status: sign its SHA-1 answer now."""
-        for key in [(ca, serial, alg) for alg in ("sha1", "sha256")]:
-            self._responses.pop(key, None)
+        for algorithm in CERT_ID_HASHES:  # every CertID spelling answered before
+            self._responses.pop((ca, serial, algorithm), None)
         responder = self._responders.get(ca)
         certificate = self._ca_certificates.get(ca)
         if responder is None or certificate is None:

@@ -63,6 +63,10 @@ async def test_good_then_revoked_with_reason_by_openssl(
     assert "WARNING: no nonce" not in out
     assert "OCSP Nonce" in out
 
+    # Answered (and kept) for another CertID hash too, before the revocation.
+    sha384 = ocsp_request(leaf.certificate, issuer, algorithm=hashes.SHA384())
+    assert GOOD == (await ask(va.url, sha384)).certificate_status
+
     reply = await call(
         bus,
         RevokeCertificate(
@@ -71,6 +75,7 @@ async def test_good_then_revoked_with_reason_by_openssl(
     )
     assert reply.ok, reply.error
     await wait_status(va.url, leaf.certificate, issuer, REVOKED)
+    assert REVOKED == (await ask(va.url, sha384)).certificate_status
     code, out = await openssl(*args, "-CAfile", ca_path)
     assert 0 == code, out
     assert "Response verify OK" in out
