@@ -16,6 +16,7 @@ from ca_worker.handlers import (
     ensure_internal_ca,
     report_missing_keys,
 )
+from ca_worker.publication import VA_HANDLERS
 from ca_worker.settings import Settings
 from ca_worker.store import Store
 from ca_worker.sweeps import SHARD_HANDLERS, SWEEP_HANDLERS, fire_scheduled_sweep
@@ -39,7 +40,9 @@ async def serve(
     """Run until ``stop`` is set. Tests call this in-process with their own settings
     and, to walk through expiry without waiting, their own ``clock``."""
     # Engines first: a wrong engine setting stops the process before anything else.
-    authorities = await asyncio.to_thread(open_authorities, settings.engine_configs())
+    authorities = await asyncio.to_thread(
+        open_authorities, settings.engine_configs(), settings.va_url_for
+    )
     deps = CaDeps(
         store=Store(),
         authorities=authorities,
@@ -78,8 +81,9 @@ async def serve(
                         ("commands", "certificate.*"),
                         ("commands", "sweep.run"),
                         ("commands", "sweep.get"),
+                        *(("commands", type_) for type_ in VA_HANDLERS),
                     ],
-                    {**HANDLERS, **SWEEP_HANDLERS},
+                    {**HANDLERS, **SWEEP_HANDLERS, **VA_HANDLERS},
                     prefetch=settings.ca_prefetch,
                 ),
                 QueueSpec(

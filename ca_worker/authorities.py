@@ -22,7 +22,7 @@ synchronous, like the engines; handlers call them with ``asyncio.to_thread``, ex
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -39,6 +39,7 @@ from ca_worker.issuance import (
     build_leaf_certificate,
     leaf_key_usage,
     new_serial,
+    validation_extensions,
     verbatim_conflicts,
 )
 from contracts.ca import CAView
@@ -145,11 +146,20 @@ class Authority(Protocol):
     def close(self) -> None: ...
 
 
-class SignerAuthority:
-    """A CA whose key is in a signer engine; certificates are built here."""
+def _no_va(_ca: str) -> str:
+    return ""
 
-    def __init__(self, engine: Engine) -> None:
+
+class SignerAuthority:
+    """A CA whose key is in a signer engine; certificates are built here.
+
+    ``va_url`` gives the validation authority's URL of each issuing CA (empty: none),
+    which its leaves and subordinate CAs point at (``validation_extensions``).
+    """
+
+    def __init__(self, engine: Engine, va_url: Callable[[str], str] = _no_va) -> None:
         self._engine = engine
+        self._va_url = va_url
         reporter = engine if isinstance(engine, KeyTypeReporter) else None
         self._key_types = list(KeyType) if reporter is None else reporter.key_types()
         # Parsed CA certificates by (name, serial): a CA's certificate never changes,
@@ -163,6 +173,10 @@ class SignerAuthority:
     @property
     def in_process(self) -> bool:
         return isinstance(self._engine, PemFileEngine)
+
+    def va_url(self, ca: str) -> str:
+        """The validation authority that serves what ``ca`` issued (empty: none)."""
+        return self._va_url(ca)
 
     def issuer(self, ca: CAView) -> Issuer:
         """The CA's certificate and key object, for signing with it."""
@@ -188,6 +202,11 @@ class SignerAuthority:
                     f"which signs only CAs on that engine, not on {self.engine!r}"
                 )
             issuer = parent.authority.issuer(parent.ca)
+        links = (
+            []
+            if parent is None
+            else validation_extensions(self._va_url(parent.ca.name), parent.ca.name)
+        )
         engine = self._engine
         key_id = engine.create_key(KeySpec(spec.key_type))
         certificate = build_ca_certificate(
@@ -198,6 +217,7 @@ class SignerAuthority:
             serial=new_serial(),
             now=spec.now,
             validity=spec.validity,
+            extensions=links,
         )
         return CreatedCA(key_id, certificate)
 
@@ -227,6 +247,7 @@ class SignerAuthority:
             serial=new_serial(),
             now=now,
             validity=validity,
+            extensions=validation_extensions(self._va_url(ca.name), ca.name),
         )
 
     def revoke(self, ca: CAView, serials: Sequence[str]) -> None:
@@ -321,19 +342,23 @@ class VaultAuthority:
         self._vault.close()
 
 
-def open_authority(config: AnyEngineConfig) -> Authority:
+def open_authority(
+    config: AnyEngineConfig, va_url: Callable[[str], str] = _no_va
+) -> Authority:
     """Open the engine the config names; raises EngineMisconfigured naming the setting."""
     if isinstance(config, VaultPkiConfig):
         return VaultAuthority(open_vault_pki(config))
-    return SignerAuthority(open_engine(config))
+    return SignerAuthority(open_engine(config), va_url)
 
 
-def open_authorities(configs: Mapping[str, AnyEngineConfig]) -> dict[str, Authority]:
+def open_authorities(
+    configs: Mapping[str, AnyEngineConfig], va_url: Callable[[str], str] = _no_va
+) -> dict[str, Authority]:
     """Open every configured engine, or none: a failure closes those already open."""
     opened: dict[str, Authority] = {}
     try:
         for name, config in configs.items():
-            opened[name] = open_authority(config)
+            opened[name] = open_authority(config, va_url)
     except BaseException:
         close_authorities(opened.values())
         raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,7 +20,11 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import (
+    AuthorityInformationAccessOID,
+    ExtendedKeyUsageOID,
+    NameOID,
+)
 
 from engines import PrivateKey, PublicKey
 
@@ -34,6 +39,7 @@ __all__ = [
     "load_csr",
     "new_serial",
     "serial_hex",
+    "validation_extensions",
     "verbatim_conflicts",
 ]
 
@@ -117,8 +123,10 @@ def build_ca_certificate(
     serial: int,
     now: datetime,
     validity: timedelta,
+    extensions: Sequence[x509.ExtensionType] = (),
 ) -> x509.Certificate:
-    """A root CA (``issuer`` None, signed by ``self_signer``) or a subordinate CA."""
+    """A root CA (``issuer`` None, signed by ``self_signer``) or a subordinate CA;
+    ``extensions`` are added as non-critical (``validation_extensions``)."""
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, name),
@@ -162,6 +170,8 @@ def build_ca_certificate(
         .add_extension(ski, critical=False)
         .add_extension(aki, critical=False)
     )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     return builder.sign(signer, _hash_for(signer))
 
 
@@ -172,8 +182,10 @@ def build_leaf_certificate(
     serial: int,
     now: datetime,
     validity: timedelta,
+    extensions: Sequence[x509.ExtensionType] = (),
 ) -> x509.Certificate:
-    """An end-entity certificate for a device: the CSR's subject and SAN, our extensions."""
+    """An end-entity certificate for a device: the CSR's subject and SAN, our extensions
+    (plus ``extensions``, non-critical: ``validation_extensions``)."""
     public_key = csr.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise CSRRejected("the CSR key must be EC or RSA")
@@ -200,6 +212,8 @@ def build_leaf_certificate(
         pass
     else:
         builder = builder.add_extension(san.value, critical=san.critical)
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     return builder.sign(issuer.signer, _hash_for(issuer.signer))
 
 
@@ -245,3 +259,38 @@ def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     except x509.ExtensionNotFound:
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def validation_extensions(va_url: str, ca_name: str) -> list[x509.ExtensionType]:
+    """Where relying parties check what ``ca_name`` issued: Authority Information Access
+    (OCSP and caIssuers, RFC 5280 §4.2.2.1) and CRL Distribution Points (§4.2.1.13) at
+    the validation authority ``va_url``; none when it is empty."""
+    base = va_url.rstrip("/")
+    if not base:
+        return []
+    return [
+        x509.AuthorityInformationAccess(
+            [
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.OCSP,
+                    x509.UniformResourceIdentifier(f"{base}/ocsp"),
+                ),
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.CA_ISSUERS,
+                    x509.UniformResourceIdentifier(f"{base}/ca/{ca_name}.crt"),
+                ),
+            ]
+        ),
+        x509.CRLDistributionPoints(
+            [
+                x509.DistributionPoint(
+                    full_name=[
+                        x509.UniformResourceIdentifier(f"{base}/crl/{ca_name}.crl")
+                    ],
+                    relative_name=None,
+                    reasons=None,
+                    crl_issuer=None,
+                )
+            ]
+        ),
+    ]

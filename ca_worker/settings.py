@@ -6,6 +6,8 @@ engine's variables are checked in ``engines.settings``.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, field_validator
 
 from contracts.sweeps import MAX_SHARDS
@@ -29,6 +31,12 @@ class Settings(WorkerSettings, LogSettings, EngineSettings):
     # enough for PostgreSQL to use every core, while POSTGRES_POOL_SIZE (10) keeps
     # connections for enrollments and the relay.
     sweep_prefetch: int = Field(default=8, ge=1, le=MAX_SHARDS)
+    # The validation authority that issued certificates point at (AIA and CRL
+    # Distribution Points); empty: none. VA_URL_BY_CA overrides it per CA (JSON object).
+    va_url: str = Field(default="", pattern=r"^(https?://[^\s]+)?$")
+    va_url_by_ca: dict[str, Annotated[str, Field(pattern=r"^https?://[^\s]+$")]] = (
+        Field(default_factory=dict)
+    )
 
     @field_validator("sweep_schedule")
     @classmethod
@@ -38,3 +46,7 @@ class Settings(WorkerSettings, LogSettings, EngineSettings):
 
     def schedule(self) -> Schedule | None:
         return parse_schedule(self.sweep_schedule)
+
+    def va_url_for(self, ca: str) -> str:
+        """The VA URL the certificates issued by ``ca`` carry (empty: none)."""
+        return self.va_url_by_ca.get(ca, self.va_url)

@@ -58,6 +58,7 @@ from contracts.errors import ErrorBody, ErrorCode, Reply
 from contracts.keys import KeyType
 from contracts.names import Topology
 from contracts.sweeps import GetSweep, RunSweep, SweepShard, SweepTrigger, SweepView
+from contracts.va import CRLScope, CRLView, GetCRL, IssueResponderCertificate, SignCRL
 
 __all__ = [
     "COMMANDS",
@@ -66,6 +67,8 @@ __all__ = [
     "CAUpdate",
     "CAView",
     "CAs",
+    "CRLScope",
+    "CRLView",
     "CertificateStatus",
     "CertificateStatusUpdate",
     "CertificateView",
@@ -90,11 +93,13 @@ __all__ = [
     "ErrorBody",
     "ErrorCode",
     "GetCA",
+    "GetCRL",
     "GetCertificate",
     "GetDMS",
     "GetDevice",
     "GetSweep",
     "IssueCertificate",
+    "IssueResponderCertificate",
     "KeyType",
     "ListCAs",
     "ListCertificates",
@@ -108,6 +113,7 @@ __all__ = [
     "RevokeCertificate",
     "RevokeDMS",
     "RunSweep",
+    "SignCRL",
     "SignCertificate",
     "SlotView",
     "SweepShard",

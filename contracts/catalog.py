@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from contracts import alerts, ca, cloud, devices, dms, sweeps
+from contracts import alerts, ca, cloud, devices, dms, sweeps, va
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -63,6 +63,9 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (alerts.DeleteSubscription, alerts.SubscriptionView, "alerts"),
     (alerts.AlertTest, alerts.DeliveryView, "alerts"),
     (alerts.ListDeliveries, alerts.Deliveries, "alerts"),
+    (va.SignCRL, va.CRLView, "ca"),
+    (va.IssueResponderCertificate, ca.CertificateView, "ca"),
+    (va.GetCRL, va.CRLView, "va"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {
@@ -81,4 +84,5 @@ EVENTS: Mapping[str, type[BaseModel]] = {
     devices.DEVICE_DECOMMISSIONED: devices.DeviceView,
     cloud.CloudSyncFailed.TYPE: cloud.CloudSyncFailed,
     alerts.ALERT_DELIVERY_FAILED: alerts.AlertDeliveryFailed,
+    "crl.create": va.CRLView,
 }

@@ -22,6 +22,8 @@ WORKER_QUEUES = (
     ("cloud", "events"),
     ("alerts", "commands"),
     ("alerts", "events"),
+    ("va", "events"),
+    ("va", "commands"),
 )
 
 

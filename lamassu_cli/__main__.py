@@ -38,7 +38,7 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import alerts, cloud, engine, enrollment, render, sweep
+from lamassu_cli import alerts, cloud, engine, enrollment, render, sweep, validation
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import add_command, days, output, reason, warning_days
 from lamassu_cli.up import configured_services, up
@@ -182,6 +182,36 @@ async def wait_ready(args: argparse.Namespace, client: Client) -> None:
                 return
 
 
+def _register_certificates(groups: Any) -> None:
+    """``cert`` and ``events``: what the CA worker issues, and the stream of events."""
+    cert = groups.add_parser("cert", help="certificates").add_subparsers(
+        dest="action", required=True
+    )
+    p = add_command(
+        cert, "sign", cert_sign, "sign a PKCS#10 CSR; prints the certificate PEM"
+    )
+    p.add_argument("--ca", required=True)
+    p.add_argument("--csr", required=True, help="PEM or DER file")
+    p.add_argument("--validity", type=days, default=365)
+    p = add_command(cert, "show", cert_show, "show a certificate")
+    p.add_argument("serial")
+    p.add_argument("--pem", action="store_true")
+    p = add_command(cert, "list", cert_list, "list certificates")
+    p.add_argument("--ca")
+    p.add_argument("--status", type=CertificateStatus, choices=list(CertificateStatus))
+    p.add_argument("--limit", type=int, default=100)
+    p = add_command(cert, "revoke", cert_revoke, "revoke a certificate")
+    p.add_argument("serial")
+    p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+
+    events = groups.add_parser("events", help="event stream").add_subparsers(
+        dest="action", required=True
+    )
+    p = add_command(events, "tail", events_tail, "print events as they arrive")
+    p.add_argument("--type", default="#", help="topic pattern, e.g. 'certificate.#'")
+    p.add_argument("--count", type=int, default=0, help="exit after this many events")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lamassu", description="Operate the Lamassu PKI."
@@ -224,33 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
 
-    cert = groups.add_parser("cert", help="certificates").add_subparsers(
-        dest="action", required=True
-    )
-    p = add_command(
-        cert, "sign", cert_sign, "sign a PKCS#10 CSR; prints the certificate PEM"
-    )
-    p.add_argument("--ca", required=True)
-    p.add_argument("--csr", required=True, help="PEM or DER file")
-    p.add_argument("--validity", type=days, default=365)
-    p = add_command(cert, "show", cert_show, "show a certificate")
-    p.add_argument("serial")
-    p.add_argument("--pem", action="store_true")
-    p = add_command(cert, "list", cert_list, "list certificates")
-    p.add_argument("--ca")
-    p.add_argument("--status", type=CertificateStatus, choices=list(CertificateStatus))
-    p.add_argument("--limit", type=int, default=100)
-    p = add_command(cert, "revoke", cert_revoke, "revoke a certificate")
-    p.add_argument("serial")
-    p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
-
-    events = groups.add_parser("events", help="event stream").add_subparsers(
-        dest="action", required=True
-    )
-    p = add_command(events, "tail", events_tail, "print events as they arrive")
-    p.add_argument("--type", default="#", help="topic pattern, e.g. 'certificate.#'")
-    p.add_argument("--count", type=int, default=0, help="exit after this many events")
-
+    _register_certificates(groups)
     p = add_command(groups, "wait", wait_ready, "wait until the workers answer")
     p.add_argument("--timeout", type=float, default=60.0)
     enrollment.register(groups)
@@ -258,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.register(groups)
     cloud.register(groups)
     alerts.register(groups)
+    validation.register(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True
@@ -279,8 +284,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.group == "contracts":
         print(json.dumps(asyncapi_document(Topology()), indent=2))
         return
-    if args.group == "engine":
-        sys.exit(engine.run_check(args))
+    # Groups that do not use the bus: they report and exit themselves.
+    offline = {"engine": engine.run_check, "ocsp": validation.run_ocsp_status}
+    if args.group in offline:
+        sys.exit(offline[args.group](args))
     try:
         settings = load_settings(CliSettings)
     except SettingsError as exc:

@@ -28,6 +28,7 @@ SERVICES = (
     "ca_worker",
     "dms_worker",
     "device_worker",
+    "va_worker",
     "est_gateway",
     "alerts_worker",
 )

@@ -10,6 +10,9 @@ export POSTGRES_DATABASE="${POSTGRES_DATABASE:-lamassu}"
 export GOPEM_DATA="${GOPEM_DATA:-$RUN/keys}"
 export EST_TLS_DIR="${EST_TLS_DIR:-$RUN/est-tls}"
 export EST_PORT="${EST_PORT:-8443}"
+export VA_PORT="${VA_PORT:-8080}"
+export VA_KEYS="${VA_KEYS:-$RUN/va-keys}"
+export VA_URL="${VA_URL:-http://localhost:$VA_PORT}"
 export LOG_FORMAT="${LOG_FORMAT:-json}"
 DEMO="$RUN/demo"
 mkdir -p "$DEMO"
@@ -86,8 +89,33 @@ step "The alerts the receiver got: one per certificate of $DEVICE (lamassu alert
 for _ in $(seq 50); do [[ $(grep -c 'alert received' "$DEMO/alerts.log") -ge 2 ]] && break; sleep 0.2; done
 grep 'alert received' "$DEMO/alerts.log" || echo "no alert arrived yet: see $DEMO/alerts.log"
 
+step "Revocation reaches relying parties: the renewed certificate points at the VA ($VA_URL)"
+lamassu ca show demo-ca --pem > "$DEMO/demo-ca.pem"
+openssl x509 -in "$DEMO/device-renewed.pem" -noout -ext authorityInfoAccess,crlDistributionPoints
+ocsp() { openssl ocsp -issuer "$DEMO/demo-ca.pem" -cert "$DEMO/device-renewed.pem" \
+    -url "$VA_URL/ocsp" -CAfile "$DEMO/demo-ca.pem" 2>&1; }
+for _ in $(seq 100); do ocsp | grep -q ": good" && break; sleep 0.2; done  # responder ready
+lamassu ocsp status --cert "$DEMO/device-renewed.pem"
+SERIAL=$(openssl x509 -in "$DEMO/device-renewed.pem" -noout -serial | cut -d= -f2)
+lamassu cert revoke "$SERIAL" --reason key-compromise >/dev/null
+for _ in $(seq 50); do ocsp | grep -q ": revoked" && break; sleep 0.2; done
+echo "openssl ocsp says:"; ocsp | grep -E "revoked|Reason|verify"
+lamassu crl publish demo-ca >/dev/null
+for _ in $(seq 50); do
+    curl -s -o "$DEMO/demo-ca.crl" "$VA_URL/crl/demo-ca.crl" &&
+        openssl crl -inform DER -in "$DEMO/demo-ca.crl" -noout -text | grep -qi "${SERIAL}" && break
+    sleep 0.2
+done
+openssl crl -inform DER -in "$DEMO/demo-ca.crl" -out "$DEMO/demo-ca.crl.pem"
+if openssl verify -crl_check -CAfile "$DEMO/demo-ca.pem" -CRLfile "$DEMO/demo-ca.crl.pem" \
+    "$DEMO/device-renewed.pem"; then
+    echo "unexpected: the revoked certificate verified" >&2; exit 1
+else
+    echo "openssl verify -crl_check refuses the revoked certificate, as it should"
+fi
+
 step "An expiry sweep, fanned out into shards (nothing is due yet, so nothing changes)"
 lamassu sweep run --wait
 
-step "The PKI is running: EST on https://localhost:$EST_PORT (server certificate $EST_TLS_DIR/server.pem), logs in .run/pki.log. Try .venv/bin/lamassu --help. Ctrl-C stops it."
+step "The PKI is running: EST on https://localhost:$EST_PORT (server certificate $EST_TLS_DIR/server.pem), OCSP and CRLs on $VA_URL, logs in .run/pki.log. Try .venv/bin/lamassu --help. Ctrl-C stops it."
 wait $UP

@@ -164,9 +164,21 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-async def ca_service(backends: Backends, keys_dir: Path) -> AsyncIterator[CaSettings]:
+def va_port() -> int:
+    """Where the session's validation authority listens (tests/va_worker), chosen
+    before the CA worker starts: its certificates point there (VA_URL)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+async def ca_service(
+    backends: Backends, keys_dir: Path, va_port: int
+) -> AsyncIterator[CaSettings]:
     """The CA worker running in-process for the whole session."""
-    settings = ca_settings(backends, keys_dir)
+    settings = ca_settings(backends, keys_dir, va_url=f"http://127.0.0.1:{va_port}")
     stop = asyncio.Event()
     task = asyncio.create_task(serve_ca(settings, stop))
     bus = await Bus.connect(AMQP_URL, Topology(backends.prefix))

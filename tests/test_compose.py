@@ -9,6 +9,7 @@ import yaml
 from alerts_worker.settings import Settings as AlertsSettings
 from ca_worker.settings import Settings as CaSettings
 from cloud_proxy.settings import Settings as CloudSettings
+from va_worker.settings import Settings as VaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 # Variables of services whose settings classes arrive with the enrollment issue.
@@ -21,6 +22,7 @@ def test_compose_names_only_known_variables() -> None:
     known = {name.upper() for name in CaSettings.model_fields} | GATEWAY_ONLY
     known |= {name.upper() for name in CloudSettings.model_fields}
     known |= {name.upper() for name in AlertsSettings.model_fields}
+    known |= {name.upper() for name in VaSettings.model_fields}
     workers = {
         n: s
         for n, s in document["services"].items()

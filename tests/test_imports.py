@@ -18,6 +18,7 @@ PACKAGES = [
     "lamassu_cli",
     "cloud_proxy",
     "alerts_worker",
+    "va_worker",
 ]
 
 PROBE = """

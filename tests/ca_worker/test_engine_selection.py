@@ -4,6 +4,7 @@ keeps each CA on the engine ``CreateCA.engine`` names, and Vault PKI CAs behave.
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from contracts.ca import (
+    CertificateView,
     CreateCA,
     RevocationReason,
     RevokeCA,
@@ -23,6 +25,7 @@ from contracts.ca import (
     SignCertificate,
 )
 from contracts.errors import ErrorCode
+from contracts.va import CRLView, IssueResponderCertificate, SignCRL
 from engines import Pkcs11Config
 from runtime.bus import Bus
 from tests.ca_worker.engine_workers import (
@@ -217,3 +220,34 @@ async def test_cli_creates_a_ca_on_the_engine_it_names(
         out, err = await process.communicate()
     assert 0 == process.returncode, err.decode()
     assert '"engine": "pkcs11"' in out.decode()
+
+
+@pytest.mark.parametrize("engine", ["pkcs11", "vault-transit"])
+async def test_crls_and_responders_are_signed_in_the_ca_engine(
+    multi_bus: Bus, engine: str
+) -> None:
+    """crl.sign and ocsp.responder.issue sign with a CA key kept in an HSM or Vault
+    Transit: the key object the engine hands out signs CRLs as it signs certificates."""
+    ca = await create_ca(multi_bus, name=unique(f"crl-{engine}"), engine=engine)
+    issuer = load(ca.certificate_pem)
+    reply = await call(multi_bus, SignCRL(ca=ca.name))
+    assert reply.ok, reply.error
+    view = CRLView.model_validate(reply.result)
+    crl = x509.load_der_x509_crl(base64.b64decode(view.crl_der_b64))
+    assert crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    _, csr = make_csr("OCSP responder")
+    reply = await call(
+        multi_bus, IssueResponderCertificate(ca=ca.name, csr_pem=csr_pem(csr))
+    )
+    assert reply.ok, reply.error
+    responder = CertificateView.model_validate(reply.result)
+    load(responder.certificate_pem).verify_directly_issued_by(issuer)
+
+
+async def test_vault_pki_cas_keep_their_own_crls(multi_bus: Bus) -> None:
+    """A Vault PKI mount publishes its own CRL and holds its key: refused, saying so."""
+    ca = await create_ca(multi_bus, name=unique("crl-vault"), engine="vault")
+    reply = await call(multi_bus, SignCRL(ca=ca.name))
+    assert reply.error is not None
+    assert ErrorCode.CONFLICT == reply.error.code
+    assert "publishes its own" in reply.error.message

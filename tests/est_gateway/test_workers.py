@@ -27,6 +27,7 @@ def test_up_starts_each_gateway_process_once() -> None:
         ("ca_worker", "ca_worker"),
         ("dms_worker", "dms_worker"),
         ("device_worker", "device_worker"),
+        ("va_worker", "va_worker"),
         ("est_gateway[1]", "est_gateway"),
         ("est_gateway[2]", "est_gateway"),
         ("alerts_worker", "alerts_worker"),
