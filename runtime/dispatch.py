@@ -165,6 +165,16 @@ def _one_each(run: Sequence[_Delivery], outcomes: Sequence[Outcome]) -> list[Out
     return list(outcomes)
 
 
+def _channel(message: AbstractIncomingMessage) -> AbstractChannel | None:
+    """The channel a message came on, or None once it has closed (aio-pika raises
+    then): its unsettled messages are the broker's to deliver again."""
+    try:
+        channel = message.channel
+    except _CHANNEL_GONE:
+        return None
+    return None if channel.is_closed else channel
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -474,7 +484,7 @@ class Dispatcher:
         await asyncio.sleep(delay)
         if self._closing:
             return []
-        return [d for d in deliveries if not d.message.channel.is_closed]
+        return [d for d in deliveries if _channel(d.message) is not None]
 
     async def _published(
         self, settlements: Sequence[_Settlement]
@@ -759,9 +769,13 @@ class Dispatcher:
     ) -> AbstractIncomingMessage | None:
         """The batch's last message when acking up to it acks the batch and nothing
         else: one channel, and no other tag outstanding below its last one."""
-        channel = batch[0].message.channel
+        channel = _channel(batch[0].message)
         tags = {d.message.delivery_tag for d in batch}
-        if None in tags or any(d.message.channel is not channel for d in batch):
+        if (
+            channel is None
+            or None in tags
+            or any(_channel(d.message) is not channel for d in batch)
+        ):
             return None
         last = max(batch, key=lambda d: d.message.delivery_tag or 0).message
         assert last.delivery_tag is not None  # noqa: S101 - None is excluded above
@@ -815,7 +829,9 @@ class Dispatcher:
     def _hand_over(self, message: AbstractIncomingMessage) -> None:
         if message.delivery_tag is None:
             return  # consumed without acknowledgements: nothing to settle
-        channel = message.channel
+        channel = _channel(message)
+        if channel is None:
+            return  # closed already: the broker delivers it again
         if channel not in self._outstanding:
             # A new channel (a reconnection): what was outstanding on closed ones
             # the broker delivers again, on this one.
@@ -825,7 +841,8 @@ class Dispatcher:
 
     def _settled(self, messages: Iterable[AbstractIncomingMessage]) -> None:
         for message in messages:
-            outstanding = self._outstanding.get(message.channel)
+            channel = _channel(message)
+            outstanding = None if channel is None else self._outstanding.get(channel)
             if outstanding is not None and message.delivery_tag is not None:
                 outstanding.discard(message.delivery_tag)
 
