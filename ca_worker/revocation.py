@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ca_worker.issuance import CSRRejected, Issuer
 from contracts.ca import RevocationReason
+from contracts.x509 import REASON_FLAGS
 from engines import PrivateKey
 
 __all__ = [
@@ -32,18 +33,6 @@ __all__ = [
     "build_responder_certificate",
     "freshest_crl",
 ]
-
-_REASONS = {
-    RevocationReason.KEY_COMPROMISE: x509.ReasonFlags.key_compromise,
-    RevocationReason.CA_COMPROMISE: x509.ReasonFlags.ca_compromise,
-    RevocationReason.AFFILIATION_CHANGED: x509.ReasonFlags.affiliation_changed,
-    RevocationReason.SUPERSEDED: x509.ReasonFlags.superseded,
-    RevocationReason.CESSATION_OF_OPERATION: x509.ReasonFlags.cessation_of_operation,
-    RevocationReason.CERTIFICATE_HOLD: x509.ReasonFlags.certificate_hold,
-    RevocationReason.REMOVE_FROM_CRL: x509.ReasonFlags.remove_from_crl,
-    RevocationReason.PRIVILEGE_WITHDRAWN: x509.ReasonFlags.privilege_withdrawn,
-    RevocationReason.AA_COMPROMISE: x509.ReasonFlags.aa_compromise,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +86,7 @@ def _entry(entry: RevokedEntry) -> x509.RevokedCertificate:
         .serial_number(entry.serial)
         .revocation_date(entry.revoked_at)
     )
-    flag = None if entry.reason is None else _REASONS.get(entry.reason)
+    flag = None if entry.reason is None else REASON_FLAGS.get(entry.reason)
     if flag is not None:
         builder = builder.add_extension(x509.CRLReason(flag), critical=False)
     return builder.build()

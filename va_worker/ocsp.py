@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 
 from contracts.ca import CertificateStatus, RevocationReason
+from contracts.x509 import REASON_FLAGS
 from engines import PrivateKey
 
 __all__ = [
@@ -52,17 +53,6 @@ _RANK = {
     CertificateStatus.REVOKED: 3,
 }
 
-_REASONS = {
-    RevocationReason.KEY_COMPROMISE: x509.ReasonFlags.key_compromise,
-    RevocationReason.CA_COMPROMISE: x509.ReasonFlags.ca_compromise,
-    RevocationReason.AFFILIATION_CHANGED: x509.ReasonFlags.affiliation_changed,
-    RevocationReason.SUPERSEDED: x509.ReasonFlags.superseded,
-    RevocationReason.CESSATION_OF_OPERATION: x509.ReasonFlags.cessation_of_operation,
-    RevocationReason.CERTIFICATE_HOLD: x509.ReasonFlags.certificate_hold,
-    RevocationReason.REMOVE_FROM_CRL: x509.ReasonFlags.remove_from_crl,
-    RevocationReason.PRIVILEGE_WITHDRAWN: x509.ReasonFlags.privilege_withdrawn,
-    RevocationReason.AA_COMPROMISE: x509.ReasonFlags.aa_compromise,
-}
 
 # CertID hash algorithms a request may use (RFC 6960 §4.1.1; RFC 5019 §2.1.1 uses SHA-1).
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
@@ -226,7 +216,7 @@ def sign(
     reason = None
     if revoked and state is not None and state.reason is not None:
         # RFC 5280 §5.3.1: unspecified SHOULD be absent.
-        reason = _REASONS.get(state.reason)
+        reason = REASON_FLAGS.get(state.reason)
     this_update = now.replace(microsecond=0)
     # Never valid longer than the responder certificate that vouches for it.
     next_update = min(this_update + validity, responder.certificate.not_valid_after_utc)
