@@ -46,7 +46,14 @@ from tests.conftest import missing_backend
 from tests.faults.infra import OwnPostgres, OwnRabbit, free_port, missing_tools
 from tests.pki import call, csr_pem, make_csr
 
-pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.rabbitmq]
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.postgres,
+    pytest.mark.rabbitmq,
+    # Starting a RabbitMQ node and a PostgreSQL cluster, then 300 enrollments through
+    # a fault, takes longer than the suite's default 60 s on a busy 2-core machine.
+    pytest.mark.timeout(600),
+]
 
 CLIENTS = int(os.environ.get("FAULT_CLIENTS", "300"))
 # A third of the clients start at once; the fault begins at their first certificate,
