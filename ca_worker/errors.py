@@ -2,8 +2,8 @@
 
 Failure
  ├── NotFound ── CANotFound, CertificateNotFound, SweepNotFound
- ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable
- ├── Forbidden ─ PresentedCertificateRefused
+ ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable, SlotContended
+ ├── Forbidden ─ PresentedCertificateRefused, SlotRefused
  └── Invalid ─── BadCSR, EngineNotConfigured, EngineMismatch
 """
 
@@ -21,6 +21,8 @@ __all__ = [
     "EngineMismatch",
     "EngineNotConfigured",
     "PresentedCertificateRefused",
+    "SlotContended",
+    "SlotRefused",
     "SweepNotFound",
 ]
 
@@ -55,6 +57,14 @@ class BadCSR(Invalid):
 
 class PresentedCertificateRefused(Forbidden):
     """A re-enrolling device presented a certificate this CA does not vouch for now."""
+
+
+class SlotRefused(Forbidden):
+    """An enrollment may not fill its device slot (ca_worker.slots)."""
+
+
+class SlotContended(Conflict):
+    """A batch asked twice for one slot: its requests are decided one at a time."""
 
 
 class EngineNotConfigured(Invalid):

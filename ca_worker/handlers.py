@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -28,9 +28,13 @@ from ca_worker.errors import (
     CertificateNotFound,
     EngineNotConfigured,
     PresentedCertificateRefused,
+    SlotContended,
+    SlotRefused,
 )
 from ca_worker.expiry import status_at
 from ca_worker.issuance import CSRRejected, csr_fingerprint, load_csr
+from ca_worker.slot_store import SlotStore
+from ca_worker.slots import repeated_slots, slot_key, slot_refusal
 from ca_worker.store import NewCA, NewCertificate, StatusChange, Store
 from contracts.ca import (
     INTERNAL_CA,
@@ -87,6 +91,7 @@ class CaDeps:
     authorities: Mapping[str, Authority]
     default_engine: str
     sweep_shards: int = 16
+    slots: SlotStore = field(default_factory=SlotStore)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +364,7 @@ async def issue_certificates(
         (cmd, item_ctx, _csr(cmd.csr_pem), _enrolling_dms(cmd, presented, item_ctx.now))
         for cmd, item_ctx in todo.values()
     ]
+    await _check_slots(ctx, [cmd for cmd, _ in todo.values()])
     news = []
     for cmd, item_ctx, csr, dms in checked:
         ca, authority = signing[cmd.ca]
@@ -379,6 +385,7 @@ async def issue_certificates(
             )
         )
     stored = await store.insert_certificates(ctx.conn, news)
+    await _fill_slots(ctx, [cmd for cmd, _, _, _ in checked], stored)
     events: dict[str, CloudEvent] = {}
     for (cmd, item_ctx, _, _), view in zip(checked, stored, strict=True):
         if view is not None:
@@ -399,6 +406,37 @@ async def issue_certificates(
         )
         for cmd, _ in items
     ]
+
+
+async def _check_slots(ctx: CaContext, commands: Sequence[IssueCertificate]) -> None:
+    """Lock the slots these enrollments fill until commit, and refuse any that may
+    not fill its slot (ca_worker.slots); before anything is signed."""
+    if not commands:
+        return
+    if twice := repeated_slots(commands):
+        device, slot = twice[0]
+        raise SlotContended(f"slot {slot!r} of device {device!r} is asked for twice")
+    holders = await ctx.deps.slots.lock_slots(
+        ctx.conn, [slot_key(cmd) for cmd in commands]
+    )
+    for cmd in commands:
+        if reason := slot_refusal(cmd, holders.get(slot_key(cmd)), ctx.now):
+            raise SlotRefused(reason)
+
+
+async def _fill_slots(
+    ctx: CaContext,
+    commands: Sequence[IssueCertificate],
+    stored: Sequence[CertificateView | None],
+) -> None:
+    """Each new certificate is now its slot's (a twin's None changes nothing)."""
+    filled = [
+        (cmd.device_id, cmd.slot, view.serial)
+        for cmd, view in zip(commands, stored, strict=True)
+        if view is not None
+    ]
+    if filled:
+        await ctx.deps.slots.fill_slots(ctx.conn, filled)
 
 
 def _csr(pem: str) -> x509.CertificateSigningRequest:

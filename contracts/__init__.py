@@ -40,6 +40,8 @@ from contracts.devices import (
 )
 from contracts.dms import (
     CreateDMS,
+    DeviceOwnership,
+    DeviceOwnershipUpdate,
     DMSEnrolled,
     DMSReenrolled,
     DMSs,
@@ -51,6 +53,7 @@ from contracts.dms import (
     GetDMS,
     ListDMSs,
     RevokeDMS,
+    TransferDevice,
     UpdateAuthorizedCAs,
 )
 from contracts.envelope import CloudEvent, new_message
@@ -81,6 +84,8 @@ __all__ = [
     "DMSs",
     "DecommissionDevice",
     "DeviceIdentityUpdate",
+    "DeviceOwnership",
+    "DeviceOwnershipUpdate",
     "DeviceStatus",
     "DeviceStatusUpdate",
     "DeviceView",
@@ -114,6 +119,7 @@ __all__ = [
     "SweepTrigger",
     "SweepView",
     "Topology",
+    "TransferDevice",
     "UpdateAuthorizedCAs",
     "UpdateCA",
     "asyncapi_document",

@@ -146,6 +146,8 @@ class IssueCertificate(_Message):
     dms: str | None = None
     replaces: str | None = Field(default=None, pattern=_SERIAL)
     validity_days: int = Field(default=365, gt=0, le=36500)
+    # simpleenroll into a slot that holds a live certificate (the DMS's policy).
+    allow_replace: bool = False
 
 
 class GetCertificate(_Message):

@@ -54,6 +54,7 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (devices.DecommissionDevice, devices.DeviceView, "devices"),
     (devices.GetDevice, devices.DeviceView, "devices"),
     (devices.ListDevices, devices.Devices, "devices"),
+    (dms.TransferDevice, dms.DeviceOwnership, "dms"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {
@@ -70,4 +71,5 @@ EVENTS: Mapping[str, type[BaseModel]] = {
     "device.status.update": devices.DeviceStatusUpdate,
     "device.identity.update": devices.DeviceIdentityUpdate,
     devices.DEVICE_DECOMMISSIONED: devices.DeviceView,
+    dms.DeviceOwnershipUpdate.TYPE: dms.DeviceOwnershipUpdate,
 }

@@ -23,6 +23,7 @@ from pydantic import (
 from contracts.ca import RevocationReason
 
 __all__ = [
+    "DMS_CREATE",
     "CreateDMS",
     "DMSEnrolled",
     "DMSReenrolled",
@@ -30,13 +31,19 @@ __all__ = [
     "DMSUpdate",
     "DMSView",
     "DMSs",
+    "DeviceOwnership",
+    "DeviceOwnershipUpdate",
     "EnrollmentKind",
     "EnrollmentRequest",
     "GetDMS",
     "ListDMSs",
     "RevokeDMS",
+    "TransferDevice",
     "UpdateAuthorizedCAs",
 ]
+
+# A DMS was created; data is its DMSView (the original system's type string).
+DMS_CREATE = "dms.create"
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 _SERIAL = r"^[0-9a-f]{2,40}$"
@@ -78,6 +85,8 @@ class CreateDMS(_Message):
     name: str = Field(pattern=_NAME)
     authorized_cas: list[_CAName] = Field(min_length=1)
     csr_pem: _Pem
+    # simpleenroll may put a new certificate in a slot that holds a live one.
+    allow_replace: bool = False
 
     @field_validator("authorized_cas")
     @classmethod
@@ -124,6 +133,14 @@ class ListDMSs(_Message):
     after: str | None = Field(default=None, description="Name to page after.")
 
 
+class TransferDevice(_Message):
+    """Give a device to another DMS (an admin act): only its owner enrolls it."""
+
+    TYPE: ClassVar[str] = "dms.transfer-device"
+    device_id: str = Field(pattern=_NAME)
+    dms: str = Field(pattern=_NAME)
+
+
 class EnrollmentRequest(_Message):
     """An EST request as the gateway received it, for the DMS worker to authorize.
 
@@ -158,6 +175,7 @@ class DMSView(_Message):
     created_at: AwareDatetime
     revoked_at: AwareDatetime | None = None
     revocation_reason: RevocationReason | None = None
+    allow_replace: bool = False
 
 
 class DMSs(_Message):
@@ -170,6 +188,22 @@ class DMSUpdate(_Message):
     TYPE: ClassVar[str] = "dms.update"
     previous: DMSView
     updated: DMSView
+
+
+class DeviceOwnership(_Message):
+    """Which DMS a device belongs to: the one that registered or first enrolled it."""
+
+    device_id: str
+    dms: str
+    since: AwareDatetime
+
+
+class DeviceOwnershipUpdate(_Message):
+    """``device.ownership.update`` data: a device was transferred to another DMS."""
+
+    TYPE: ClassVar[str] = "device.ownership.update"
+    previous: DeviceOwnership | None
+    updated: DeviceOwnership
 
 
 class DMSEnrolled(_Message):

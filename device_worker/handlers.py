@@ -22,6 +22,7 @@ from contracts.ca import (
     RevokeCertificate,
 )
 from contracts.devices import (
+    DEVICE_CREATE,
     DEVICE_DECOMMISSIONED,
     DecommissionDevice,
     DeviceIdentityUpdate,
@@ -31,8 +32,21 @@ from contracts.devices import (
     ListDevices,
     RegisterDevice,
 )
+from contracts.dms import (
+    DMS_CREATE,
+    DeviceOwnershipUpdate,
+    DMSStatus,
+    DMSUpdate,
+    DMSView,
+)
 from contracts.envelope import CloudEvent, new_message
-from device_worker.errors import AlreadyDecommissioned, DeviceExists, DeviceNotFound
+from device_worker.errors import (
+    AlreadyDecommissioned,
+    DeviceExists,
+    DeviceNotFound,
+    DMSNotFound,
+    DMSRevoked,
+)
 from device_worker.status import (
     SlotCertificate,
     SlotState,
@@ -125,13 +139,20 @@ def _serials(slots: Sequence[SlotState]) -> dict[str, str | None]:
 
 
 async def register_device(cmd: RegisterDevice, ctx: DeviceContext) -> Outcome:
+    if cmd.dms is not None:
+        # The DMS worker gives the device to this DMS when it sees device.create.
+        status = await ctx.deps.store.dms_status(ctx.conn, cmd.dms)
+        if status is None:
+            raise DMSNotFound(cmd.dms)
+        if status == DMSStatus.REVOKED:
+            raise DMSRevoked(cmd.dms)
     device = await ctx.deps.store.insert_device(
         ctx.conn, device_id=cmd.id, dms=cmd.dms, slots=cmd.slots, now=ctx.now
     )
     if device is None:
         raise DeviceExists(cmd.id)
     view = device.view()
-    return Outcome(view, [_event(ctx, "device.create", cmd.id, view)])
+    return Outcome(view, [_event(ctx, DEVICE_CREATE, cmd.id, view)])
 
 
 async def decommission_device(cmd: DecommissionDevice, ctx: DeviceContext) -> Outcome:
@@ -268,7 +289,7 @@ async def _observe(
             outcome = replace(
                 outcome,
                 events=[
-                    _event(item_ctx, "device.create", device_id, view),
+                    _event(item_ctx, DEVICE_CREATE, device_id, view),
                     *outcome.events,
                 ],
             )
@@ -314,6 +335,26 @@ def _observed(
     return updated, Outcome(None, events, commands=commands)
 
 
+async def record_dms(dms: DMSView, ctx: DeviceContext) -> Outcome:
+    """``dms.create``: a DMS devices may be registered for."""
+    await ctx.deps.store.record_dms(ctx.conn, dms.name, dms.status.value)
+    return Outcome()
+
+
+async def record_dms_update(update: DMSUpdate, ctx: DeviceContext) -> Outcome:
+    """``dms.update``: a revoked DMS gets no new devices."""
+    return await record_dms(update.updated, ctx)
+
+
+async def record_ownership(
+    update: DeviceOwnershipUpdate, ctx: DeviceContext
+) -> Outcome:
+    """``device.ownership.update``: the device now shows the DMS it was given to."""
+    owner = update.updated
+    await ctx.deps.store.set_dms(ctx.conn, owner.device_id, owner.dms)
+    return Outcome()
+
+
 COMMAND_HANDLERS: Mapping[str, Route] = {
     RegisterDevice.TYPE: Route(RegisterDevice, register_device),
     DecommissionDevice.TYPE: Route(DecommissionDevice, decommission_device),
@@ -330,4 +371,7 @@ EVENT_HANDLERS: Mapping[str, Route] = {
         record_certificate_status,
         many=record_certificate_statuses,
     ),
+    DMS_CREATE: Route(DMSView, record_dms),
+    DMSUpdate.TYPE: Route(DMSUpdate, record_dms_update),
+    DeviceOwnershipUpdate.TYPE: Route(DeviceOwnershipUpdate, record_ownership),
 }

@@ -26,6 +26,7 @@ __all__ = [
     "Decision",
     "DeviceIdentity",
     "authorize_enrollment",
+    "authorize_owner",
     "authorize_reenrollment",
     "certificate_serial",
     "device_identity",
@@ -60,6 +61,8 @@ class DMSRecord:
     # The DMS certificate as the CA worker issued it, when the caller has it: a client
     # certificate equal to it byte for byte needs no signature check.
     certificate_der: bytes | None = None
+    # simpleenroll may replace a live certificate in a device slot.
+    allow_replace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,21 @@ def authorize_enrollment(
     ):
         return refusal
     return _allow_list_refusal(dms, certificate_serial(leaf), label) or Decision.allow()
+
+
+def authorize_owner(device_id: str, *, dms: str, owner: str) -> Decision:
+    """May DMS ``dms`` enroll a device that belongs to ``owner``?
+
+    A device belongs to the DMS that registered or first enrolled it; another DMS
+    would take its slots over (issue 14), so only an admin transfer moves it.
+    """
+    if owner == dms:
+        return Decision.allow()
+    return _forbidden(
+        f"device {device_id!r} belongs to DMS {owner!r}, not {dms!r}: a device is"
+        " enrolled only by the DMS that registered or first enrolled it"
+        " (an admin may transfer it: lamassu device transfer)"
+    )
 
 
 def _subject_alternative_names(

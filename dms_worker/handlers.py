@@ -27,13 +27,16 @@ from contracts.ca import (
     RevokeCertificate,
 )
 from contracts.devices import (
+    DEVICE_CREATE,
     DEVICE_DECOMMISSIONED,
     DeviceStatus,
     DeviceStatusUpdate,
     DeviceView,
 )
 from contracts.dms import (
+    DMS_CREATE,
     CreateDMS,
+    DeviceOwnershipUpdate,
     DMSEnrolled,
     DMSReenrolled,
     DMSs,
@@ -45,6 +48,7 @@ from contracts.dms import (
     GetDMS,
     ListDMSs,
     RevokeDMS,
+    TransferDevice,
     UpdateAuthorizedCAs,
 )
 from contracts.envelope import CloudEvent, new_message
@@ -56,6 +60,7 @@ from dms_worker.authorization import (
     DeviceIdentity,
     DMSRecord,
     authorize_enrollment,
+    authorize_owner,
     authorize_reenrollment,
     certificate_serial,
     device_identity,
@@ -74,7 +79,7 @@ from dms_worker.errors import (
     NoClientCertificate,
 )
 from dms_worker.settings import Settings
-from dms_worker.store import NewDMS, Store
+from dms_worker.store import EnrollmentFacts, NewDMS, Store
 from runtime.dispatch import Outcome, Route
 from runtime.errors import Failure
 from runtime.outbox import write_commands
@@ -184,9 +189,10 @@ async def create_dms(cmd: CreateDMS, ctx: DmsContext) -> Outcome:
             certificate_serial=issued.serial,
             certificate=x509.load_pem_x509_certificate(issued.certificate_pem.encode()),
             created_at=ctx.now,
+            allow_replace=cmd.allow_replace,
         ),
     )
-    return Outcome(view, [_message(ctx, "dms.create", f"dms/{view.name}", view)])
+    return Outcome(view, [_message(ctx, DMS_CREATE, f"dms/{view.name}", view)])
 
 
 async def update_authorized_cas(cmd: UpdateAuthorizedCAs, ctx: DmsContext) -> Outcome:
@@ -226,6 +232,27 @@ async def revoke_dms(cmd: RevokeDMS, ctx: DmsContext) -> Outcome:
     )
     await write_commands(ctx.conn, SCHEMA, [revoke])
     return Outcome(updated, [_update(ctx, current, updated)])
+
+
+async def transfer_device(cmd: TransferDevice, ctx: DmsContext) -> Outcome:
+    """An admin gives a device to another DMS, which alone enrolls it from now on."""
+    store = ctx.deps.store
+    target = await store.get_dms(ctx.conn, cmd.dms)
+    if target is None:
+        raise DMSNotFound(cmd.dms)
+    if target.status is DMSStatus.REVOKED:
+        raise DMSRevoked(cmd.dms)
+    previous = await store.get_owner(ctx.conn, cmd.device_id, lock=True)
+    if previous is not None and previous.dms == cmd.dms:
+        return Outcome(previous)
+    updated = await store.set_owner(ctx.conn, cmd.device_id, cmd.dms, ctx.now)
+    event = _message(
+        ctx,
+        DeviceOwnershipUpdate.TYPE,
+        f"device/{cmd.device_id}",
+        DeviceOwnershipUpdate(previous=previous, updated=updated),
+    )
+    return Outcome(updated, [event])
 
 
 async def get_dms(query: GetDMS, ctx: DmsContext) -> Outcome:
@@ -334,21 +361,52 @@ async def authorize_requests(
             for (request, _), p in zip(items, presented, strict=True)
         ],
     )
-    return [
-        await _authorized(request, p, dms, decommissioned, item_ctx)
-        for (request, item_ctx), p, (dms, decommissioned) in zip(
-            items, presented, facts, strict=True
-        )
+    issues = [
+        await _authorized(request, p, fact, item_ctx)
+        for (request, item_ctx), p, fact in zip(items, presented, facts, strict=True)
     ]
+    await _enforce_owners(issues, facts, ctx)
+    return [
+        Outcome(
+            forward=_message(
+                item_ctx, IssueCertificate.TYPE, f"device/{issue.device_id}", issue
+            )
+        )
+        for issue, (_, item_ctx) in zip(issues, items, strict=True)
+    ]
+
+
+async def _enforce_owners(
+    issues: Sequence[IssueCertificate],
+    facts: Sequence[EnrollmentFacts],
+    ctx: DmsContext,
+) -> None:
+    """A device belongs to the DMS that registered or first enrolled it: unowned
+    devices go to the DMS enrolling them (one statement), and a DMS enrolling a device
+    of another is refused. Renewals authenticate as the device and need no owner."""
+    owners = {
+        issue.device_id: fact.owner
+        for issue, fact in zip(issues, facts, strict=True)
+        if issue.dms is not None
+    }
+    claims: dict[str, str] = {}
+    for issue in issues:
+        if issue.dms is not None and owners[issue.device_id] is None:
+            claims.setdefault(issue.device_id, issue.dms)
+    if claims:
+        owners |= await ctx.deps.store.claim_devices(ctx.conn, claims, ctx.now)
+    for issue in issues:
+        if issue.dms is not None:
+            owner = owners[issue.device_id] or issue.dms
+            _enforce(authorize_owner(issue.device_id, dms=issue.dms, owner=owner))
 
 
 async def _authorized(
     request: EnrollmentRequest,
     presented: _Presented,
-    dms_record: DMSRecord | None,
-    decommissioned: bool,
+    facts: EnrollmentFacts,
     ctx: DmsContext,
-) -> Outcome:
+) -> IssueCertificate:
     """The decision on one request, given what the database holds: the enrollment
     for the CA worker to sign, or the refusal (a ``Failure``) that names why."""
     identity, chain = presented.identity, presented.chain
@@ -356,6 +414,7 @@ async def _authorized(
     label = await ctx.deps.cas.get(request.label)
     dms: str | None = None
     replaces: str | None = None
+    allow_replace = False
     if request.kind is EnrollmentKind.REENROLL:
         # RFC 7030 §4.2.2: the device authenticates with the certificate it renews.
         leaf = chain[0] if chain else None
@@ -364,7 +423,7 @@ async def _authorized(
                 leaf,
                 csr=presented.csr,
                 issuing_ca=label.certificate,
-                device_decommissioned=decommissioned,
+                device_decommissioned=facts.decommissioned,
                 revoked_serials=frozenset(),  # the CA worker checks it is not revoked
                 now=ctx.now,
             )
@@ -372,8 +431,9 @@ async def _authorized(
         assert leaf is not None  # noqa: S101 - authorization refuses None
         replaces = certificate_serial(leaf)
     else:
-        dms = _authorize_enrollment(request, chain, dms_record, ctx)
-        if decommissioned:
+        dms = _authorize_enrollment(request, chain, facts.dms, ctx)
+        allow_replace = facts.dms is not None and facts.dms.allow_replace
+        if facts.decommissioned:
             raise EnrollmentForbidden(
                 f"device {identity.device_id!r} is decommissioned"
             )
@@ -381,7 +441,7 @@ async def _authorized(
         raise EnrollmentForbidden(
             f"CA {label.name!r} is internal: devices do not enroll with it"
         )
-    issue = IssueCertificate(
+    return IssueCertificate(
         ca=label.name,
         csr_pem=request.csr_pem,
         request_id=request.request_id,
@@ -389,11 +449,7 @@ async def _authorized(
         slot=identity.slot,
         dms=dms,
         replaces=replaces,
-    )
-    return Outcome(
-        forward=_message(
-            ctx, IssueCertificate.TYPE, f"device/{identity.device_id}", issue
-        )
+        allow_replace=allow_replace,
     )
 
 
@@ -453,6 +509,15 @@ async def revoke_dms_of_certificate(
     return Outcome(events=[_update(ctx, current, updated)])
 
 
+async def record_registration(device: DeviceView, ctx: DmsContext) -> Outcome:
+    """``device.create``: a device registered for a DMS belongs to it."""
+    if device.dms is not None:
+        await ctx.deps.store.record_registration(
+            ctx.conn, device.id, device.dms, device.created_at
+        )
+    return Outcome()
+
+
 async def record_decommission(device: DeviceView, ctx: DmsContext) -> Outcome:
     """Keep the projection of decommissioned devices, which never enroll again."""
     if device.status is DeviceStatus.DECOMMISSIONED:
@@ -474,6 +539,7 @@ HANDLERS: Mapping[str, Route] = {
     CreateDMS.TYPE: Route(CreateDMS, create_dms),
     UpdateAuthorizedCAs.TYPE: Route(UpdateAuthorizedCAs, update_authorized_cas),
     RevokeDMS.TYPE: Route(RevokeDMS, revoke_dms),
+    TransferDevice.TYPE: Route(TransferDevice, transfer_device),
     GetDMS.TYPE: Route(GetDMS, get_dms, writes=False),
     ListDMSs.TYPE: Route(ListDMSs, list_dmss, writes=False),
     EnrollmentRequest.TYPE: Route(
@@ -492,6 +558,7 @@ EVENT_HANDLERS: Mapping[str, Route] = {
         CertificateStatusUpdate, revoke_dms_of_certificate
     ),
     DEVICE_DECOMMISSIONED: Route(DeviceView, record_decommission),
+    DEVICE_CREATE: Route(DeviceView, record_registration),
     DeviceStatusUpdate.TYPE: Route(DeviceStatusUpdate, record_decommission_update),
 }
 

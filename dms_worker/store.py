@@ -3,7 +3,7 @@ so the caller owns the transaction. Rows come back as contract views."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,11 +13,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from contracts.ca import RevocationReason
-from contracts.dms import DMSStatus, DMSView
+from contracts.dms import DeviceOwnership, DMSStatus, DMSView
 from contracts.pem import certificate_pem
 from dms_worker.authorization import DMSRecord
 
-__all__ = ["NewDMS", "Store"]
+__all__ = ["EnrollmentFacts", "NewDMS", "Store"]
 
 
 def _view(row: asyncpg.Record | dict[str, Any]) -> DMSView:
@@ -30,6 +30,7 @@ def _view(row: asyncpg.Record | dict[str, Any]) -> DMSView:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
+        allow_replace=row["allow_replace"],
     )
 
 
@@ -40,10 +41,21 @@ class NewDMS:
     certificate_serial: str
     certificate: x509.Certificate
     created_at: datetime
+    allow_replace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentFacts:
+    """What authorizing one enrollment reads: the DMS holding the presented certificate,
+    whether the device is decommissioned, and the DMS it belongs to (None: nobody's)."""
+
+    dms: DMSRecord | None
+    decommissioned: bool
+    owner: str | None
 
 
 _COLUMNS = """name, status, authorized_cas, certificate_serial, certificate_der,
-    created_at, revoked_at, revocation_reason"""
+    created_at, revoked_at, revocation_reason, allow_replace"""
 
 
 class Store:
@@ -96,14 +108,15 @@ class Store:
     async def insert_dms(self, conn: asyncpg.Connection, new: NewDMS) -> DMSView:
         row = await conn.fetchrow(
             f"""INSERT INTO dms.dms (name, status, authorized_cas, certificate_serial,
-                    certificate_der, created_at)
-                VALUES ($1, 'ACTIVE', $2, $3, $4, $5)
+                    certificate_der, created_at, allow_replace)
+                VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $6)
                 RETURNING {_COLUMNS}""",
             new.name,
             new.authorized_cas,
             new.certificate_serial,
             new.certificate.public_bytes(serialization.Encoding.DER),
             new.created_at,
+            new.allow_replace,
         )
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields a row
         return _view(row)
@@ -151,23 +164,25 @@ class Store:
 
     async def enrollment_facts(
         self, conn: asyncpg.Connection, asked: Sequence[tuple[str | None, str]]
-    ) -> list[tuple[DMSRecord | None, bool]]:
+    ) -> list[EnrollmentFacts]:
         """What authorizing enrollments reads, with one statement: for each (serial of
-        the presented certificate, device id), the DMS holding that certificate and
-        whether the device is decommissioned."""
+        the presented certificate, device id), the DMS holding that certificate, whether
+        the device is decommissioned and which DMS owns it."""
         rows = await conn.fetch(
             """SELECT a.serial, d.name, d.status, d.authorized_cas, d.certificate_der,
+                      d.allow_replace, o.dms AS owner,
                       EXISTS (SELECT 1 FROM dms.decommissioned_devices AS g
                               WHERE g.device_id = a.device_id) AS decommissioned
                FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
                     AS a(serial, device_id, i)
                LEFT JOIN dms.dms AS d ON d.certificate_serial = a.serial
+               LEFT JOIN dms.devices AS o ON o.device_id = a.device_id
                ORDER BY a.i""",
             [serial for serial, _ in asked],
             [device_id for _, device_id in asked],
         )
         return [
-            (
+            EnrollmentFacts(
                 None
                 if row["name"] is None
                 else DMSRecord(
@@ -176,8 +191,68 @@ class Store:
                     frozenset(row["authorized_cas"]),
                     row["serial"],
                     row["certificate_der"],
+                    allow_replace=row["allow_replace"],
                 ),
                 bool(row["decommissioned"]),
+                row["owner"],
             )
             for row in rows
         ]
+
+    async def claim_devices(
+        self, conn: asyncpg.Connection, claims: Mapping[str, str], now: datetime
+    ) -> dict[str, str]:
+        """Give each unowned device to the DMS claiming it (device id: DMS); returns
+        the owner of each, which is another DMS where one was first."""
+        await conn.execute(
+            """INSERT INTO dms.devices (device_id, dms, since)
+               SELECT device_id, dms, $3 FROM unnest($1::text[], $2::text[])
+                   AS c(device_id, dms)
+               ON CONFLICT (device_id) DO NOTHING""",
+            list(claims),
+            list(claims.values()),
+            now,
+        )
+        # A second statement: its snapshot sees rows a concurrent claim committed.
+        rows = await conn.fetch(
+            "SELECT device_id, dms FROM dms.devices WHERE device_id = ANY($1::text[])",
+            list(claims),
+        )
+        return {row["device_id"]: row["dms"] for row in rows}
+
+    async def get_owner(
+        self, conn: asyncpg.Connection, device_id: str, *, lock: bool = False
+    ) -> DeviceOwnership | None:
+        row = await conn.fetchrow(
+            "SELECT device_id, dms, since FROM dms.devices WHERE device_id = $1"
+            + (" FOR UPDATE" if lock else ""),
+            device_id,
+        )
+        return None if row is None else DeviceOwnership(**dict(row))
+
+    async def set_owner(
+        self, conn: asyncpg.Connection, device_id: str, dms: str, now: datetime
+    ) -> DeviceOwnership:
+        row = await conn.fetchrow(
+            """INSERT INTO dms.devices (device_id, dms, since) VALUES ($1, $2, $3)
+               ON CONFLICT (device_id) DO UPDATE SET dms = $2, since = $3
+               RETURNING device_id, dms, since""",
+            device_id,
+            dms,
+            now,
+        )
+        assert row is not None  # noqa: S101 - an upsert always yields a row
+        return DeviceOwnership(**dict(row))
+
+    async def record_registration(
+        self, conn: asyncpg.Connection, device_id: str, dms: str, now: datetime
+    ) -> None:
+        """A device registered for a DMS belongs to it, unless a DMS enrolled it first."""
+        await conn.execute(
+            """INSERT INTO dms.devices (device_id, dms, since)
+               SELECT $1, name, $3 FROM dms.dms WHERE name = $2
+               ON CONFLICT (device_id) DO NOTHING""",
+            device_id,
+            dms,
+            now,
+        )

@@ -24,11 +24,13 @@ from contracts.devices import (
 )
 from contracts.dms import (
     CreateDMS,
+    DeviceOwnership,
     DMSs,
     DMSView,
     GetDMS,
     ListDMSs,
     RevokeDMS,
+    TransferDevice,
     UpdateAuthorizedCAs,
 )
 from lamassu_cli import render
@@ -83,7 +85,10 @@ async def dms_create(args: argparse.Namespace, client: Client) -> None:
     try:
         result = await client.call(
             CreateDMS(
-                name=args.name, authorized_cas=args.authorized_ca, csr_pem=csr_pem
+                name=args.name,
+                authorized_cas=args.authorized_ca,
+                csr_pem=csr_pem,
+                allow_replace=args.allow_replace,
             )
         )
     except CliError:
@@ -152,6 +157,18 @@ async def device_decommission(args: argparse.Namespace, client: Client) -> None:
     output(args, await client.call(DecommissionDevice(id=args.id)), _device)
 
 
+async def device_transfer(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(TransferDevice(device_id=args.id, dms=args.to))
+    output(
+        args,
+        result,
+        lambda r: (
+            f"device {r['device_id']} now belongs to DMS "
+            f"{DeviceOwnership.model_validate(r).dms}"
+        ),
+    )
+
+
 def register(groups: Any) -> None:
     """Add the ``dms`` and ``device`` command groups."""
     dms = groups.add_parser(
@@ -168,6 +185,11 @@ def register(groups: Any) -> None:
     )
     p.add_argument(
         "--out", default=".", help="where the certificate (and key) are written"
+    )
+    p.add_argument(
+        "--allow-replace",
+        action="store_true",
+        help="simpleenroll may replace a device's live certificate (default: refused)",
     )
     p = add_command(sub, "allow", dms_allow, "let a DMS enroll devices for a CA")
     p.add_argument("name")
@@ -204,3 +226,8 @@ def register(groups: Any) -> None:
         "decommission; revokes its certificates",
     )
     p.add_argument("id")
+    p = add_command(
+        sub, "transfer", device_transfer, "give a device to another DMS (admin)"
+    )
+    p.add_argument("id")
+    p.add_argument("--to", required=True, metavar="DMS")

@@ -116,6 +116,7 @@ def dms_detail(dms: DMSView) -> str:
         ("allowed CAs", ", ".join(dms.authorized_cas)),
         ("serial", dms.certificate_serial),
         ("created", _date(dms.created_at)),
+        ("replace", "allowed" if dms.allow_replace else "refused"),
     ]
     if dms.revoked_at is not None:
         rows.append(("revoked", f"{_date(dms.revoked_at)} ({dms.revocation_reason})"))

@@ -57,6 +57,8 @@ DECOMMISSIONED_VIEW = DEVICE_VIEW.model_copy(
     update={"status": devices.DeviceStatus.DECOMMISSIONED, "decommissioned_at": NOW}
 )
 
+OWNERSHIP = dms.DeviceOwnership(device_id="dev-1", dms="dms-2", since=NOW)
+
 # One instance of every model the two modules export.
 SAMPLES: dict[type[BaseModel], BaseModel] = {
     dms.CreateDMS: dms.CreateDMS(
@@ -96,6 +98,11 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
     ),
     devices.DeviceIdentityUpdate: devices.DeviceIdentityUpdate(
         previous=DEVICE_VIEW, updated=DEVICE_VIEW
+    ),
+    dms.TransferDevice: dms.TransferDevice(device_id="dev-1", dms="dms-2"),
+    dms.DeviceOwnership: OWNERSHIP,
+    dms.DeviceOwnershipUpdate: dms.DeviceOwnershipUpdate(
+        previous=None, updated=OWNERSHIP
     ),
 }
 SAMPLE_IDS = [model.__name__ for model in SAMPLES]
@@ -162,6 +169,8 @@ def test_models_round_trip_json(instance: BaseModel) -> None:
         (devices.ListDevices, "device.list"),
         (devices.DeviceStatusUpdate, "device.status.update"),
         (devices.DeviceIdentityUpdate, "device.identity.update"),
+        (dms.TransferDevice, "dms.transfer-device"),
+        (dms.DeviceOwnershipUpdate, "device.ownership.update"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else value,
 )

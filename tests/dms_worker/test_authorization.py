@@ -19,6 +19,7 @@ from dms_worker.authorization import (
     Decision,
     DMSRecord,
     authorize_enrollment,
+    authorize_owner,
     authorize_reenrollment,
     certificate_serial,
 )
@@ -434,3 +435,18 @@ def test_certificate_serial(serial: int, expected: str) -> None:
     actual = certificate_serial(certificate)
 
     assert expected == actual
+
+
+@pytest.mark.parametrize(
+    ("dms", "owner", "allowed"),
+    [("dms-a", "dms-a", True), ("dms-b", "dms-a", False)],
+    ids=["owner", "another-dms"],
+)
+def test_authorize_owner(dms: str, owner: str, allowed: bool) -> None:
+    """Only the owning DMS enrolls a device; the refusal names the owner and the rule."""
+    decision = authorize_owner("pump-1", dms=dms, owner=owner)
+    assert allowed == decision.allowed
+    if not allowed:
+        assert ErrorCode.FORBIDDEN is decision.code
+        assert "belongs to DMS 'dms-a', not 'dms-b'" in decision.reason
+        assert "registered or first enrolled" in decision.reason

@@ -1,0 +1,52 @@
+"""``lamassu`` policy commands of issue 14 (ownership, replacement), as typed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli import lamassu
+from tests.conftest import Backends
+from tests.pki import unique
+
+pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
+
+
+async def test_dms_allow_replace_and_device_transfer(
+    backends: Backends, dms_service: None, device_service: None, tmp_path: Path
+) -> None:
+    """dms create --allow-replace shows it; device transfer moves a device to a DMS
+    and refuses one that does not exist, in one line with exit status 1."""
+    ca = unique("cli-ca")
+    created = await lamassu(backends, "ca", "create", "--name", ca)
+    assert 0 == created.returncode, created.stderr
+    dms = unique("cli-dms")
+    made = await lamassu(
+        backends,
+        "dms",
+        "create",
+        "--name",
+        dms,
+        "--authorized-ca",
+        ca,
+        "--allow-replace",
+        "--out",
+        str(tmp_path),
+    )
+    assert 0 == made.returncode, made.stderr
+    assert "replace     allowed" in made.stdout
+    device = unique("cli-pump")
+    moved = await lamassu(backends, "--json", "device", "transfer", device, "--to", dms)
+    assert 0 == moved.returncode, moved.stderr
+    assert (device, dms) == (
+        json.loads(moved.stdout)["device_id"],
+        json.loads(moved.stdout)["dms"],
+    )
+    missing = unique("nope")
+    refused = await lamassu(backends, "device", "transfer", device, "--to", missing)
+    assert 1 == refused.returncode
+    assert [f"error: not_found: no DMS named {missing!r}"] == (
+        refused.stderr.strip().splitlines()
+    )
