@@ -34,7 +34,7 @@ from ca_worker.errors import (
 from ca_worker.expiry import status_at
 from ca_worker.issuance import CSRRejected, csr_fingerprint, load_csr
 from ca_worker.slot_store import SlotStore
-from ca_worker.slots import repeated_slots, slot_key, slot_refusal
+from ca_worker.slots import SlotHolder, repeated_slots, slot_key, slot_refusal
 from ca_worker.store import NewCA, NewCertificate, StatusChange, Store
 from contracts.ca import (
     INTERNAL_CA,
@@ -52,8 +52,10 @@ from contracts.ca import (
     IssueCertificate,
     ListCAs,
     ListCertificates,
+    RevocationReason,
     RevokeCA,
     RevokeCertificate,
+    RevokeDeviceCertificates,
     SignCertificate,
     UpdateCA,
 )
@@ -364,7 +366,7 @@ async def issue_certificates(
         (cmd, item_ctx, _csr(cmd.csr_pem), _enrolling_dms(cmd, presented, item_ctx.now))
         for cmd, item_ctx in todo.values()
     ]
-    await _check_slots(ctx, [cmd for cmd, _ in todo.values()])
+    holders = await _check_slots(ctx, [cmd for cmd, _ in todo.values()])
     news = []
     for cmd, item_ctx, csr, dms in checked:
         ca, authority = signing[cmd.ca]
@@ -386,13 +388,20 @@ async def issue_certificates(
         )
     stored = await store.insert_certificates(ctx.conn, news)
     await _fill_slots(ctx, [cmd for cmd, _, _, _ in checked], stored)
-    events: dict[str, CloudEvent] = {}
+    events: dict[str, list[CloudEvent]] = {}
     for (cmd, item_ctx, _, _), view in zip(checked, stored, strict=True):
         if view is not None:
             answered[cmd.request_id] = view
-            events[cmd.request_id] = _event(
-                item_ctx, "certificate.create", f"certificate/{view.serial}", view
-            )
+            events[cmd.request_id] = [
+                _event(
+                    item_ctx, "certificate.create", f"certificate/{view.serial}", view
+                )
+            ]
+    superseded = await _revoke_superseded(
+        ctx, [cmd for cmd, _, _, _ in checked], stored, holders
+    )
+    for request_id, event in superseded:
+        events[request_id].append(event)
     if len(answered) < len(todo):
         # A concurrent twin of an enrollment committed first: answer with its certificate.
         answered |= await store.certificates_by_request(
@@ -400,19 +409,18 @@ async def issue_certificates(
         )
     # Each new certificate's event goes with the first message that asked for it.
     return [
-        Outcome(
-            answered[cmd.request_id],
-            [events.pop(cmd.request_id)] if cmd.request_id in events else [],
-        )
+        Outcome(answered[cmd.request_id], events.pop(cmd.request_id, []))
         for cmd, _ in items
     ]
 
 
-async def _check_slots(ctx: CaContext, commands: Sequence[IssueCertificate]) -> None:
+async def _check_slots(
+    ctx: CaContext, commands: Sequence[IssueCertificate]
+) -> Mapping[tuple[str, str], SlotHolder]:
     """Lock the slots these enrollments fill until commit, and refuse any that may
-    not fill its slot (ca_worker.slots); before anything is signed."""
+    not fill its slot (ca_worker.slots), before anything is signed; what each holds."""
     if not commands:
-        return
+        return {}
     if twice := repeated_slots(commands):
         device, slot = twice[0]
         raise SlotContended(f"slot {slot!r} of device {device!r} is asked for twice")
@@ -422,6 +430,7 @@ async def _check_slots(ctx: CaContext, commands: Sequence[IssueCertificate]) -> 
     for cmd in commands:
         if reason := slot_refusal(cmd, holders.get(slot_key(cmd)), ctx.now):
             raise SlotRefused(reason)
+    return holders
 
 
 async def _fill_slots(
@@ -437,6 +446,56 @@ async def _fill_slots(
     ]
     if filled:
         await ctx.deps.slots.fill_slots(ctx.conn, filled)
+
+
+async def _revoke_superseded(
+    ctx: CaContext,
+    commands: Sequence[IssueCertificate],
+    stored: Sequence[CertificateView | None],
+    holders: Mapping[tuple[str, str], SlotHolder],
+) -> list[tuple[str, CloudEvent]]:
+    """Revoke (reason superseded, RFC 5280 §5.3.1) the live certificates that new
+    ones replaced in their slots when the DMS asks for it, in this transaction; the
+    status events, each with the request that caused it (after its create event)."""
+    targets: dict[str, str] = {}  # superseded serial: request id
+    for cmd, view in zip(commands, stored, strict=True):
+        holder = holders.get(slot_key(cmd))
+        if view is None or not cmd.revoke_replaced or holder is None:
+            continue
+        if holder.live(ctx.now):
+            targets[holder.serial] = cmd.request_id
+    if not targets:
+        return []
+    changes = await ctx.deps.store.revoke_certificates(
+        ctx.conn,
+        serials=list(targets),
+        reason=RevocationReason.SUPERSEDED,
+        now=ctx.now,
+    )
+    revoked: dict[str, list[str]] = defaultdict(list)
+    for change in changes:
+        revoked[change.updated.ca].append(change.updated.serial)
+    await _mirror_revocations(ctx, revoked)
+    return [
+        (targets[change.updated.serial], event)
+        for change, event in zip(changes, status_events(ctx, changes), strict=True)
+    ]
+
+
+async def revoke_device_certificates(
+    cmd: RevokeDeviceCertificates, ctx: CaContext
+) -> Outcome:
+    """Decommissioning: every certificate ever issued to the device that is not
+    revoked yet, not only those its slots hold now."""
+    changes = await ctx.deps.store.revoke_certificates(
+        ctx.conn, device_ids=[cmd.device_id], reason=cmd.reason, now=ctx.now
+    )
+    revoked: dict[str, list[str]] = defaultdict(list)
+    for change in changes:
+        revoked[change.updated.ca].append(change.updated.serial)
+    await _mirror_revocations(ctx, revoked)
+    result = Certificates(items=[change.updated for change in changes])
+    return Outcome(result, status_events(ctx, changes))
 
 
 def _csr(pem: str) -> x509.CertificateSigningRequest:
@@ -525,6 +584,9 @@ HANDLERS: Mapping[str, Route] = {
     RevokeCA.TYPE: Route(RevokeCA, revoke_ca),
     SignCertificate.TYPE: Route(SignCertificate, sign_certificate),
     RevokeCertificate.TYPE: Route(RevokeCertificate, revoke_certificate),
+    RevokeDeviceCertificates.TYPE: Route(
+        RevokeDeviceCertificates, revoke_device_certificates
+    ),
     IssueCertificate.TYPE: Route(
         IssueCertificate, issue_certificate, many=issue_certificates
     ),

@@ -2,7 +2,7 @@
 
 No I/O: the caller locks and reads the slots (``slot_store``) and passes ``now``. A
 slot's current certificate is the last one issued into it; simpleenroll replaces a
-live one only when the DMS allows it (issue 14).
+live one only when the DMS allows it, and only it may be renewed (issue 14).
 """
 
 from __future__ import annotations
@@ -53,5 +53,13 @@ def slot_refusal(
             f"{where} holds the live certificate {holder.serial}; DMS {cmd.dms!r}"
             " does not allow simpleenroll to replace it (dms --allow-replace);"
             " the device re-enrolls with it instead"
+        )
+    # RFC 7030 §4.2.2 renews "the" current certificate: one superseded (still valid
+    # when revoke-on-reenroll is off) renews nothing.
+    if holder is None or holder.serial != cmd.replaces:
+        held = "no certificate" if holder is None else f"certificate {holder.serial}"
+        return (
+            f"only the slot's current certificate may re-enroll: {where} holds"
+            f" {held}, not {cmd.replaces}"
         )
     return None

@@ -309,13 +309,16 @@ class Store:
         cas: list[str] | None = None,
         reason: RevocationReason,
         now: datetime,
+        device_ids: list[str] | None = None,
     ) -> list[StatusChange[CertificateView]]:
-        """Revoke the given serials, or everything the given CAs issued, that is not revoked yet."""
+        """Revoke the given serials, or everything the given CAs issued or the given
+        devices were issued, that is not revoked yet."""
         rows = await conn.fetch(
             f"""WITH target AS (
                     SELECT serial, status AS old_status FROM ca.certificates
                     WHERE status <> 'REVOKED'
-                      AND (serial = ANY($1::text[]) OR ca = ANY($2::text[]))
+                      AND (serial = ANY($1::text[]) OR ca = ANY($2::text[])
+                           OR device_id = ANY($5::text[]))
                     FOR UPDATE)
                 UPDATE ca.certificates c
                 SET status = 'REVOKED', revoked_at = $3, revocation_reason = $4
@@ -325,6 +328,7 @@ class Store:
             cas or [],
             now,
             reason.value,
+            device_ids or [],
         )
         return _changes(rows, _certificate_view, revoked=True)
 

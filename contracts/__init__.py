@@ -22,6 +22,7 @@ from contracts.ca import (
     RevocationReason,
     RevokeCA,
     RevokeCertificate,
+    RevokeDeviceCertificates,
     SignCertificate,
     UpdateCA,
 )
@@ -55,6 +56,7 @@ from contracts.dms import (
     RevokeDMS,
     TransferDevice,
     UpdateAuthorizedCAs,
+    UpdateDMSPolicy,
 )
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorBody, ErrorCode, Reply
@@ -112,6 +114,7 @@ __all__ = [
     "RevokeCA",
     "RevokeCertificate",
     "RevokeDMS",
+    "RevokeDeviceCertificates",
     "RunSweep",
     "SignCertificate",
     "SlotView",
@@ -122,6 +125,7 @@ __all__ = [
     "TransferDevice",
     "UpdateAuthorizedCAs",
     "UpdateCA",
+    "UpdateDMSPolicy",
     "asyncapi_document",
     "new_message",
 ]

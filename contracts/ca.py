@@ -32,6 +32,7 @@ __all__ = [
     "RevocationReason",
     "RevokeCA",
     "RevokeCertificate",
+    "RevokeDeviceCertificates",
     "SignCertificate",
     "UpdateCA",
 ]
@@ -148,6 +149,9 @@ class IssueCertificate(_Message):
     validity_days: int = Field(default=365, gt=0, le=36500)
     # simpleenroll into a slot that holds a live certificate (the DMS's policy).
     allow_replace: bool = False
+    # Revoke the certificate this one supersedes in its slot (reason superseded), in
+    # the transaction that stores this one (the DMS's revoke-on-reenroll).
+    revoke_replaced: bool = False
 
 
 class GetCertificate(_Message):
@@ -167,6 +171,14 @@ class RevokeCertificate(_Message):
     TYPE: ClassVar[str] = "certificate.revoke"
     serial: str = Field(pattern=_SERIAL)
     reason: RevocationReason = RevocationReason.UNSPECIFIED
+
+
+class RevokeDeviceCertificates(_Message):
+    """Revoke every live certificate ever issued to a device (its decommissioning)."""
+
+    TYPE: ClassVar[str] = "certificate.revoke-device"
+    device_id: str = Field(min_length=1, max_length=64)
+    reason: RevocationReason = RevocationReason.CESSATION_OF_OPERATION
 
 
 # --- results and event payloads ------------------------------------------------------

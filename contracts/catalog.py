@@ -55,6 +55,8 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (devices.GetDevice, devices.DeviceView, "devices"),
     (devices.ListDevices, devices.Devices, "devices"),
     (dms.TransferDevice, dms.DeviceOwnership, "dms"),
+    (dms.UpdateDMSPolicy, dms.DMSView, "dms"),
+    (ca.RevokeDeviceCertificates, ca.Certificates, "ca"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {

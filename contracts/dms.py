@@ -40,6 +40,7 @@ __all__ = [
     "RevokeDMS",
     "TransferDevice",
     "UpdateAuthorizedCAs",
+    "UpdateDMSPolicy",
 ]
 
 # A DMS was created; data is its DMSView (the original system's type string).
@@ -51,6 +52,7 @@ _SHA256_HEX = r"^[0-9a-f]{64}$"
 _PEM_MAX = 65536
 
 _CAName = Annotated[str, Field(pattern=_NAME)]
+_WINDOW = Field(default=0, ge=0, le=36500)
 _Pem = Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
 
 
@@ -87,6 +89,10 @@ class CreateDMS(_Message):
     csr_pem: _Pem
     # simpleenroll may put a new certificate in a slot that holds a live one.
     allow_replace: bool = False
+    # Days before expiry from which a device may re-enroll; 0: any time.
+    reenroll_window_days: int = _WINDOW
+    # A renewal (or replacement) revokes the certificate it supersedes.
+    revoke_on_reenroll: bool = True
 
     @field_validator("authorized_cas")
     @classmethod
@@ -110,6 +116,26 @@ class UpdateAuthorizedCAs(_Message):
             raise ValueError("nothing to change: add and remove are both empty")
         if both := sorted(set(self.add) & set(self.remove)):
             raise ValueError(f"{', '.join(both)} is both added and removed")
+        return self
+
+
+class UpdateDMSPolicy(_Message):
+    """Change a DMS's enrollment policy; fields left out keep their value."""
+
+    TYPE: ClassVar[str] = "dms.update-policy"
+    name: str = Field(min_length=1, max_length=64)
+    allow_replace: bool | None = None
+    reenroll_window_days: int | None = Field(default=None, ge=0, le=36500)
+    revoke_on_reenroll: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_change(self) -> UpdateDMSPolicy:
+        if (self.allow_replace, self.reenroll_window_days, self.revoke_on_reenroll) == (
+            None,
+            None,
+            None,
+        ):
+            raise ValueError("nothing to change: no policy field is given")
         return self
 
 
@@ -176,6 +202,8 @@ class DMSView(_Message):
     revoked_at: AwareDatetime | None = None
     revocation_reason: RevocationReason | None = None
     allow_replace: bool = False
+    reenroll_window_days: int = 0
+    revoke_on_reenroll: bool = True
 
 
 class DMSs(_Message):

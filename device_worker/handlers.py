@@ -20,6 +20,7 @@ from contracts.ca import (
     CertificateView,
     RevocationReason,
     RevokeCertificate,
+    RevokeDeviceCertificates,
 )
 from contracts.devices import (
     DEVICE_CREATE,
@@ -156,7 +157,8 @@ async def register_device(cmd: RegisterDevice, ctx: DeviceContext) -> Outcome:
 
 
 async def decommission_device(cmd: DecommissionDevice, ctx: DeviceContext) -> Outcome:
-    """Retire a device for good and revoke what its slots hold (cessationOfOperation)."""
+    """Retire a device for good and revoke every certificate it was issued
+    (cessationOfOperation)."""
     store = ctx.deps.store
     device = await store.get_device(ctx.conn, cmd.id, lock=True)
     if device is None:
@@ -164,9 +166,17 @@ async def decommission_device(cmd: DecommissionDevice, ctx: DeviceContext) -> Ou
     if device.decommissioned_at is not None:
         raise AlreadyDecommissioned(cmd.id)
     await store.mark_decommissioned(ctx.conn, cmd.id, ctx.now)
-    await write_commands(
-        ctx.conn, SCHEMA, _revocations(ctx, _live_serials(device.slots))
+    # Every certificate the device was ever issued, not only what its slots hold now
+    # (a superseded one may still be valid): the CA worker knows them all.
+    revoke_all = new_message(
+        type_=RevokeDeviceCertificates.TYPE,
+        source=SOURCE,
+        subject=f"device/{cmd.id}",
+        data=RevokeDeviceCertificates(device_id=cmd.id),
+        now=ctx.now,
+        correlation_id=ctx.correlation_id,
     )
+    await write_commands(ctx.conn, SCHEMA, [revoke_all])
     updated = replace(
         device,
         status=derive_status(device.slots, decommissioned=True),

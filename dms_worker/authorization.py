@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Container, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -25,9 +25,11 @@ __all__ = [
     "DMSRecord",
     "Decision",
     "DeviceIdentity",
+    "RenewalPolicy",
     "authorize_enrollment",
     "authorize_owner",
     "authorize_reenrollment",
+    "authorize_renewal_window",
     "certificate_serial",
     "device_identity",
     "load_csr",
@@ -51,6 +53,16 @@ class DeviceIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class RenewalPolicy:
+    """A DMS's renewal rules for its devices (issue 14)."""
+
+    # Days before expiry from which re-enrollment is allowed; 0: any time.
+    window_days: int = 0
+    # A renewal revokes the certificate it supersedes (reason superseded).
+    revoke_on_reenroll: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class DMSRecord:
     """What authorization needs to know about a DMS."""
 
@@ -63,6 +75,7 @@ class DMSRecord:
     certificate_der: bytes | None = None
     # simpleenroll may replace a live certificate in a device slot.
     allow_replace: bool = False
+    renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +208,21 @@ def authorize_owner(device_id: str, *, dms: str, owner: str) -> Decision:
         f"device {device_id!r} belongs to DMS {owner!r}, not {dms!r}: a device is"
         " enrolled only by the DMS that registered or first enrolled it"
         " (an admin may transfer it: lamassu device transfer)"
+    )
+
+
+def authorize_renewal_window(
+    presented: x509.Certificate, *, policy: RenewalPolicy, dms: str, now: datetime
+) -> Decision:
+    """Is ``now`` inside the owner's re-enrollment window of ``presented``?"""
+    if policy.window_days == 0:
+        return Decision.allow()
+    opens = presented.not_valid_after_utc - timedelta(days=policy.window_days)
+    if now >= opens:
+        return Decision.allow()
+    return _forbidden(
+        f"re-enrollment opens {policy.window_days} days before expiry, at"
+        f" {opens.isoformat()}: the policy of DMS {dms!r} (--reenroll-window)"
     )
 
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from contracts.ca import RevocationReason
 from contracts.dms import DeviceOwnership, DMSStatus, DMSView
 from contracts.pem import certificate_pem
-from dms_worker.authorization import DMSRecord
+from dms_worker.authorization import DMSRecord, RenewalPolicy
 
 __all__ = ["EnrollmentFacts", "NewDMS", "Store"]
 
@@ -31,6 +31,8 @@ def _view(row: asyncpg.Record | dict[str, Any]) -> DMSView:
         revoked_at=row["revoked_at"],
         revocation_reason=row["revocation_reason"],
         allow_replace=row["allow_replace"],
+        reenroll_window_days=row["reenroll_window_days"],
+        revoke_on_reenroll=row["revoke_on_reenroll"],
     )
 
 
@@ -42,6 +44,8 @@ class NewDMS:
     certificate: x509.Certificate
     created_at: datetime
     allow_replace: bool = False
+    reenroll_window_days: int = 0
+    revoke_on_reenroll: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +56,13 @@ class EnrollmentFacts:
     dms: DMSRecord | None
     decommissioned: bool
     owner: str | None
+    # The owner's renewal policy; None when the device has no owner on record.
+    owner_policy: RenewalPolicy | None = None
 
 
 _COLUMNS = """name, status, authorized_cas, certificate_serial, certificate_der,
-    created_at, revoked_at, revocation_reason, allow_replace"""
+    created_at, revoked_at, revocation_reason, allow_replace, reenroll_window_days,
+    revoke_on_reenroll"""
 
 
 class Store:
@@ -108,8 +115,9 @@ class Store:
     async def insert_dms(self, conn: asyncpg.Connection, new: NewDMS) -> DMSView:
         row = await conn.fetchrow(
             f"""INSERT INTO dms.dms (name, status, authorized_cas, certificate_serial,
-                    certificate_der, created_at, allow_replace)
-                VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $6)
+                    certificate_der, created_at, allow_replace, reenroll_window_days,
+                    revoke_on_reenroll)
+                VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $6, $7, $8)
                 RETURNING {_COLUMNS}""",
             new.name,
             new.authorized_cas,
@@ -117,6 +125,8 @@ class Store:
             new.certificate.public_bytes(serialization.Encoding.DER),
             new.created_at,
             new.allow_replace,
+            new.reenroll_window_days,
+            new.revoke_on_reenroll,
         )
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields a row
         return _view(row)
@@ -129,6 +139,27 @@ class Store:
                 RETURNING {_COLUMNS}""",
             name,
             authorized_cas,
+        )
+        assert row is not None  # noqa: S101 - the caller holds the row lock
+        return _view(row)
+
+    async def set_policy(
+        self,
+        conn: asyncpg.Connection,
+        name: str,
+        *,
+        allow_replace: bool,
+        reenroll_window_days: int,
+        revoke_on_reenroll: bool,
+    ) -> DMSView:
+        row = await conn.fetchrow(
+            f"""UPDATE dms.dms SET allow_replace = $2, reenroll_window_days = $3,
+                    revoke_on_reenroll = $4
+                WHERE name = $1 RETURNING {_COLUMNS}""",
+            name,
+            allow_replace,
+            reenroll_window_days,
+            revoke_on_reenroll,
         )
         assert row is not None  # noqa: S101 - the caller holds the row lock
         return _view(row)
@@ -170,13 +201,16 @@ class Store:
         the device is decommissioned and which DMS owns it."""
         rows = await conn.fetch(
             """SELECT a.serial, d.name, d.status, d.authorized_cas, d.certificate_der,
-                      d.allow_replace, o.dms AS owner,
+                      d.allow_replace, d.reenroll_window_days, d.revoke_on_reenroll,
+                      o.dms AS owner, p.reenroll_window_days AS owner_window,
+                      p.revoke_on_reenroll AS owner_revokes,
                       EXISTS (SELECT 1 FROM dms.decommissioned_devices AS g
                               WHERE g.device_id = a.device_id) AS decommissioned
                FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
                     AS a(serial, device_id, i)
                LEFT JOIN dms.dms AS d ON d.certificate_serial = a.serial
                LEFT JOIN dms.devices AS o ON o.device_id = a.device_id
+               LEFT JOIN dms.dms AS p ON p.name = o.dms
                ORDER BY a.i""",
             [serial for serial, _ in asked],
             [device_id for _, device_id in asked],
@@ -192,9 +226,15 @@ class Store:
                     row["serial"],
                     row["certificate_der"],
                     allow_replace=row["allow_replace"],
+                    renewal=RenewalPolicy(
+                        row["reenroll_window_days"], row["revoke_on_reenroll"]
+                    ),
                 ),
                 bool(row["decommissioned"]),
                 row["owner"],
+                None
+                if row["owner"] is None
+                else RenewalPolicy(row["owner_window"], row["owner_revokes"]),
             )
             for row in rows
         ]

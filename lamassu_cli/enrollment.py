@@ -32,10 +32,11 @@ from contracts.dms import (
     RevokeDMS,
     TransferDevice,
     UpdateAuthorizedCAs,
+    UpdateDMSPolicy,
 )
 from lamassu_cli import render
 from lamassu_cli.client import Client, CliError
-from lamassu_cli.commands import add_command, output, reason
+from lamassu_cli.commands import add_command, output, reason, warning_days
 
 __all__ = ["register"]
 
@@ -89,6 +90,8 @@ async def dms_create(args: argparse.Namespace, client: Client) -> None:
                 authorized_cas=args.authorized_ca,
                 csr_pem=csr_pem,
                 allow_replace=args.allow_replace,
+                reenroll_window_days=args.reenroll_window,
+                revoke_on_reenroll=args.revoke_on_reenroll,
             )
         )
     except CliError:
@@ -106,6 +109,18 @@ async def dms_create(args: argparse.Namespace, client: Client) -> None:
             + (f"\nkey         {key_file} (mode 0600)" if key_file else "")
         ),
     )
+
+
+async def dms_update(args: argparse.Namespace, client: Client) -> None:
+    result = await client.call(
+        UpdateDMSPolicy(
+            name=args.name,
+            allow_replace=args.allow_replace,
+            reenroll_window_days=args.reenroll_window,
+            revoke_on_reenroll=args.revoke_on_reenroll,
+        )
+    )
+    output(args, result, lambda r: render.dms_detail(DMSView.model_validate(r)))
 
 
 async def dms_allow(args: argparse.Namespace, client: Client) -> None:
@@ -169,6 +184,30 @@ async def device_transfer(args: argparse.Namespace, client: Client) -> None:
     )
 
 
+def _policy_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The policy options of ``dms create`` (with defaults) and ``dms update``
+    (without: what is not given keeps its value)."""
+    parser.add_argument(
+        "--allow-replace",
+        action=argparse.BooleanOptionalAction,
+        default=False if defaults else None,
+        help="simpleenroll may replace a device's live certificate (default: refused)",
+    )
+    parser.add_argument(
+        "--reenroll-window",
+        type=warning_days,
+        default=0 if defaults else None,
+        help="devices re-enroll only this long before expiry, e.g. 30d "
+        "(default 0d: any time)",
+    )
+    parser.add_argument(
+        "--revoke-on-reenroll",
+        action=argparse.BooleanOptionalAction,
+        default=True if defaults else None,
+        help="a renewal revokes the certificate it supersedes (default: on)",
+    )
+
+
 def register(groups: Any) -> None:
     """Add the ``dms`` and ``device`` command groups."""
     dms = groups.add_parser(
@@ -186,11 +225,10 @@ def register(groups: Any) -> None:
     p.add_argument(
         "--out", default=".", help="where the certificate (and key) are written"
     )
-    p.add_argument(
-        "--allow-replace",
-        action="store_true",
-        help="simpleenroll may replace a device's live certificate (default: refused)",
-    )
+    _policy_arguments(p, defaults=True)
+    p = add_command(sub, "update", dms_update, "change a DMS's enrollment policy")
+    p.add_argument("name")
+    _policy_arguments(p, defaults=False)
     p = add_command(sub, "allow", dms_allow, "let a DMS enroll devices for a CA")
     p.add_argument("name")
     p.add_argument("ca")

@@ -117,6 +117,15 @@ def dms_detail(dms: DMSView) -> str:
         ("serial", dms.certificate_serial),
         ("created", _date(dms.created_at)),
         ("replace", "allowed" if dms.allow_replace else "refused"),
+        (
+            "renewal",
+            (
+                "any time"
+                if dms.reenroll_window_days == 0
+                else f"{dms.reenroll_window_days} days before expiry"
+            )
+            + (", revokes the old" if dms.revoke_on_reenroll else ", keeps the old"),
+        ),
     ]
     if dms.revoked_at is not None:
         rows.append(("revoked", f"{_date(dms.revoked_at)} ({dms.revocation_reason})"))

@@ -14,3 +14,7 @@ SELECT DISTINCT ON (device_id, coalesce(slot, 'default'))
 FROM ca.certificates
 WHERE device_id IS NOT NULL
 ORDER BY device_id, coalesce(slot, 'default'), created_at DESC, not_before DESC;
+
+-- Decommissioning revokes every certificate a device was ever issued (issue 14).
+CREATE INDEX certificates_device_id ON ca.certificates (device_id)
+    WHERE device_id IS NOT NULL;

@@ -62,3 +62,24 @@ def test_repeated_slots() -> None:
         issue(request_id="cd" * 32),
     ]
     assert [("pump-1", "default")] == repeated_slots(commands)
+
+
+@pytest.mark.parametrize(
+    ("holder", "refused"),
+    [
+        (LIVE, False),
+        (SlotHolder("0b", CertificateStatus.ACTIVE, LIVE.not_after), True),
+        (None, True),
+    ],
+    ids=["current", "superseded", "no-slot"],
+)
+def test_only_the_current_certificate_renews(
+    holder: SlotHolder | None,
+    refused: bool,
+) -> None:
+    """simplereenroll presenting anything but the slot's current certificate is refused."""
+    reason = slot_refusal(issue(replaces="0a", dms=None), holder, NOW)
+    assert refused == (reason is not None)
+    if reason is not None:
+        assert "only the slot's current certificate may re-enroll" in reason
+        assert "not 0a" in reason

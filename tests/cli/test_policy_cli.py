@@ -37,6 +37,22 @@ async def test_dms_allow_replace_and_device_transfer(
     )
     assert 0 == made.returncode, made.stderr
     assert "replace     allowed" in made.stdout
+    assert "renewal     any time, revokes the old" in made.stdout
+    updated = await lamassu(
+        backends,
+        "dms",
+        "update",
+        dms,
+        "--reenroll-window",
+        "30d",
+        "--no-revoke-on-reenroll",
+    )
+    assert 0 == updated.returncode, updated.stderr
+    assert "renewal     30 days before expiry, keeps the old" in updated.stdout
+    assert "replace     allowed" in updated.stdout
+    nothing = await lamassu(backends, "dms", "update", dms)
+    assert 2 == nothing.returncode
+    assert "nothing to change" in nothing.stderr
     device = unique("cli-pump")
     moved = await lamassu(backends, "--json", "device", "transfer", device, "--to", dms)
     assert 0 == moved.returncode, moved.stderr

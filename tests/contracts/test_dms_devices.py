@@ -100,6 +100,9 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         previous=DEVICE_VIEW, updated=DEVICE_VIEW
     ),
     dms.TransferDevice: dms.TransferDevice(device_id="dev-1", dms="dms-2"),
+    dms.UpdateDMSPolicy: dms.UpdateDMSPolicy(
+        name="dms-1", reenroll_window_days=30, revoke_on_reenroll=False
+    ),
     dms.DeviceOwnership: OWNERSHIP,
     dms.DeviceOwnershipUpdate: dms.DeviceOwnershipUpdate(
         previous=None, updated=OWNERSHIP
@@ -170,6 +173,7 @@ def test_models_round_trip_json(instance: BaseModel) -> None:
         (devices.DeviceStatusUpdate, "device.status.update"),
         (devices.DeviceIdentityUpdate, "device.identity.update"),
         (dms.TransferDevice, "dms.transfer-device"),
+        (dms.UpdateDMSPolicy, "dms.update-policy"),
         (dms.DeviceOwnershipUpdate, "device.ownership.update"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else value,
@@ -191,6 +195,21 @@ def test_register_device_defaults_to_one_default_slot() -> None:
 
 
 INVALID: dict[str, tuple[type[BaseModel], dict[str, Any], str]] = {
+    "policy update that changes nothing": (
+        dms.UpdateDMSPolicy,
+        {"name": "dms-1"},
+        "nothing to change",
+    ),
+    "negative re-enrollment window": (
+        dms.UpdateDMSPolicy,
+        {"name": "dms-1", "reenroll_window_days": -1},
+        "greater than or equal to 0",
+    ),
+    "transfer to a DMS named with a space": (
+        dms.TransferDevice,
+        {"device_id": "dev-1", "dms": "dms 2"},
+        "String should match pattern",
+    ),
     "DMS without authorized CAs": (
         dms.CreateDMS,
         {"name": "dms-1", "authorized_cas": []},
