@@ -350,8 +350,11 @@ async def issue_certificates(
     an unusable CA, a renewal that may not be) comes before anything is signed."""
     ctx = items[0][1]
     store = ctx.deps.store
-    answered = await store.certificates_by_request(
-        ctx.conn, [cmd.request_id for cmd, _ in items]
+    answered = await _live_answers(
+        ctx,
+        await store.certificates_by_request(
+            ctx.conn, [cmd.request_id for cmd, _ in items]
+        ),
     )
     todo: dict[str, tuple[IssueCertificate, CaContext]] = {}
     for cmd, item_ctx in items:
@@ -412,6 +415,22 @@ async def issue_certificates(
         Outcome(answered[cmd.request_id], events.pop(cmd.request_id, []))
         for cmd, _ in items
     ]
+
+
+async def _live_answers(
+    ctx: CaContext, answered: dict[str, CertificateView]
+) -> dict[str, CertificateView]:
+    """The earlier answers a retry gets: a request that means the same as one whose
+    certificate is revoked or expired now (a device that kept its key and enrolls
+    afresh) is a new enrollment, so the old answer lets go of its request id."""
+    dead = [
+        request_id
+        for request_id, view in answered.items()
+        if view.status not in _USABLE or view.not_after <= ctx.now
+    ]
+    if dead:
+        await ctx.deps.store.release_requests(ctx.conn, dead)
+    return {r: view for r, view in answered.items() if r not in dead}
 
 
 async def _check_slots(

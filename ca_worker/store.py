@@ -269,6 +269,17 @@ class Store:
         )
         return {row["request_id"]: _certificate_view(row) for row in rows}
 
+    async def release_requests(
+        self, conn: asyncpg.Connection, request_ids: Sequence[str]
+    ) -> None:
+        """Forget which requests these certificates answered: the next such request
+        is a new enrollment, not a retry."""
+        await conn.execute(
+            "UPDATE ca.certificates SET request_id = NULL"
+            " WHERE request_id = ANY($1::text[])",
+            list(request_ids),
+        )
+
     async def get_certificates(
         self, conn: asyncpg.Connection, serials: Sequence[str]
     ) -> dict[str, CertificateView]:

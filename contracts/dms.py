@@ -170,9 +170,10 @@ class TransferDevice(_Message):
 class EnrollmentRequest(_Message):
     """An EST request as the gateway received it, for the DMS worker to authorize.
 
-    ``request_id`` is the SHA-256 of operation, label, CSR DER and client certificate,
-    so a client retrying the same CSR after a 202 (RFC 7030 §4.2.3) finds the result
-    of its first attempt. For serverkeygen the gateway generates the key and sends a
+    ``request_id`` is the SHA-256 of what the request means (operation, label, client
+    certificate, the CSR's public key, subject and requested extensions; not its
+    signature), so a client retrying after a 202 (RFC 7030 §4.2.3), even with a
+    re-signed CSR, finds the result of its first attempt. For serverkeygen the gateway generates the key and sends a
     CSR for it, so the private key never crosses the bus.
     """
 

@@ -4,7 +4,6 @@ render. No PKI decisions here: the DMS worker authorizes and the CA worker signs
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import time
 import uuid
@@ -24,7 +23,7 @@ from contracts.ca import CertificateView
 from contracts.dms import EnrollmentKind, EnrollmentRequest
 from contracts.envelope import new_message
 from contracts.errors import ErrorCode
-from est_gateway import wire
+from est_gateway import retries, wire
 from est_gateway.errors import (
     BadRequest,
     EstError,
@@ -116,16 +115,6 @@ async def _body(request: web.Request) -> bytes:
         raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes") from None
 
 
-def _request_id(
-    kind: EnrollmentKind, label: str, csr_der: bytes, chain: list[x509.Certificate]
-) -> str:
-    digest = hashlib.sha256(f"{kind.value}\n{label}\n".encode())
-    digest.update(csr_der)
-    for certificate in chain[:1]:
-        digest.update(certificate.fingerprint(hashes.SHA256()))
-    return digest.hexdigest()
-
-
 def _server_key_and_csr(
     deps: GatewayDeps, request_id: str, csr: x509.CertificateSigningRequest
 ) -> tuple[
@@ -164,8 +153,7 @@ async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
     chain = _client_chain(request)
     if not chain:
         raise Unauthorized("a TLS client certificate is required to enroll", _CHALLENGE)
-    csr_der = csr.public_bytes(serialization.Encoding.DER)
-    request_id = _request_id(kind, label, csr_der, chain)
+    request_id = retries.request_id(kind.value, label, csr, chain)
     structlog.contextvars.bind_contextvars(label=label, request_id=request_id[:16])
     key = None
     if kind is EnrollmentKind.SERVERKEYGEN:

@@ -17,7 +17,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from contracts.ca import CertificateStatus, CertificateView, GetCertificate
+from contracts.ca import (
+    CertificateStatus,
+    CertificateView,
+    GetCertificate,
+    RevokeCertificate,
+)
 from contracts.devices import DecommissionDevice
 from contracts.dms import CreateDMS, DMSView, RevokeDMS, UpdateDMSPolicy
 from contracts.errors import ErrorCode
@@ -71,10 +76,12 @@ async def enroll(stage: Stage, device_id: str) -> tuple[x509.Certificate, Identi
 
 
 async def reenroll(
-    stage: Stage, device_id: str, identity: Identity
+    stage: Stage, device_id: str, identity: Identity, *, rekey: bool = False
 ) -> tuple[int, str, tuple[x509.Certificate, Identity] | None]:
-    """simplereenroll with the same key, authenticated by ``identity``."""
-    body, _ = openssl_csr(stage.directory, device_id, key=identity.key)
+    """simplereenroll with the same key (or a new one), authenticated by ``identity``."""
+    body, _ = openssl_csr(
+        stage.directory, device_id, key=None if rekey else identity.key
+    )
     status, _, payload = await stage.est.enroll(
         stage.ca.name, body, identity, "simplereenroll"
     )
@@ -141,7 +148,13 @@ async def test_renewal_revokes_the_superseded_certificate(
         revoked.data["updated"]["revocation_reason"],
     )
 
-    status, reason, _ = await reenroll(stage, device_id, identity)
+    # The same request again is a retry (RFC 7030 §4.2.3): the same certificate.
+    status, _, again = await reenroll(stage, device_id, identity)
+    assert 200 == status
+    assert again is not None
+    assert renewed[0] == again[0]
+    # Another request with the superseded certificate is refused.
+    status, reason, _ = await reenroll(stage, device_id, identity, rekey=True)
     assert 403 == status
     assert "revoked" in reason
 
@@ -159,7 +172,7 @@ async def test_without_revoke_on_reenroll_only_the_current_certificate_renews(
     assert renewed is not None
     assert CertificateStatus.ACTIVE is (await certificate(bus, serial_of(first))).status
 
-    status, reason, _ = await reenroll(stage, device_id, identity)
+    status, reason, _ = await reenroll(stage, device_id, identity, rekey=True)
     assert 403 == status
     assert "only the slot's current certificate may re-enroll" in reason
     assert serial_of(renewed[0]) in reason
@@ -250,3 +263,25 @@ async def test_policy_update_refusals(
     assert reply.error is not None
     assert code is reply.error.code
     assert reason in reply.error.message
+
+
+async def test_same_request_after_revocation_is_a_new_enrollment(
+    bus: Bus, gateway: Gateway, tmp_path: Path, db: asyncpg.Pool
+) -> None:
+    """A device that kept its key enrolls afresh once its certificate is revoked: the
+    request means the same, but a dead answer is no retry, so a new one is issued."""
+    stage = await policy_stage(bus, gateway, tmp_path)
+    device_id = unique("again")
+    body, _ = openssl_csr(stage.directory, device_id)
+    status, _, payload = await stage.est.enroll(stage.ca.name, body, stage.dms_identity)
+    assert 200 == status, payload
+    first = single_certificate(payload)
+    reply = await call(bus, RevokeCertificate(serial=serial_of(first)))
+    assert reply.ok, reply.error
+
+    status, _, payload = await stage.est.enroll(stage.ca.name, body, stage.dms_identity)
+    assert 200 == status, payload
+    second = single_certificate(payload)
+    assert first.serial_number != second.serial_number
+    assert first.public_key() == second.public_key()
+    assert 2 == await count(db, device_id)
