@@ -40,6 +40,7 @@ from contracts.devices import (
     SlotView,
 )
 from contracts.dms import (
+    AuthorizeEnrollment,
     CreateDMS,
     DeviceOwnership,
     DeviceOwnershipUpdate,
@@ -49,6 +50,7 @@ from contracts.dms import (
     DMSStatus,
     DMSUpdate,
     DMSView,
+    EnrollmentAuthorization,
     EnrollmentKind,
     EnrollmentRequest,
     GetDMS,
@@ -67,6 +69,7 @@ from contracts.sweeps import GetSweep, RunSweep, SweepShard, SweepTrigger, Sweep
 __all__ = [
     "COMMANDS",
     "EVENTS",
+    "AuthorizeEnrollment",
     "CAStatusUpdate",
     "CAUpdate",
     "CAView",
@@ -92,6 +95,7 @@ __all__ = [
     "DeviceStatusUpdate",
     "DeviceView",
     "Devices",
+    "EnrollmentAuthorization",
     "EnrollmentKind",
     "EnrollmentRequest",
     "ErrorBody",

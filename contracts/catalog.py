@@ -57,6 +57,7 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (dms.TransferDevice, dms.DeviceOwnership, "dms"),
     (dms.UpdateDMSPolicy, dms.DMSView, "dms"),
     (ca.RevokeDeviceCertificates, ca.Certificates, "ca"),
+    (dms.AuthorizeEnrollment, dms.EnrollmentAuthorization, "dms"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {

@@ -24,6 +24,7 @@ from contracts.ca import RevocationReason
 
 __all__ = [
     "DMS_CREATE",
+    "AuthorizeEnrollment",
     "CreateDMS",
     "DMSEnrolled",
     "DMSReenrolled",
@@ -33,6 +34,7 @@ __all__ = [
     "DMSs",
     "DeviceOwnership",
     "DeviceOwnershipUpdate",
+    "EnrollmentAuthorization",
     "EnrollmentKind",
     "EnrollmentRequest",
     "GetDMS",
@@ -188,6 +190,13 @@ class EnrollmentRequest(_Message):
     request_id: str = Field(pattern=_SHA256_HEX)
 
 
+class AuthorizeEnrollment(EnrollmentRequest):
+    """Ask only whether an EST request would be authorized, and sign nothing: the
+    gateway asks before it spends a key generation on serverkeygen (RFC 7030 §4.4)."""
+
+    TYPE: ClassVar[str] = "enrollment.authorize"
+
+
 # --- results and event payloads ------------------------------------------------------
 
 
@@ -217,6 +226,14 @@ class DMSUpdate(_Message):
     TYPE: ClassVar[str] = "dms.update"
     previous: DMSView
     updated: DMSView
+
+
+class EnrollmentAuthorization(_Message):
+    """The answer to ``enrollment.authorize``: who the request enrolls, for which DMS."""
+
+    device_id: str
+    slot: str
+    dms: str | None
 
 
 class DeviceOwnership(_Message):

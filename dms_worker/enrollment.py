@@ -10,7 +10,12 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from contracts.ca import IssueCertificate
-from contracts.dms import EnrollmentKind, EnrollmentRequest
+from contracts.dms import (
+    AuthorizeEnrollment,
+    EnrollmentAuthorization,
+    EnrollmentKind,
+    EnrollmentRequest,
+)
 from contracts.errors import ErrorCode
 from dms_worker.authorization import (
     CSRRejected,
@@ -36,7 +41,7 @@ from dms_worker.store import EnrollmentFacts
 from runtime.dispatch import Outcome
 from runtime.errors import Failure
 
-__all__ = ["authorize_request", "authorize_requests"]
+__all__ = ["authorize_only", "authorize_request", "authorize_requests"]
 
 _REFUSALS: Mapping[ErrorCode | None, type[Failure]] = {
     ErrorCode.UNAUTHORIZED: NoClientCertificate,
@@ -116,6 +121,31 @@ async def authorize_requests(
 ) -> list[Outcome]:
     """EST requests that arrived together: what they need from the database is read
     with one statement; a refusal of any sends each through ``authorize_request``."""
+    issues = await _decide(items)
+    return [
+        Outcome(
+            forward=message(
+                item_ctx, IssueCertificate.TYPE, f"device/{issue.device_id}", issue
+            )
+        )
+        for issue, (_, item_ctx) in zip(issues, items, strict=True)
+    ]
+
+
+async def authorize_only(request: AuthorizeEnrollment, ctx: DmsContext) -> Outcome:
+    """``enrollment.authorize``: the same decision, answered instead of forwarded."""
+    (issue,) = await _decide([(request, ctx)])
+    return Outcome(
+        EnrollmentAuthorization(
+            device_id=issue.device_id, slot=issue.slot, dms=issue.dms
+        )
+    )
+
+
+async def _decide(
+    items: Sequence[tuple[EnrollmentRequest, DmsContext]],
+) -> list[IssueCertificate]:
+    """What each request may have signed, or the refusal (a ``Failure``) of any."""
     ctx = items[0][1]
     presented = [_presented(request) for request, _ in items]
     facts = await ctx.deps.store.enrollment_facts(
@@ -133,14 +163,7 @@ async def authorize_requests(
         for (request, item_ctx), p, fact in zip(items, presented, facts, strict=True)
     ]
     await _enforce_owners(issues, facts, ctx)
-    return [
-        Outcome(
-            forward=message(
-                item_ctx, IssueCertificate.TYPE, f"device/{issue.device_id}", issue
-            )
-        )
-        for issue, (_, item_ctx) in zip(issues, items, strict=True)
-    ]
+    return issues
 
 
 async def _enforce_owners(

@@ -30,6 +30,7 @@ from contracts.devices import (
 )
 from contracts.dms import (
     DMS_CREATE,
+    AuthorizeEnrollment,
     CreateDMS,
     DeviceOwnershipUpdate,
     DMSEnrolled,
@@ -50,7 +51,7 @@ from contracts.envelope import CloudEvent
 from dms_worker.authorization import DEFAULT_SLOT
 from dms_worker.ca_client import KnownCA
 from dms_worker.context import DmsContext, DmsDeps, csr, message
-from dms_worker.enrollment import authorize_request, authorize_requests
+from dms_worker.enrollment import authorize_only, authorize_request, authorize_requests
 from dms_worker.errors import (
     AlreadyRevoked,
     DMSExists,
@@ -320,6 +321,7 @@ HANDLERS: Mapping[str, Route] = {
     EnrollmentRequest.TYPE: Route(
         EnrollmentRequest, authorize_request, writes=False, many=authorize_requests
     ),
+    AuthorizeEnrollment.TYPE: Route(AuthorizeEnrollment, authorize_only, writes=False),
 }
 
 EVENT_HANDLERS: Mapping[str, Route] = {

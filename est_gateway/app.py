@@ -16,16 +16,16 @@ import structlog
 from aio_pika.exceptions import AMQPError
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from contracts.ca import CertificateView
-from contracts.dms import EnrollmentKind, EnrollmentRequest
+from contracts.dms import AuthorizeEnrollment, EnrollmentKind, EnrollmentRequest
 from contracts.envelope import new_message
 from contracts.errors import ErrorCode
+from est_gateway import keygen as keygen_rules
 from est_gateway import retries, wire
 from est_gateway.errors import (
-    BadRequest,
     EstError,
     Forbidden,
     NotFound,
@@ -33,6 +33,7 @@ from est_gateway.errors import (
     Unauthorized,
     Unavailable,
 )
+from est_gateway.keygen import KeyGenerator
 from est_gateway.settings import Settings
 from est_gateway.trust import TrustStore
 from runtime.bus import Bus, BusUnavailable, RequestTimeout
@@ -67,6 +68,12 @@ class GatewayDeps:
     generated_keys: OrderedDict[str, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey] = (
         field(default_factory=OrderedDict)
     )
+    # Made from settings when not given: serverkeygen's threads, a few at a time.
+    keygen: KeyGenerator | None = None
+
+    def __post_init__(self) -> None:
+        if self.keygen is None:
+            self.keygen = KeyGenerator(self.settings.est_keygen_concurrency)
 
 
 DEPS = web.AppKey("deps", GatewayDeps)
@@ -115,33 +122,60 @@ async def _body(request: web.Request) -> bytes:
         raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes") from None
 
 
-def _server_key_and_csr(
-    deps: GatewayDeps, request_id: str, csr: x509.CertificateSigningRequest
+async def _server_key_and_csr(
+    deps: GatewayDeps,
+    enrollment: EnrollmentRequest,
+    csr: x509.CertificateSigningRequest,
 ) -> tuple[
     ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, x509.CertificateSigningRequest
 ]:
-    """RFC 7030 §4.4.1: the server makes the key; the client's CSR names the subject."""
-    key = deps.generated_keys.get(request_id)
+    """RFC 7030 §4.4.1: the server makes the key; the client's CSR names the subject.
+
+    A key type outside the allowed set is refused first (400), then the DMS worker
+    authorizes the request, and only then is a key generated (in a thread, a few at a
+    time): an unauthorized client or an absurd key size costs no key generation.
+    """
+    keygen = deps.keygen
+    assert keygen is not None  # noqa: S101 - made in __post_init__
+    key_type = keygen_rules.key_type_of(csr)
+    key = deps.generated_keys.get(enrollment.request_id)
     if key is None:
-        public = csr.public_key()
-        if isinstance(public, rsa.RSAPublicKey):
-            key = rsa.generate_private_key(
-                public_exponent=65537, key_size=public.key_size
-            )
-        elif isinstance(public, ec.EllipticCurvePublicKey):
-            key = ec.generate_private_key(public.curve)
-        else:
-            raise BadRequest("serverkeygen needs an EC or RSA key type in the CSR")
-        deps.generated_keys[request_id] = key
+        await _authorize_first(deps, enrollment)
+        key = await keygen.generate(key_type)
+        deps.generated_keys[enrollment.request_id] = key
         while len(deps.generated_keys) > _SERVERKEYGEN_KEYS:
             deps.generated_keys.popitem(last=False)
-    builder = x509.CertificateSigningRequestBuilder().subject_name(csr.subject)
+    return key, await keygen.csr_for(key, csr)
+
+
+async def _authorize_first(deps: GatewayDeps, enrollment: EnrollmentRequest) -> None:
+    """``enrollment.authorize``: refused as the enrollment itself would be."""
+    request = AuthorizeEnrollment.model_validate(enrollment.model_dump())
+    message = new_message(
+        type_=AuthorizeEnrollment.TYPE,
+        source=SOURCE,
+        data=request,
+        now=datetime.now(UTC),
+        subject=f"ca/{enrollment.label}",
+        correlation_id=str(uuid.uuid4()),
+    )
     try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        builder = builder.add_extension(san.value, critical=san.critical)
-    except x509.ExtensionNotFound:
-        pass
-    return key, builder.sign(key, hashes.SHA256())
+        reply = await deps.bus.request(message, timeout=deps.settings.est_wait_seconds)
+    except RequestTimeout:
+        raise Accepted from None
+    except (BusUnavailable, AMQPError, ConnectionError) as exc:
+        raise Unavailable(
+            f"the enrollment pipeline is unreachable: {exc}",
+            deps.settings.est_retry_after_seconds,
+        ) from None
+    if not reply.ok:
+        assert reply.error is not None  # noqa: S101 - guaranteed by Reply when not ok
+        status = _STATUS[reply.error.code]
+        if status == 401:
+            raise Unauthorized(reply.error.message, _CHALLENGE)
+        if status == 403:
+            raise Forbidden(reply.error.message)
+        raise EstError(status, reply.error.message)
 
 
 async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
@@ -157,7 +191,16 @@ async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
     structlog.contextvars.bind_contextvars(label=label, request_id=request_id[:16])
     key = None
     if kind is EnrollmentKind.SERVERKEYGEN:
-        key, csr = _server_key_and_csr(deps, request_id, csr)
+        asked = EnrollmentRequest(
+            kind=kind,
+            label=label,
+            csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
+            client_certificate_chain_pem=[
+                c.public_bytes(serialization.Encoding.PEM).decode() for c in chain
+            ],
+            request_id=request_id,
+        )
+        key, csr = await _server_key_and_csr(deps, asked, csr)
     enrollment = EnrollmentRequest(
         kind=kind,
         label=label,

@@ -50,6 +50,8 @@ class Settings(BusSettings, LogSettings):
     # Client-certificate headers are honoured only from these proxy addresses.
     est_trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     est_client_cert_header: str = "x-forwarded-client-cert"
+    # serverkeygen key generations at once (each in a thread); more requests wait.
+    est_keygen_concurrency: int = Field(default=2, ge=1, le=64)
     # OIDs a client should put in its CSR (RFC 7030 §4.5); empty: csrattrs answers 204.
     est_csr_attributes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 

@@ -100,6 +100,15 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         previous=DEVICE_VIEW, updated=DEVICE_VIEW
     ),
     dms.TransferDevice: dms.TransferDevice(device_id="dev-1", dms="dms-2"),
+    dms.AuthorizeEnrollment: dms.AuthorizeEnrollment(
+        kind=dms.EnrollmentKind.SERVERKEYGEN,
+        label="device-ca",
+        csr_pem=PEM,
+        request_id=CSR_ID,
+    ),
+    dms.EnrollmentAuthorization: dms.EnrollmentAuthorization(
+        device_id="dev-1", slot="default", dms="dms-1"
+    ),
     dms.UpdateDMSPolicy: dms.UpdateDMSPolicy(
         name="dms-1", reenroll_window_days=30, revoke_on_reenroll=False
     ),
@@ -174,6 +183,7 @@ def test_models_round_trip_json(instance: BaseModel) -> None:
         (devices.DeviceIdentityUpdate, "device.identity.update"),
         (dms.TransferDevice, "dms.transfer-device"),
         (dms.UpdateDMSPolicy, "dms.update-policy"),
+        (dms.AuthorizeEnrollment, "enrollment.authorize"),
         (dms.DeviceOwnershipUpdate, "device.ownership.update"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else value,
