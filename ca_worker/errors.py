@@ -3,7 +3,7 @@
 Failure
  ├── NotFound ── CANotFound, CertificateNotFound, SweepNotFound
  ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable, SlotContended
- ├── Forbidden ─ PresentedCertificateRefused, SlotRefused
+ ├── Forbidden ─ PresentedCertificateRefused, SlotRefused, InternalCAProtected
  └── Invalid ─── BadCSR, EngineNotConfigured, EngineMismatch
 """
 
@@ -20,6 +20,7 @@ __all__ = [
     "CertificateNotFound",
     "EngineMismatch",
     "EngineNotConfigured",
+    "InternalCAProtected",
     "PresentedCertificateRefused",
     "SlotContended",
     "SlotRefused",
@@ -57,6 +58,10 @@ class BadCSR(Invalid):
 
 class PresentedCertificateRefused(Forbidden):
     """A re-enrolling device presented a certificate this CA does not vouch for now."""
+
+
+class InternalCAProtected(Forbidden):
+    """A change to LAMASSU-DMS-MANAGER that disables every DMS, asked without force."""
 
 
 class SlotRefused(Forbidden):

@@ -27,6 +27,7 @@ from ca_worker.errors import (
     CAUnusable,
     CertificateNotFound,
     EngineNotConfigured,
+    InternalCAProtected,
     PresentedCertificateRefused,
     SlotContended,
     SlotRefused,
@@ -267,6 +268,11 @@ async def update_ca(cmd: UpdateCA, ctx: CaContext) -> Outcome:
     previous = await store.get_ca(ctx.conn, cmd.name, lock=True)
     if previous is None:
         raise CANotFound(cmd.name)
+    if previous.internal and cmd.about_to_expire_days == 0 and not cmd.force:
+        raise InternalCAProtected(
+            f"CA {cmd.name!r} issues every DMS certificate: without its warning it"
+            " would expire unnoticed and every DMS with it; pass force (--force)"
+        )
     updated = await store.update_ca(ctx.conn, cmd.name, cmd.about_to_expire_days)
     assert updated is not None  # noqa: S101 - the row is locked above
     if updated == previous:
@@ -298,6 +304,12 @@ async def revoke_ca(cmd: RevokeCA, ctx: CaContext) -> Outcome:
         raise CANotFound(cmd.name)
     if ca.status is CertificateStatus.REVOKED:
         raise AlreadyRevoked(f"CA {cmd.name!r}")
+    if ca.internal and not cmd.force:
+        raise InternalCAProtected(
+            f"CA {cmd.name!r} issues every DMS certificate: revoking it revokes every"
+            " DMS, and no DMS can be created until it is replaced; pass force"
+            " (--force) to revoke it anyway"
+        )
     ca_changes = await store.revoke_ca_tree(ctx.conn, cmd.name, cmd.reason, ctx.now)
     cert_changes = await store.revoke_certificates(
         ctx.conn,

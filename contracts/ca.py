@@ -102,6 +102,8 @@ class UpdateCA(_Message):
     TYPE: ClassVar[str] = "ca.update"
     name: str = Field(min_length=1, max_length=64)
     about_to_expire_days: int = Field(ge=0, le=3650)
+    # Needed to turn off the internal CA's warning (it would expire unnoticed).
+    force: bool = False
 
 
 class GetCA(_Message):
@@ -119,6 +121,8 @@ class RevokeCA(_Message):
     TYPE: ClassVar[str] = "ca.revoke"
     name: str = Field(min_length=1, max_length=64)
     reason: RevocationReason = RevocationReason.UNSPECIFIED
+    # Needed for LAMASSU-DMS-MANAGER: revoking it revokes every DMS.
+    force: bool = False
 
 
 class SignCertificate(_Message):

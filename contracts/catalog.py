@@ -58,6 +58,7 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (dms.UpdateDMSPolicy, dms.DMSView, "dms"),
     (ca.RevokeDeviceCertificates, ca.Certificates, "ca"),
     (dms.AuthorizeEnrollment, dms.EnrollmentAuthorization, "dms"),
+    (dms.RenewDMS, dms.DMSView, "dms"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {

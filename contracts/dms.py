@@ -39,6 +39,7 @@ __all__ = [
     "EnrollmentRequest",
     "GetDMS",
     "ListDMSs",
+    "RenewDMS",
     "RevokeDMS",
     "TransferDevice",
     "UpdateAuthorizedCAs",
@@ -141,6 +142,16 @@ class UpdateDMSPolicy(_Message):
         return self
 
 
+class RenewDMS(_Message):
+    """Issue a DMS a new certificate (LAMASSU-DMS-MANAGER signs its CSR); the one it
+    replaces keeps authenticating it for ``overlap_days`` (at most until it expires)."""
+
+    TYPE: ClassVar[str] = "dms.renew"
+    name: str = Field(min_length=1, max_length=64)
+    csr_pem: _Pem
+    overlap_days: int = Field(default=7, ge=0, le=365)
+
+
 class RevokeDMS(_Message):
     """Revoke a DMS: it authorizes no more enrollments; device certificates stay."""
 
@@ -214,6 +225,9 @@ class DMSView(_Message):
     allow_replace: bool = False
     reenroll_window_days: int = 0
     revoke_on_reenroll: bool = True
+    # The certificate a renewal replaced, and until when it still authenticates.
+    previous_certificate_serial: str | None = None
+    previous_valid_until: AwareDatetime | None = None
 
 
 class DMSs(_Message):

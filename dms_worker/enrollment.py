@@ -157,6 +157,7 @@ async def _decide(
             )
             for (request, _), p in zip(items, presented, strict=True)
         ],
+        ctx.now,
     )
     issues = [
         await _authorized(request, p, fact, item_ctx)

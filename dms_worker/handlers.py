@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Literal
 
 from cryptography import x509
@@ -42,6 +43,7 @@ from contracts.dms import (
     EnrollmentRequest,
     GetDMS,
     ListDMSs,
+    RenewDMS,
     RevokeDMS,
     TransferDevice,
     UpdateAuthorizedCAs,
@@ -181,15 +183,51 @@ async def revoke_dms(cmd: RevokeDMS, ctx: DmsContext) -> Outcome:
         raise AlreadyRevoked(cmd.name)
     updated = await store.revoke_dms(ctx.conn, cmd.name, reason=cmd.reason, now=ctx.now)
     # Its certificate is revoked at the CA as well, in this same transaction, so CRL and
-    # OCSP relying parties stop trusting it too (RFC 5280 §3.3).
-    serial = current.certificate_serial
-    revoke = message(
-        ctx,
-        RevokeCertificate.TYPE,
-        f"certificate/{serial}",
-        RevokeCertificate(serial=serial, reason=cmd.reason),
+    # OCSP relying parties stop trusting it too (RFC 5280 §3.3); so is the one a
+    # renewal replaced while it still authenticates.
+    serials = [current.certificate_serial]
+    if current.previous_certificate_serial and (
+        current.previous_valid_until and current.previous_valid_until > ctx.now
+    ):
+        serials.append(current.previous_certificate_serial)
+    revocations = [
+        message(
+            ctx,
+            RevokeCertificate.TYPE,
+            f"certificate/{serial}",
+            RevokeCertificate(serial=serial, reason=cmd.reason),
+        )
+        for serial in serials
+    ]
+    await write_commands(ctx.conn, SCHEMA, revocations)
+    return Outcome(updated, [_update(ctx, current, updated)])
+
+
+async def renew_dms(cmd: RenewDMS, ctx: DmsContext) -> Outcome:
+    """A new DMS certificate from its CSR; the old one authenticates the DMS for the
+    overlap (at most until it expires), so its factories can switch over."""
+    csr(cmd.csr_pem)  # refuse garbage before asking the CA worker
+    store = ctx.deps.store
+    current = await store.get_dms(ctx.conn, cmd.name, lock=True)
+    if current is None:
+        raise DMSNotFound(cmd.name)
+    if current.status is DMSStatus.REVOKED:
+        raise DMSRevoked(cmd.name)
+    issued = await ctx.deps.cas.sign(
+        ca=INTERNAL_CA,
+        csr_pem=cmd.csr_pem,
+        validity_days=ctx.deps.settings.dms_certificate_validity_days,
     )
-    await write_commands(ctx.conn, SCHEMA, [revoke])
+    old = x509.load_pem_x509_certificate(current.certificate_pem.encode())
+    updated = await store.renew_certificate(
+        ctx.conn,
+        cmd.name,
+        serial=issued.serial,
+        certificate=x509.load_pem_x509_certificate(issued.certificate_pem.encode()),
+        previous_valid_until=min(
+            ctx.now + timedelta(days=cmd.overlap_days), old.not_valid_after_utc
+        ),
+    )
     return Outcome(updated, [_update(ctx, current, updated)])
 
 
@@ -272,6 +310,8 @@ async def revoke_dms_of_certificate(
     ):
         return Outcome()
     store = ctx.deps.store
+    # A certificate a renewal replaced stops authenticating its DMS; nothing more.
+    await store.end_overlap(ctx.conn, certificate.serial, ctx.now)
     current = await store.get_dms_by_serial(ctx.conn, certificate.serial, lock=True)
     if current is None or current.status is DMSStatus.REVOKED:
         return Outcome()
@@ -314,6 +354,7 @@ HANDLERS: Mapping[str, Route] = {
     CreateDMS.TYPE: Route(CreateDMS, create_dms),
     UpdateAuthorizedCAs.TYPE: Route(UpdateAuthorizedCAs, update_authorized_cas),
     RevokeDMS.TYPE: Route(RevokeDMS, revoke_dms),
+    RenewDMS.TYPE: Route(RenewDMS, renew_dms),
     TransferDevice.TYPE: Route(TransferDevice, transfer_device),
     UpdateDMSPolicy.TYPE: Route(UpdateDMSPolicy, update_dms_policy),
     GetDMS.TYPE: Route(GetDMS, get_dms, writes=False),

@@ -33,6 +33,8 @@ def _view(row: asyncpg.Record | dict[str, Any]) -> DMSView:
         allow_replace=row["allow_replace"],
         reenroll_window_days=row["reenroll_window_days"],
         revoke_on_reenroll=row["revoke_on_reenroll"],
+        previous_certificate_serial=row["previous_certificate_serial"],
+        previous_valid_until=row["previous_valid_until"],
     )
 
 
@@ -62,7 +64,7 @@ class EnrollmentFacts:
 
 _COLUMNS = """name, status, authorized_cas, certificate_serial, certificate_der,
     created_at, revoked_at, revocation_reason, allow_replace, reenroll_window_days,
-    revoke_on_reenroll"""
+    revoke_on_reenroll, previous_certificate_serial, previous_valid_until"""
 
 
 class Store:
@@ -164,6 +166,43 @@ class Store:
         assert row is not None  # noqa: S101 - the caller holds the row lock
         return _view(row)
 
+    async def renew_certificate(
+        self,
+        conn: asyncpg.Connection,
+        name: str,
+        *,
+        serial: str,
+        certificate: x509.Certificate,
+        previous_valid_until: datetime,
+    ) -> DMSView:
+        """The DMS's certificate is now ``certificate``; the one it replaces keeps
+        authenticating it until ``previous_valid_until``."""
+        row = await conn.fetchrow(
+            f"""UPDATE dms.dms SET
+                    previous_certificate_serial = certificate_serial,
+                    previous_certificate_der = certificate_der,
+                    previous_valid_until = $4,
+                    certificate_serial = $2, certificate_der = $3
+                WHERE name = $1 RETURNING {_COLUMNS}""",
+            name,
+            serial,
+            certificate.public_bytes(serialization.Encoding.DER),
+            previous_valid_until,
+        )
+        assert row is not None  # noqa: S101 - the caller holds the row lock
+        return _view(row)
+
+    async def end_overlap(
+        self, conn: asyncpg.Connection, serial: str, now: datetime
+    ) -> None:
+        """A replaced DMS certificate that was revoked authenticates no more."""
+        await conn.execute(
+            """UPDATE dms.dms SET previous_valid_until = $2
+               WHERE previous_certificate_serial = $1 AND previous_valid_until > $2""",
+            serial,
+            now,
+        )
+
     async def revoke_dms(
         self,
         conn: asyncpg.Connection,
@@ -194,13 +233,18 @@ class Store:
         )
 
     async def enrollment_facts(
-        self, conn: asyncpg.Connection, asked: Sequence[tuple[str | None, str]]
+        self,
+        conn: asyncpg.Connection,
+        asked: Sequence[tuple[str | None, str]],
+        now: datetime,
     ) -> list[EnrollmentFacts]:
         """What authorizing enrollments reads, with one statement: for each (serial of
         the presented certificate, device id), the DMS holding that certificate, whether
         the device is decommissioned and which DMS owns it."""
         rows = await conn.fetch(
-            """SELECT a.serial, d.name, d.status, d.authorized_cas, d.certificate_der,
+            """SELECT a.serial, d.name, d.status, d.authorized_cas,
+                      CASE WHEN d.certificate_serial = a.serial THEN d.certificate_der
+                           ELSE d.previous_certificate_der END AS certificate_der,
                       d.allow_replace, d.reenroll_window_days, d.revoke_on_reenroll,
                       o.dms AS owner, p.reenroll_window_days AS owner_window,
                       p.revoke_on_reenroll AS owner_revokes,
@@ -209,11 +253,14 @@ class Store:
                FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
                     AS a(serial, device_id, i)
                LEFT JOIN dms.dms AS d ON d.certificate_serial = a.serial
+                    OR (d.previous_certificate_serial = a.serial
+                        AND d.previous_valid_until > $3)
                LEFT JOIN dms.devices AS o ON o.device_id = a.device_id
                LEFT JOIN dms.dms AS p ON p.name = o.dms
                ORDER BY a.i""",
             [serial for serial, _ in asked],
             [device_id for _, device_id in asked],
+            now,
         )
         return [
             EnrollmentFacts(

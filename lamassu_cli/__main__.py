@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from contracts.asyncapi import asyncapi_document
 from contracts.ca import (
+    INTERNAL_CA,
     CAs,
     CAView,
     Certificates,
@@ -39,7 +40,15 @@ from contracts.names import Topology
 from engines.keys import KeyType
 from lamassu_cli import engine, enrollment, render, sweep
 from lamassu_cli.client import Client, CliError, CliSettings
-from lamassu_cli.commands import add_command, days, output, reason, warning_days
+from lamassu_cli.commands import (
+    add_command,
+    confirmed,
+    days,
+    destructive,
+    output,
+    reason,
+    warning_days,
+)
 from lamassu_cli.up import up
 from runtime.bus import BusUnavailable, RequestTimeout
 from runtime.dispatch import first_error
@@ -80,13 +89,17 @@ async def ca_show(args: argparse.Namespace, client: Client) -> None:
 
 async def ca_update(args: argparse.Namespace, client: Client) -> None:
     result = await client.call(
-        UpdateCA(name=args.name, about_to_expire_days=args.about_to_expire)
+        UpdateCA(
+            name=args.name, about_to_expire_days=args.about_to_expire, force=args.force
+        )
     )
     output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
 
 
 async def ca_revoke(args: argparse.Namespace, client: Client) -> None:
-    result = await client.call(RevokeCA(name=args.name, reason=args.reason))
+    result = await client.call(
+        RevokeCA(name=args.name, reason=args.reason, force=args.force)
+    )
     output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
 
 
@@ -181,7 +194,7 @@ async def wait_ready(args: argparse.Namespace, client: Client) -> None:
                 return
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one table of subcommands
     parser = argparse.ArgumentParser(
         prog="lamassu", description="Operate the Lamassu PKI."
     )
@@ -215,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--about-to-expire", type=warning_days, required=True, help="e.g. 45d"
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help=f"needed to turn off {INTERNAL_CA}'s warning (0d)",
+    )
     add_command(ca, "list", ca_list, "list CAs")
     p = add_command(ca, "show", ca_show, "show a CA")
     p.add_argument("name")
@@ -222,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(ca, "revoke", ca_revoke, "revoke a CA and everything it issued")
     p.add_argument("name")
     p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+    destructive(
+        p,
+        lambda a: f"Revoke CA {a.name} and every certificate it and its CAs issued?",
+        force=f"needed for {INTERNAL_CA}: revoking it revokes every DMS",
+    )
 
     cert = groups.add_parser("cert", help="certificates").add_subparsers(
         dest="action", required=True
@@ -242,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(cert, "revoke", cert_revoke, "revoke a certificate")
     p.add_argument("serial")
     p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+    destructive(p, lambda a: f"Revoke certificate {a.serial}?")
 
     events = groups.add_parser("events", help="event stream").add_subparsers(
         dest="action", required=True
@@ -264,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace, settings: CliSettings) -> None:
+    if (refusal := confirmed(args)) is not None:  # before anything is sent
+        raise CliError(refusal, exit_code=2)
     client = await Client.connect(settings)
     try:
         await args.func(args, client)

@@ -127,6 +127,14 @@ def dms_detail(dms: DMSView) -> str:
             + (", revokes the old" if dms.revoke_on_reenroll else ", keeps the old"),
         ),
     ]
+    if dms.previous_certificate_serial and dms.previous_valid_until:
+        rows.append(
+            (
+                "previous",
+                f"{dms.previous_certificate_serial} until "
+                + _date(dms.previous_valid_until),
+            )
+        )
     if dms.revoked_at is not None:
         rows.append(("revoked", f"{_date(dms.revoked_at)} ({dms.revocation_reason})"))
     return "\n".join(f"{k:<11} {v}" for k, v in rows)

@@ -66,3 +66,38 @@ async def test_dms_allow_replace_and_device_transfer(
     assert [f"error: not_found: no DMS named {missing!r}"] == (
         refused.stderr.strip().splitlines()
     )
+
+
+async def test_dms_renew_writes_a_new_key_and_certificate(
+    backends: Backends, dms_service: None, tmp_path: Path
+) -> None:
+    """dms renew makes a new key here (0600) and writes the new certificate; the old
+    one is shown with the end of its overlap."""
+    ca = unique("cli-ca")
+    assert 0 == (await lamassu(backends, "ca", "create", "--name", ca)).returncode
+    dms = unique("cli-dms")
+    made = await lamassu(
+        backends,
+        "--json",
+        "dms",
+        "create",
+        "--name",
+        dms,
+        "--authorized-ca",
+        ca,
+        "--out",
+        str(tmp_path),
+    )
+    assert 0 == made.returncode, made.stderr
+    old_serial = json.loads(made.stdout)["certificate_serial"]
+    renewed = await lamassu(
+        backends, "dms", "renew", dms, "--out", str(tmp_path), "--overlap", "3d"
+    )
+    assert 0 == renewed.returncode, renewed.stderr
+    key = tmp_path / f"{dms}.renewed.key"
+    assert 0o600 == key.stat().st_mode & 0o777
+    assert (tmp_path / f"{dms}.renewed.pem").read_text().startswith("-----BEGIN")
+    assert f"previous    {old_serial} until" in renewed.stdout
+    again = await lamassu(backends, "dms", "renew", dms, "--out", str(tmp_path))
+    assert 2 == again.returncode
+    assert "exists; pass --csr or another --out" in again.stderr

@@ -100,6 +100,7 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         previous=DEVICE_VIEW, updated=DEVICE_VIEW
     ),
     dms.TransferDevice: dms.TransferDevice(device_id="dev-1", dms="dms-2"),
+    dms.RenewDMS: dms.RenewDMS(name="dms-1", csr_pem=PEM, overlap_days=3),
     dms.AuthorizeEnrollment: dms.AuthorizeEnrollment(
         kind=dms.EnrollmentKind.SERVERKEYGEN,
         label="device-ca",
@@ -183,6 +184,7 @@ def test_models_round_trip_json(instance: BaseModel) -> None:
         (devices.DeviceIdentityUpdate, "device.identity.update"),
         (dms.TransferDevice, "dms.transfer-device"),
         (dms.UpdateDMSPolicy, "dms.update-policy"),
+        (dms.RenewDMS, "dms.renew"),
         (dms.AuthorizeEnrollment, "enrollment.authorize"),
         (dms.DeviceOwnershipUpdate, "device.ownership.update"),
     ],
