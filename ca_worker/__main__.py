@@ -68,6 +68,7 @@ async def serve(
                     [
                         ("commands", "ca.*"),
                         ("commands", "certificate.*"),
+                        ("commands", "profile.*"),
                         ("commands", "sweep.run"),
                         ("commands", "sweep.get"),
                     ],

@@ -1,9 +1,10 @@
 """Failures of the CA worker, each a subclass of the shared tree in ``runtime.errors``.
 
 Failure
- ├── NotFound ── CANotFound, CertificateNotFound, SweepNotFound
- ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable, SlotContended
- ├── Forbidden ─ PresentedCertificateRefused, SlotRefused, InternalCAProtected
+ ├── NotFound ── CANotFound, CertificateNotFound, SweepNotFound, ProfileNotFound
+ ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable, SlotContended, ProfileExists
+ ├── Forbidden ─ PresentedCertificateRefused, SlotRefused, InternalCAProtected,
+ │              ProfileViolated, PathLengthExceeded
  └── Invalid ─── BadCSR, EngineNotConfigured, EngineMismatch
 """
 
@@ -21,7 +22,11 @@ __all__ = [
     "EngineMismatch",
     "EngineNotConfigured",
     "InternalCAProtected",
+    "PathLengthExceeded",
     "PresentedCertificateRefused",
+    "ProfileExists",
+    "ProfileNotFound",
+    "ProfileViolated",
     "SlotContended",
     "SlotRefused",
     "SweepNotFound",
@@ -62,6 +67,24 @@ class PresentedCertificateRefused(Forbidden):
 
 class InternalCAProtected(Forbidden):
     """A change to LAMASSU-DMS-MANAGER that disables every DMS, asked without force."""
+
+
+class ProfileNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no issuance profile named {name!r}")
+
+
+class ProfileExists(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an issuance profile named {name!r} already exists")
+
+
+class ProfileViolated(Forbidden):
+    """The CSR or the request asks for what the issuance profile does not allow."""
+
+
+class PathLengthExceeded(Forbidden):
+    """A CA below a parent whose pathLenConstraint allows no more (RFC 5280 §4.2.1.9)."""
 
 
 class SlotRefused(Forbidden):

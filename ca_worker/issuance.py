@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ca_worker.profiles import LeafUsage
+from contracts.profiles import KeyUsage
 from engines import PrivateKey, PublicKey
 
 __all__ = [
@@ -117,6 +119,7 @@ def build_ca_certificate(
     serial: int,
     now: datetime,
     validity: timedelta,
+    path_length: int | None = None,
 ) -> x509.Certificate:
     """A root CA (``issuer`` None, signed by ``self_signer``) or a subordinate CA."""
     subject = x509.Name(
@@ -144,7 +147,9 @@ def build_ca_certificate(
         .not_valid_before(now)
         .not_valid_after(not_after)
         # RFC 5280 §4.2.1.9: basicConstraints is critical in CA certificates.
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.BasicConstraints(ca=True, path_length=path_length), critical=True
+        )
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -172,8 +177,10 @@ def build_leaf_certificate(
     serial: int,
     now: datetime,
     validity: timedelta,
+    usage: LeafUsage | None = None,
 ) -> x509.Certificate:
-    """An end-entity certificate for a device: the CSR's subject and SAN, our extensions."""
+    """An end-entity certificate for a device: the CSR's subject and SAN, our extensions
+    (key usages from ``usage``, the issuance profile; a client certificate without)."""
     public_key = csr.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise CSRRejected("the CSR key must be EC or RSA")
@@ -187,8 +194,13 @@ def build_leaf_certificate(
         .not_valid_before(now)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(leaf_key_usage(public_key), critical=True)
-        .add_extension(LEAF_EXTENDED_KEY_USAGE, critical=False)
+        .add_extension(leaf_key_usage(public_key, usage), critical=True)
+        .add_extension(
+            LEAF_EXTENDED_KEY_USAGE
+            if usage is None
+            else usage.extended_key_usage_extension(),
+            critical=False,
+        )
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
         )
@@ -203,15 +215,18 @@ def build_leaf_certificate(
     return builder.sign(issuer.signer, _hash_for(issuer.signer))
 
 
-def leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
+def leaf_key_usage(
+    public_key: PublicKey, usage: LeafUsage | None = None
+) -> x509.KeyUsage:
     """digitalSignature, plus keyEncipherment for RSA keys (RFC 5246 §7.4.7.1: RSA key
-    transport needs it)."""
+    transport needs it), plus what the profile adds."""
+    extra = frozenset() if usage is None else usage.key_usage
     return x509.KeyUsage(
         digital_signature=True,
-        content_commitment=False,
+        content_commitment=KeyUsage.CONTENT_COMMITMENT in extra,
         key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
-        data_encipherment=False,
-        key_agreement=False,
+        data_encipherment=KeyUsage.DATA_ENCIPHERMENT in extra,
+        key_agreement=KeyUsage.KEY_AGREEMENT in extra,
         key_cert_sign=False,
         crl_sign=False,
         encipher_only=False,
@@ -219,12 +234,15 @@ def leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
     )
 
 
-def verbatim_conflicts(csr: x509.CertificateSigningRequest) -> list[str]:
+def verbatim_conflicts(
+    csr: x509.CertificateSigningRequest,
+    extended_key_usage: x509.ExtendedKeyUsage | None = None,
+) -> list[str]:
     """Requested extensions that a CA copying the CSR verbatim would put in the leaf
     although this profile would not: everything but subjectAltName, a non-CA
     basicConstraints, and keyUsage / extendedKeyUsage equal to the profile's own."""
     public_key = csr.public_key()
-    allowed: list[x509.ExtensionType] = [LEAF_EXTENDED_KEY_USAGE]
+    allowed: list[x509.ExtensionType] = [extended_key_usage or LEAF_EXTENDED_KEY_USAGE]
     if isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         allowed.append(leaf_key_usage(public_key))
     conflicts = []

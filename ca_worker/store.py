@@ -42,6 +42,7 @@ def _ca_view(row: asyncpg.Record | dict[str, Any]) -> CAView:
         revocation_reason=row["revocation_reason"],
         certificate_pem=certificate_pem(row["certificate_der"]),
         about_to_expire_days=row["about_to_expire_days"],
+        profile=row["profile"],
     )
 
 
@@ -78,6 +79,7 @@ class NewCA:
     engine: str
     certificate: x509.Certificate
     about_to_expire_days: int = 30
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,8 @@ class StatusChange(Generic[T]):
 
 
 _CA_COLUMNS = """name, parent, internal, key_type, key_id, engine, serial, subject, status,
-    not_before, not_after, revoked_at, revocation_reason, certificate_der, about_to_expire_days"""
+    not_before, not_after, revoked_at, revocation_reason, certificate_der, about_to_expire_days,
+    profile"""
 _CERT_COLUMNS = """serial, ca, subject, issuer, status, not_before, not_after, revoked_at,
     revocation_reason, csr_fingerprint, certificate_der, device_id, slot, dms, replaces"""
 
@@ -163,8 +166,9 @@ class Store:
         row = await conn.fetchrow(
             f"""INSERT INTO ca.cas (name, parent, internal, key_type, key_id, engine, serial,
                     subject, status, not_before, not_after, certificate_der,
-                    about_to_expire_days)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10, $11, $12)
+                    about_to_expire_days, profile)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10, $11, $12,
+                    $13)
                 RETURNING {_CA_COLUMNS}""",
             new.name,
             new.parent,
@@ -178,6 +182,7 @@ class Store:
             cert.not_valid_after_utc,
             cert.public_bytes(serialization.Encoding.DER),
             new.about_to_expire_days,
+            new.profile,
         )
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields a row
         return _ca_view(row)

@@ -89,6 +89,10 @@ class CreateCA(_Message):
     # (ENGINE/ENGINES); None means its default, ENGINE.
     engine: str | None = None
     about_to_expire_days: int = _ABOUT_TO_EXPIRE
+    # The issuance profile of its leaves (contracts.profiles); None: 'client'.
+    profile: str | None = Field(default=None, pattern=_NAME)
+    # RFC 5280 §4.2.1.9 pathLenConstraint: how many CAs may follow it; None: no limit.
+    path_length: int | None = Field(default=None, ge=0, le=10)
 
 
 class UpdateCA(_Message):
@@ -132,6 +136,11 @@ class SignCertificate(_Message):
     ca: str = Field(min_length=1, max_length=64)
     csr_pem: str = Field(min_length=1, max_length=65536)
     validity_days: int = Field(default=365, gt=0, le=36500)
+    # The issuance profile; None: the CA's.
+    profile: str | None = Field(default=None, pattern=_NAME)
+    # A validity beyond the profile's or the CA's is refused unless this is set; then
+    # it is cut to the longest allowed, and the reply's not_after says what was issued.
+    cap_validity: bool = False
 
 
 class IssueCertificate(_Message):
@@ -156,6 +165,8 @@ class IssueCertificate(_Message):
     # Revoke the certificate this one supersedes in its slot (reason superseded), in
     # the transaction that stores this one (the DMS's revoke-on-reenroll).
     revoke_replaced: bool = False
+    # The DMS's issuance profile, overriding the CA's; None: the CA's.
+    profile: str | None = None
 
 
 class GetCertificate(_Message):
@@ -206,6 +217,7 @@ class CAView(_Message):
     revocation_reason: RevocationReason | None = None
     certificate_pem: str
     about_to_expire_days: int = 30
+    profile: str | None = None
 
 
 class CertificateView(_Message):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from contracts import ca, devices, dms, sweeps
+from contracts import ca, devices, dms, profiles, sweeps
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -59,6 +59,9 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (ca.RevokeDeviceCertificates, ca.Certificates, "ca"),
     (dms.AuthorizeEnrollment, dms.EnrollmentAuthorization, "dms"),
     (dms.RenewDMS, dms.DMSView, "dms"),
+    (profiles.CreateProfile, profiles.ProfileView, "ca"),
+    (profiles.GetProfile, profiles.ProfileView, "ca"),
+    (profiles.ListProfiles, profiles.Profiles, "ca"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {

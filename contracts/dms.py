@@ -96,6 +96,8 @@ class CreateDMS(_Message):
     reenroll_window_days: int = _WINDOW
     # A renewal (or replacement) revokes the certificate it supersedes.
     revoke_on_reenroll: bool = True
+    # The issuance profile of its devices' certificates; None: each CA's own.
+    profile: str | None = Field(default=None, pattern=_NAME)
 
     @field_validator("authorized_cas")
     @classmethod
@@ -130,14 +132,16 @@ class UpdateDMSPolicy(_Message):
     allow_replace: bool | None = None
     reenroll_window_days: int | None = Field(default=None, ge=0, le=36500)
     revoke_on_reenroll: bool | None = None
+    profile: str | None = Field(default=None, pattern=_NAME)
 
     @model_validator(mode="after")
     def _one_change(self) -> UpdateDMSPolicy:
-        if (self.allow_replace, self.reenroll_window_days, self.revoke_on_reenroll) == (
-            None,
-            None,
-            None,
-        ):
+        if (
+            self.allow_replace,
+            self.reenroll_window_days,
+            self.revoke_on_reenroll,
+            self.profile,
+        ) == (None, None, None, None):
             raise ValueError("nothing to change: no policy field is given")
         return self
 
@@ -228,6 +232,7 @@ class DMSView(_Message):
     # The certificate a renewal replaced, and until when it still authenticates.
     previous_certificate_serial: str | None = None
     previous_valid_until: AwareDatetime | None = None
+    profile: str | None = None
 
 
 class DMSs(_Message):

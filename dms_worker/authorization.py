@@ -76,6 +76,8 @@ class DMSRecord:
     # simpleenroll may replace a live certificate in a device slot.
     allow_replace: bool = False
     renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
+    # The issuance profile of its devices (None: each CA's).
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,6 +207,7 @@ async def _authorized(
     replaces: str | None = None
     allow_replace = False
     renewal = RenewalPolicy()
+    profile: str | None = None
     if request.kind is EnrollmentKind.REENROLL:
         # RFC 7030 §4.2.2: the device authenticates with the certificate it renews.
         leaf = chain[0] if chain else None
@@ -229,10 +230,12 @@ async def _authorized(
             )
         )
         replaces = certificate_serial(leaf)
+        profile = facts.owner_profile
     else:
         dms = _authorize_enrollment(request, chain, facts.dms, ctx)
         if facts.dms is not None:
             allow_replace, renewal = facts.dms.allow_replace, facts.dms.renewal
+            profile = facts.dms.profile
         if facts.decommissioned:
             raise EnrollmentForbidden(
                 f"device {identity.device_id!r} is decommissioned"
@@ -251,4 +254,5 @@ async def _authorized(
         replaces=replaces,
         allow_replace=allow_replace,
         revoke_replaced=renewal.revoke_on_reenroll,
+        profile=profile,
     )

@@ -109,6 +109,8 @@ async def create_dms(cmd: CreateDMS, ctx: DmsContext) -> Outcome:
         raise DMSExists(cmd.name)
     for name in cmd.authorized_cas:
         await _allowable_ca(ctx, name)
+    if cmd.profile is not None:
+        await ctx.deps.cas.check_profile(cmd.profile)
     issued = await ctx.deps.cas.sign(
         ca=INTERNAL_CA,
         csr_pem=cmd.csr_pem,
@@ -125,6 +127,7 @@ async def create_dms(cmd: CreateDMS, ctx: DmsContext) -> Outcome:
             allow_replace=cmd.allow_replace,
             reenroll_window_days=cmd.reenroll_window_days,
             revoke_on_reenroll=cmd.revoke_on_reenroll,
+            profile=cmd.profile,
         ),
     )
     return Outcome(view, [message(ctx, DMS_CREATE, f"dms/{view.name}", view)])
@@ -149,7 +152,10 @@ async def update_authorized_cas(cmd: UpdateAuthorizedCAs, ctx: DmsContext) -> Ou
 
 
 async def update_dms_policy(cmd: UpdateDMSPolicy, ctx: DmsContext) -> Outcome:
-    """Change what a DMS's devices may do: replace, when to renew, revoke on renewal."""
+    """Change what a DMS's devices may do: replace, when to renew, revoke on renewal,
+    under which issuance profile."""
+    if cmd.profile is not None:  # before the row lock: this asks the CA worker
+        await ctx.deps.cas.check_profile(cmd.profile)
     store = ctx.deps.store
     current = await store.get_dms(ctx.conn, cmd.name, lock=True)
     if current is None:
@@ -168,6 +174,7 @@ async def update_dms_policy(cmd: UpdateDMSPolicy, ctx: DmsContext) -> Outcome:
         revoke_on_reenroll=current.revoke_on_reenroll
         if cmd.revoke_on_reenroll is None
         else cmd.revoke_on_reenroll,
+        profile=cmd.profile or current.profile,
     )
     if updated == current:
         return Outcome(current)

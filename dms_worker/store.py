@@ -35,6 +35,7 @@ def _view(row: asyncpg.Record | dict[str, Any]) -> DMSView:
         revoke_on_reenroll=row["revoke_on_reenroll"],
         previous_certificate_serial=row["previous_certificate_serial"],
         previous_valid_until=row["previous_valid_until"],
+        profile=row["profile"],
     )
 
 
@@ -48,6 +49,7 @@ class NewDMS:
     allow_replace: bool = False
     reenroll_window_days: int = 0
     revoke_on_reenroll: bool = True
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +62,13 @@ class EnrollmentFacts:
     owner: str | None
     # The owner's renewal policy; None when the device has no owner on record.
     owner_policy: RenewalPolicy | None = None
+    # The owner's issuance profile (None: the CA's).
+    owner_profile: str | None = None
 
 
 _COLUMNS = """name, status, authorized_cas, certificate_serial, certificate_der,
     created_at, revoked_at, revocation_reason, allow_replace, reenroll_window_days,
-    revoke_on_reenroll, previous_certificate_serial, previous_valid_until"""
+    revoke_on_reenroll, previous_certificate_serial, previous_valid_until, profile"""
 
 
 class Store:
@@ -118,8 +122,8 @@ class Store:
         row = await conn.fetchrow(
             f"""INSERT INTO dms.dms (name, status, authorized_cas, certificate_serial,
                     certificate_der, created_at, allow_replace, reenroll_window_days,
-                    revoke_on_reenroll)
-                VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $6, $7, $8)
+                    revoke_on_reenroll, profile)
+                VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $6, $7, $8, $9)
                 RETURNING {_COLUMNS}""",
             new.name,
             new.authorized_cas,
@@ -129,6 +133,7 @@ class Store:
             new.allow_replace,
             new.reenroll_window_days,
             new.revoke_on_reenroll,
+            new.profile,
         )
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields a row
         return _view(row)
@@ -153,15 +158,17 @@ class Store:
         allow_replace: bool,
         reenroll_window_days: int,
         revoke_on_reenroll: bool,
+        profile: str | None,
     ) -> DMSView:
         row = await conn.fetchrow(
             f"""UPDATE dms.dms SET allow_replace = $2, reenroll_window_days = $3,
-                    revoke_on_reenroll = $4
+                    revoke_on_reenroll = $4, profile = $5
                 WHERE name = $1 RETURNING {_COLUMNS}""",
             name,
             allow_replace,
             reenroll_window_days,
             revoke_on_reenroll,
+            profile,
         )
         assert row is not None  # noqa: S101 - the caller holds the row lock
         return _view(row)
@@ -248,6 +255,7 @@ class Store:
                       d.allow_replace, d.reenroll_window_days, d.revoke_on_reenroll,
                       o.dms AS owner, p.reenroll_window_days AS owner_window,
                       p.revoke_on_reenroll AS owner_revokes,
+                      p.profile AS owner_profile, d.profile,
                       EXISTS (SELECT 1 FROM dms.decommissioned_devices AS g
                               WHERE g.device_id = a.device_id) AS decommissioned
                FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
@@ -276,12 +284,14 @@ class Store:
                     renewal=RenewalPolicy(
                         row["reenroll_window_days"], row["revoke_on_reenroll"]
                     ),
+                    profile=row["profile"],
                 ),
                 bool(row["decommissioned"]),
                 row["owner"],
                 None
                 if row["owner"] is None
                 else RenewalPolicy(row["owner_window"], row["owner_revokes"]),
+                row["owner_profile"],
             )
             for row in rows
         ]

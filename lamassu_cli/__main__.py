@@ -38,7 +38,7 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import engine, enrollment, render, sweep
+from lamassu_cli import engine, enrollment, profiles, render, sweep
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import (
     add_command,
@@ -69,6 +69,8 @@ async def ca_create(args: argparse.Namespace, client: Client) -> None:
             validity_days=args.validity,
             engine=args.engine,
             about_to_expire_days=args.about_to_expire,
+            profile=args.profile,
+            path_length=args.path_length,
         )
     )
     output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
@@ -109,7 +111,13 @@ async def cert_sign(args: argparse.Namespace, client: Client) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read CSR file {args.csr}: {exc}", exit_code=2) from None
     result = await client.call(
-        SignCertificate(ca=args.ca, csr_pem=csr, validity_days=args.validity)
+        SignCertificate(
+            ca=args.ca,
+            csr_pem=csr,
+            validity_days=args.validity,
+            profile=args.profile,
+            cap_validity=args.cap_validity,
+        )
     )
     output(args, result, lambda r: r["certificate_pem"].rstrip("\n"))
 
@@ -223,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one table of s
         help="its certificates turn ABOUT_TO_EXPIRE this long before expiry "
         "(default 30d; 0d: no warning)",
     )
+    p.add_argument("--profile", help="issuance profile of its leaves (default client)")
+    p.add_argument(
+        "--path-length",
+        type=int,
+        choices=range(11),
+        metavar="N",
+        help="CAs allowed below it (RFC 5280 pathLenConstraint; default: no limit)",
+    )
     p = add_command(ca, "update", ca_update, "change a CA's about-to-expire threshold")
     p.add_argument("name")
     p.add_argument(
@@ -255,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one table of s
     p.add_argument("--ca", required=True)
     p.add_argument("--csr", required=True, help="PEM or DER file")
     p.add_argument("--validity", type=days, default=365)
+    p.add_argument("--profile", help="issuance profile (default: the CA's)")
+    p.add_argument(
+        "--cap-validity",
+        action="store_true",
+        help="cut a validity beyond the profile's or the CA's instead of refusing",
+    )
     p = add_command(cert, "show", cert_show, "show a certificate")
     p.add_argument("serial")
     p.add_argument("--pem", action="store_true")
@@ -277,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one table of s
     p = add_command(groups, "wait", wait_ready, "wait until the workers answer")
     p.add_argument("--timeout", type=float, default=60.0)
     enrollment.register(groups)
+    profiles.register(groups)
     sweep.register(groups)
     engine.register(groups)
     add_command(groups, "up", None, "run every service in one process tree")

@@ -127,6 +127,7 @@ async def dms_create(args: argparse.Namespace, client: Client) -> None:
             allow_replace=args.allow_replace,
             reenroll_window_days=args.reenroll_window,
             revoke_on_reenroll=args.revoke_on_reenroll,
+            profile=args.profile,
         ),
         "",
     )
@@ -152,6 +153,7 @@ async def dms_update(args: argparse.Namespace, client: Client) -> None:
             allow_replace=args.allow_replace,
             reenroll_window_days=args.reenroll_window,
             revoke_on_reenroll=args.revoke_on_reenroll,
+            profile=args.profile,
         )
     )
     output(args, result, lambda r: render.dms_detail(DMSView.model_validate(r)))
@@ -239,6 +241,9 @@ def _policy_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> Non
         action=argparse.BooleanOptionalAction,
         default=True if defaults else None,
         help="a renewal revokes the certificate it supersedes (default: on)",
+    )
+    parser.add_argument(
+        "--profile", help="issuance profile of its devices (default: each CA's)"
     )
 
 

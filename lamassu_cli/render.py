@@ -74,6 +74,7 @@ def ca_detail(ca: CAView) -> str:
         ("not before", _date(ca.not_before)),
         ("not after", _date(ca.not_after)),
         ("warns", f"{ca.about_to_expire_days} days before expiry"),
+        ("profile", ca.profile or "client"),
     ]
     if ca.revoked_at is not None:
         rows.append(("revoked", f"{_date(ca.revoked_at)} ({ca.revocation_reason})"))

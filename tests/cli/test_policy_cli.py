@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,81 @@ async def test_dms_renew_writes_a_new_key_and_certificate(
     again = await lamassu(backends, "dms", "renew", dms, "--out", str(tmp_path))
     assert 2 == again.returncode
     assert "exists; pass --csr or another --out" in again.stderr
+
+
+async def test_profile_commands_and_cert_sign_profile(
+    backends: Backends, ca_service: object, tmp_path: Path
+) -> None:
+    """profile create/list/show, and cert sign --profile with --cap-validity; a
+    garbage pattern is a one-line usage error."""
+    name = unique("cli-profile")
+    created = await lamassu(
+        backends,
+        "profile",
+        "create",
+        name,
+        "--ext-key-usage",
+        "server_auth",
+        "--san",
+        "dns",
+        "--san-pattern",
+        r"dns=[a-z]+\.example",
+        "--max-validity",
+        "90d",
+    )
+    assert 0 == created.returncode, created.stderr
+    assert "ext usage   server_auth" in created.stdout
+    listed = await lamassu(backends, "profile", "list")
+    assert {"client", "server", name} <= {
+        line.split()[0] for line in listed.stdout.splitlines()[1:]
+    }
+    shown = await lamassu(backends, "--json", "profile", "show", name)
+    assert 90 == json.loads(shown.stdout)["max_validity_days"]
+    bad = await lamassu(backends, "profile", "create", unique("p"), "--cn-pattern", "(")
+    assert 2 == bad.returncode
+    assert "is not a regular expression" in bad.stderr
+
+    ca = unique("cli-ca")
+    assert 0 == (await lamassu(backends, "ca", "create", "--name", ca)).returncode
+    csr = tmp_path / "gw.csr"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "gw.key"),
+            "-subj",
+            "/CN=gw",
+            "-addext",
+            "subjectAltName=DNS:gw.example",
+            "-out",
+            str(csr),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    refused = await lamassu(
+        backends, "cert", "sign", "--ca", ca, "--csr", str(csr), "--profile", name
+    )
+    assert 1 == refused.returncode
+    assert "accept capping (--cap-validity)" in refused.stderr
+    signed = await lamassu(
+        backends,
+        "cert",
+        "sign",
+        "--ca",
+        ca,
+        "--csr",
+        str(csr),
+        "--profile",
+        name,
+        "--cap-validity",
+    )
+    assert 0 == signed.returncode, signed.stderr
+    assert signed.stdout.startswith("-----BEGIN CERTIFICATE-----")
