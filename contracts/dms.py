@@ -98,6 +98,8 @@ class CreateDMS(_Message):
     revoke_on_reenroll: bool = True
     # The issuance profile of its devices' certificates; None: each CA's own.
     profile: str | None = Field(default=None, pattern=_NAME)
+    # Enrollments must be linked to their TLS connection (RFC 7030 §3.5).
+    require_pop: bool = False
 
     @field_validator("authorized_cas")
     @classmethod
@@ -133,6 +135,7 @@ class UpdateDMSPolicy(_Message):
     reenroll_window_days: int | None = Field(default=None, ge=0, le=36500)
     revoke_on_reenroll: bool | None = None
     profile: str | None = Field(default=None, pattern=_NAME)
+    require_pop: bool | None = None
 
     @model_validator(mode="after")
     def _one_change(self) -> UpdateDMSPolicy:
@@ -141,7 +144,8 @@ class UpdateDMSPolicy(_Message):
             self.reenroll_window_days,
             self.revoke_on_reenroll,
             self.profile,
-        ) == (None, None, None, None):
+            self.require_pop,
+        ) == (None, None, None, None, None):
             raise ValueError("nothing to change: no policy field is given")
         return self
 
@@ -203,6 +207,9 @@ class EnrollmentRequest(_Message):
         description="The TLS client chain, leaf first (RFC 8446 §4.4.2); empty: none.",
     )
     request_id: str = Field(pattern=_SHA256_HEX)
+    # The CSR's challengePassword was the TLS 1.2 tls-unique of the request's own
+    # connection (RFC 7030 §3.5), checked by the gateway.
+    pop_linked: bool = False
 
 
 class AuthorizeEnrollment(EnrollmentRequest):
@@ -233,6 +240,7 @@ class DMSView(_Message):
     previous_certificate_serial: str | None = None
     previous_valid_until: AwareDatetime | None = None
     profile: str | None = None
+    require_pop: bool = False
 
 
 class DMSs(_Message):

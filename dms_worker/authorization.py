@@ -28,6 +28,7 @@ __all__ = [
     "RenewalPolicy",
     "authorize_enrollment",
     "authorize_owner",
+    "authorize_pop",
     "authorize_reenrollment",
     "authorize_renewal_window",
     "certificate_serial",
@@ -78,6 +79,8 @@ class DMSRecord:
     renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
     # The issuance profile of its devices (None: each CA's).
     profile: str | None = None
+    # Enrollments must be linked to their TLS connection (RFC 7030 §3.5).
+    require_pop: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,17 @@ def authorize_owner(device_id: str, *, dms: str, owner: str) -> Decision:
         f"device {device_id!r} belongs to DMS {owner!r}, not {dms!r}: a device is"
         " enrolled only by the DMS that registered or first enrolled it"
         " (an admin may transfer it: lamassu device transfer)"
+    )
+
+
+def authorize_pop(*, required: bool, linked: bool, dms: str) -> Decision:
+    """RFC 7030 §3.5: a DMS that requires linking takes only linked requests."""
+    if linked or not required:
+        return Decision.allow()
+    return _forbidden(
+        f"DMS {dms!r} requires proof-of-possession linking (RFC 7030 §3.5): the CSR's"
+        " challengePassword must be the base64 tls-unique of this TLS 1.2 connection"
+        " (TLS 1.3 has no tls-unique: use TLS 1.2)"
     )
 
 

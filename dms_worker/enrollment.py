@@ -25,6 +25,7 @@ from dms_worker.authorization import (
     RenewalPolicy,
     authorize_enrollment,
     authorize_owner,
+    authorize_pop,
     authorize_reenrollment,
     authorize_renewal_window,
     certificate_serial,
@@ -231,11 +232,25 @@ async def _authorized(
         )
         replaces = certificate_serial(leaf)
         profile = facts.owner_profile
+        _enforce(
+            authorize_pop(
+                required=facts.owner_requires_pop,
+                linked=request.pop_linked,
+                dms=facts.owner or "",
+            )
+        )
     else:
         dms = _authorize_enrollment(request, chain, facts.dms, ctx)
         if facts.dms is not None:
             allow_replace, renewal = facts.dms.allow_replace, facts.dms.renewal
             profile = facts.dms.profile
+            _enforce(
+                authorize_pop(
+                    required=facts.dms.require_pop,
+                    linked=request.pop_linked,
+                    dms=facts.dms.name,
+                )
+            )
         if facts.decommissioned:
             raise EnrollmentForbidden(
                 f"device {identity.device_id!r} is decommissioned"

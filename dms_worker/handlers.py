@@ -128,6 +128,7 @@ async def create_dms(cmd: CreateDMS, ctx: DmsContext) -> Outcome:
             reenroll_window_days=cmd.reenroll_window_days,
             revoke_on_reenroll=cmd.revoke_on_reenroll,
             profile=cmd.profile,
+            require_pop=cmd.require_pop,
         ),
     )
     return Outcome(view, [message(ctx, DMS_CREATE, f"dms/{view.name}", view)])
@@ -175,6 +176,7 @@ async def update_dms_policy(cmd: UpdateDMSPolicy, ctx: DmsContext) -> Outcome:
         if cmd.revoke_on_reenroll is None
         else cmd.revoke_on_reenroll,
         profile=cmd.profile or current.profile,
+        require_pop=current.require_pop if cmd.require_pop is None else cmd.require_pop,
     )
     if updated == current:
         return Outcome(current)

@@ -36,6 +36,7 @@ def _view(row: asyncpg.Record | dict[str, Any]) -> DMSView:
         previous_certificate_serial=row["previous_certificate_serial"],
         previous_valid_until=row["previous_valid_until"],
         profile=row["profile"],
+        require_pop=row["require_pop"],
     )
 
 
@@ -50,6 +51,7 @@ class NewDMS:
     reenroll_window_days: int = 0
     revoke_on_reenroll: bool = True
     profile: str | None = None
+    require_pop: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +66,13 @@ class EnrollmentFacts:
     owner_policy: RenewalPolicy | None = None
     # The owner's issuance profile (None: the CA's).
     owner_profile: str | None = None
+    owner_requires_pop: bool = False
 
 
 _COLUMNS = """name, status, authorized_cas, certificate_serial, certificate_der,
     created_at, revoked_at, revocation_reason, allow_replace, reenroll_window_days,
-    revoke_on_reenroll, previous_certificate_serial, previous_valid_until, profile"""
+    revoke_on_reenroll, previous_certificate_serial, previous_valid_until, profile,
+    require_pop"""
 
 
 class Store:
@@ -122,8 +126,8 @@ class Store:
         row = await conn.fetchrow(
             f"""INSERT INTO dms.dms (name, status, authorized_cas, certificate_serial,
                     certificate_der, created_at, allow_replace, reenroll_window_days,
-                    revoke_on_reenroll, profile)
-                VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $6, $7, $8, $9)
+                    revoke_on_reenroll, profile, require_pop)
+                VALUES ($1, 'ACTIVE', $2, $3, $4, $5, $6, $7, $8, $9, $10)
                 RETURNING {_COLUMNS}""",
             new.name,
             new.authorized_cas,
@@ -134,6 +138,7 @@ class Store:
             new.reenroll_window_days,
             new.revoke_on_reenroll,
             new.profile,
+            new.require_pop,
         )
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields a row
         return _view(row)
@@ -159,16 +164,18 @@ class Store:
         reenroll_window_days: int,
         revoke_on_reenroll: bool,
         profile: str | None,
+        require_pop: bool,
     ) -> DMSView:
         row = await conn.fetchrow(
             f"""UPDATE dms.dms SET allow_replace = $2, reenroll_window_days = $3,
-                    revoke_on_reenroll = $4, profile = $5
+                    revoke_on_reenroll = $4, profile = $5, require_pop = $6
                 WHERE name = $1 RETURNING {_COLUMNS}""",
             name,
             allow_replace,
             reenroll_window_days,
             revoke_on_reenroll,
             profile,
+            require_pop,
         )
         assert row is not None  # noqa: S101 - the caller holds the row lock
         return _view(row)
@@ -256,6 +263,8 @@ class Store:
                       o.dms AS owner, p.reenroll_window_days AS owner_window,
                       p.revoke_on_reenroll AS owner_revokes,
                       p.profile AS owner_profile, d.profile,
+                      coalesce(p.require_pop, false) AS owner_requires_pop,
+                      d.require_pop,
                       EXISTS (SELECT 1 FROM dms.decommissioned_devices AS g
                               WHERE g.device_id = a.device_id) AS decommissioned
                FROM unnest($1::text[], $2::text[]) WITH ORDINALITY
@@ -285,6 +294,7 @@ class Store:
                         row["reenroll_window_days"], row["revoke_on_reenroll"]
                     ),
                     profile=row["profile"],
+                    require_pop=row["require_pop"],
                 ),
                 bool(row["decommissioned"]),
                 row["owner"],
@@ -292,6 +302,7 @@ class Store:
                 if row["owner"] is None
                 else RenewalPolicy(row["owner_window"], row["owner_revokes"]),
                 row["owner_profile"],
+                row["owner_requires_pop"],
             )
             for row in rows
         ]

@@ -24,7 +24,7 @@ from contracts.dms import AuthorizeEnrollment, EnrollmentKind, EnrollmentRequest
 from contracts.envelope import new_message
 from contracts.errors import ErrorCode
 from est_gateway import keygen as keygen_rules
-from est_gateway import retries, wire
+from est_gateway import pop, retries, wire
 from est_gateway.errors import (
     EstError,
     Forbidden,
@@ -34,6 +34,7 @@ from est_gateway.errors import (
     Unavailable,
 )
 from est_gateway.keygen import KeyGenerator
+from est_gateway.pop import PopPolicy
 from est_gateway.settings import Settings
 from est_gateway.trust import TrustStore
 from runtime.bus import Bus, BusUnavailable, RequestTimeout
@@ -70,6 +71,8 @@ class GatewayDeps:
     )
     # Made from settings when not given: serverkeygen's threads, a few at a time.
     keygen: KeyGenerator | None = None
+    # Labels whose DMSs require proof-of-possession linking, fed by DMS events.
+    pop: PopPolicy = field(default_factory=PopPolicy)
 
     def __post_init__(self) -> None:
         if self.keygen is None:
@@ -89,6 +92,20 @@ def _label(request: web.Request) -> str:
     if deps.trust.get(label) is None:
         raise NotFound(f"no CA is labelled {label!r}")
     return label
+
+
+def _pop_linked(request: web.Request, csr: x509.CertificateSigningRequest) -> bool:
+    """RFC 7030 §3.5 on this request's own TLS connection (est_gateway.pop); behind a
+    trusted proxy the connection is the proxy's, so nothing is linked."""
+    deps = request.app[DEPS]
+    proxied = (
+        deps.settings.est_client_cert_header in request.headers
+        and request.remote in deps.settings.est_trusted_proxies
+    )
+    ssl_object = (
+        request.transport.get_extra_info("ssl_object") if request.transport else None
+    )
+    return pop.linked(csr, ssl_object, proxied=proxied)
 
 
 def _client_chain(request: web.Request) -> list[x509.Certificate]:
@@ -189,6 +206,7 @@ async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
         raise Unauthorized("a TLS client certificate is required to enroll", _CHALLENGE)
     request_id = retries.request_id(kind.value, label, csr, chain)
     structlog.contextvars.bind_contextvars(label=label, request_id=request_id[:16])
+    pop_linked = _pop_linked(request, csr)
     key = None
     if kind is EnrollmentKind.SERVERKEYGEN:
         asked = EnrollmentRequest(
@@ -199,6 +217,7 @@ async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
                 c.public_bytes(serialization.Encoding.PEM).decode() for c in chain
             ],
             request_id=request_id,
+            pop_linked=pop_linked,
         )
         key, csr = await _server_key_and_csr(deps, asked, csr)
     enrollment = EnrollmentRequest(
@@ -209,6 +228,7 @@ async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
             c.public_bytes(serialization.Encoding.PEM).decode() for c in chain
         ],
         request_id=request_id,
+        pop_linked=pop_linked,
     )
     message = new_message(
         type_=EnrollmentRequest.TYPE,
@@ -272,9 +292,11 @@ async def cacerts(request: web.Request) -> web.Response:
 async def csrattrs(request: web.Request) -> web.Response:
     """RFC 7030 §4.5: what the server wants in a CSR; 204 when nothing."""
     _label(request)
-    oids = [
-        x509.ObjectIdentifier(o) for o in request.app[DEPS].settings.est_csr_attributes
-    ]
+    deps = request.app[DEPS]
+    oids = [x509.ObjectIdentifier(o) for o in deps.settings.est_csr_attributes]
+    # RFC 7030 §3.5: ask for linking where a DMS requires it.
+    if deps.pop.required_for(_label(request)) and pop.CHALLENGE_PASSWORD not in oids:
+        oids.append(pop.CHALLENGE_PASSWORD)
     body = wire.encode_csrattrs(oids)
     if body is None:
         return web.Response(status=204)

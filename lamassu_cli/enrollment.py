@@ -128,6 +128,7 @@ async def dms_create(args: argparse.Namespace, client: Client) -> None:
             reenroll_window_days=args.reenroll_window,
             revoke_on_reenroll=args.revoke_on_reenroll,
             profile=args.profile,
+            require_pop=args.require_pop,
         ),
         "",
     )
@@ -154,6 +155,7 @@ async def dms_update(args: argparse.Namespace, client: Client) -> None:
             reenroll_window_days=args.reenroll_window,
             revoke_on_reenroll=args.revoke_on_reenroll,
             profile=args.profile,
+            require_pop=args.require_pop,
         )
     )
     output(args, result, lambda r: render.dms_detail(DMSView.model_validate(r)))
@@ -244,6 +246,13 @@ def _policy_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> Non
     )
     parser.add_argument(
         "--profile", help="issuance profile of its devices (default: each CA's)"
+    )
+    parser.add_argument(
+        "--require-pop",
+        action=argparse.BooleanOptionalAction,
+        default=False if defaults else None,
+        help="enrollments must carry the TLS 1.2 tls-unique as challengePassword "
+        "(RFC 7030 §3.5; default: off)",
     )
 
 

@@ -118,6 +118,7 @@ def dms_detail(dms: DMSView) -> str:
         ("serial", dms.certificate_serial),
         ("created", _date(dms.created_at)),
         ("replace", "allowed" if dms.allow_replace else "refused"),
+        ("pop link", "required" if dms.require_pop else "optional"),
         (
             "renewal",
             (
