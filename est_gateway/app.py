@@ -4,7 +4,6 @@ render. No PKI decisions here: the DMS worker authorizes and the CA worker signs
 
 from __future__ import annotations
 
-import ipaddress
 import time
 import uuid
 from collections import OrderedDict
@@ -24,7 +23,7 @@ from contracts.dms import AuthorizeEnrollment, EnrollmentKind, EnrollmentRequest
 from contracts.envelope import new_message
 from contracts.errors import ErrorCode
 from est_gateway import keygen as keygen_rules
-from est_gateway import pop, retries, wire
+from est_gateway import pop, proxies, retries, wire
 from est_gateway.errors import (
     EstError,
     Forbidden,
@@ -94,36 +93,55 @@ def _label(request: web.Request) -> str:
     return label
 
 
-def _pop_linked(request: web.Request, csr: x509.CertificateSigningRequest) -> bool:
-    """RFC 7030 §3.5 on this request's own TLS connection (est_gateway.pop); behind a
-    trusted proxy the connection is the proxy's, so nothing is linked."""
-    deps = request.app[DEPS]
-    proxied = (
-        deps.settings.est_client_cert_header in request.headers
-        and request.remote in deps.settings.est_trusted_proxies
-    )
-    ssl_object = (
-        request.transport.get_extra_info("ssl_object") if request.transport else None
-    )
-    return pop.linked(csr, ssl_object, proxied=proxied)
-
-
-def _client_chain(request: web.Request) -> list[x509.Certificate]:
-    """The client certificate: from the TLS session, or from a trusted proxy's header."""
-    deps = request.app[DEPS]
-    header = request.headers.get(deps.settings.est_client_cert_header)
-    if header is not None and request.remote is not None:
-        try:
-            remote = ipaddress.ip_address(request.remote)
-        except ValueError:
-            remote = None
-        if remote is not None and str(remote) in deps.settings.est_trusted_proxies:
-            return wire.client_cert_from_header(header)
+def _peer(request: web.Request) -> x509.Certificate | None:
+    """The certificate the TLS client presented, if any."""
     ssl_object = (
         request.transport.get_extra_info("ssl_object") if request.transport else None
     )
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    return [x509.load_der_x509_certificate(der)] if der else []
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def _from_proxy(request: web.Request, peer: x509.Certificate | None) -> bool:
+    """A client-certificate header from a proxy identified by its own certificate."""
+    deps = request.app[DEPS]
+    settings = deps.settings
+    return settings.est_client_cert_header in request.headers and (
+        proxies.is_trusted_proxy(
+            peer,
+            request.remote,
+            fingerprints=settings.est_trusted_proxy_certs,
+            proxy_ca=settings.est_trusted_proxy_ca,
+            addresses=settings.est_trusted_proxies,
+            trust=deps.trust,
+        )
+    )
+
+
+def _pop_linked(request: web.Request, csr: x509.CertificateSigningRequest) -> bool:
+    """RFC 7030 §3.5 on this request's own TLS connection (est_gateway.pop); behind a
+    trusted proxy the connection is the proxy's, so nothing is linked."""
+    ssl_object = (
+        request.transport.get_extra_info("ssl_object") if request.transport else None
+    )
+    proxied = _from_proxy(request, _peer(request))
+    return pop.linked(csr, ssl_object, proxied=proxied)
+
+
+def _client_chain(request: web.Request) -> list[x509.Certificate]:
+    """The client certificate: from the TLS session, or from a trusted proxy's header
+    (est_gateway.proxies); a CA revoked or expired since is no longer trusted."""
+    deps = request.app[DEPS]
+    peer = _peer(request)
+    if _from_proxy(request, peer):
+        chain = wire.client_cert_from_header(
+            request.headers[deps.settings.est_client_cert_header]
+        )
+    else:
+        chain = [peer] if peer is not None else []
+    if chain and (refusal := deps.trust.refusal(chain[0], datetime.now(UTC))):
+        raise Forbidden(refusal)
+    return chain
 
 
 async def _body(request: web.Request) -> bytes:
@@ -260,11 +278,26 @@ async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
         serial=issued.serial, device=issued.device_id
     )
     certificate = x509.load_pem_x509_certificate(issued.certificate_pem.encode())
+    _check_issued_key(certificate, csr)
     if key is not None:
         deps.generated_keys.pop(request_id, None)
         content_type, body = wire.encode_serverkeygen(key, certificate)
         return web.Response(body=body, headers={"Content-Type": content_type})
     return _certificates([certificate], request)
+
+
+def _check_issued_key(
+    certificate: x509.Certificate, csr: x509.CertificateSigningRequest
+) -> None:
+    """The certificate the pipeline returns must carry the CSR's key: a client given
+    another key's certificate would present an identity it cannot prove."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    issued = certificate.public_key().public_bytes(serialization.Encoding.DER, spki)
+    if issued != csr.public_key().public_bytes(serialization.Encoding.DER, spki):
+        log.error("issued_key_mismatch", serial=format(certificate.serial_number, "x"))
+        raise EstError(
+            502, "the issued certificate does not carry the CSR's key; it was withheld"
+        )
 
 
 def _certificates(certs: list[x509.Certificate], request: web.Request) -> web.Response:
