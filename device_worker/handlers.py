@@ -35,6 +35,7 @@ from contracts.devices import (
 )
 from contracts.dms import (
     DMS_CREATE,
+    DeviceOwnership,
     DeviceOwnershipUpdate,
     DMSStatus,
     DMSUpdate,
@@ -141,7 +142,6 @@ def _serials(slots: Sequence[SlotState]) -> dict[str, str | None]:
 
 async def register_device(cmd: RegisterDevice, ctx: DeviceContext) -> Outcome:
     if cmd.dms is not None:
-        # The DMS worker gives the device to this DMS when it sees device.create.
         status = await ctx.deps.store.dms_status(ctx.conn, cmd.dms)
         if status is None:
             raise DMSNotFound(cmd.dms)
@@ -153,7 +153,13 @@ async def register_device(cmd: RegisterDevice, ctx: DeviceContext) -> Outcome:
     if device is None:
         raise DeviceExists(cmd.id)
     view = device.view()
-    return Outcome(view, [_event(ctx, DEVICE_CREATE, cmd.id, view)])
+    events = [_event(ctx, DEVICE_CREATE, cmd.id, view)]
+    if cmd.dms is not None:
+        # The DMS worker gives the device to this DMS (unless one enrolled it first).
+        owner = DeviceOwnership(device_id=cmd.id, dms=cmd.dms, since=ctx.now)
+        update = DeviceOwnershipUpdate(previous=None, updated=owner)
+        events.append(_event(ctx, DeviceOwnershipUpdate.TYPE, cmd.id, update))
+    return Outcome(view, events)
 
 
 async def decommission_device(cmd: DecommissionDevice, ctx: DeviceContext) -> Outcome:
@@ -359,9 +365,11 @@ async def record_dms_update(update: DMSUpdate, ctx: DeviceContext) -> Outcome:
 async def record_ownership(
     update: DeviceOwnershipUpdate, ctx: DeviceContext
 ) -> Outcome:
-    """``device.ownership.update``: the device now shows the DMS it was given to."""
-    owner = update.updated
-    await ctx.deps.store.set_dms(ctx.conn, owner.device_id, owner.dms)
+    """``device.ownership.update`` of a transfer: the device now shows the DMS it was
+    given to. (One without a previous owner is this worker's own registration.)"""
+    if update.previous is not None:
+        owner = update.updated
+        await ctx.deps.store.set_dms(ctx.conn, owner.device_id, owner.dms)
     return Outcome()
 
 

@@ -23,7 +23,6 @@ from contracts.ca import (
     RevokeCertificate,
 )
 from contracts.devices import (
-    DEVICE_CREATE,
     DEVICE_DECOMMISSIONED,
     DeviceStatus,
     DeviceStatusUpdate,
@@ -333,11 +332,16 @@ async def revoke_dms_of_certificate(
     return Outcome(events=[_update(ctx, current, updated)])
 
 
-async def record_registration(device: DeviceView, ctx: DmsContext) -> Outcome:
-    """``device.create``: a device registered for a DMS belongs to it."""
-    if device.dms is not None:
+async def record_registration(
+    update: DeviceOwnershipUpdate, ctx: DmsContext
+) -> Outcome:
+    """``device.ownership.update`` without a previous owner: the device worker
+    registered a device for a DMS, which owns it unless a DMS enrolled it first. (With
+    a previous owner it is this worker's own transfer, already applied.)"""
+    if update.previous is None:
+        owner = update.updated
         await ctx.deps.store.record_registration(
-            ctx.conn, device.id, device.dms, device.created_at
+            ctx.conn, owner.device_id, owner.dms, owner.since
         )
     return Outcome()
 
@@ -385,7 +389,7 @@ EVENT_HANDLERS: Mapping[str, Route] = {
         CertificateStatusUpdate, revoke_dms_of_certificate
     ),
     DEVICE_DECOMMISSIONED: Route(DeviceView, record_decommission),
-    DEVICE_CREATE: Route(DeviceView, record_registration),
+    DeviceOwnershipUpdate.TYPE: Route(DeviceOwnershipUpdate, record_registration),
     DeviceStatusUpdate.TYPE: Route(DeviceStatusUpdate, record_decommission_update),
 }
 

@@ -312,21 +312,33 @@ class Store:
     ) -> dict[str, str]:
         """Give each unowned device to the DMS claiming it (device id: DMS); returns
         the owner of each, which is another DMS where one was first."""
-        await conn.execute(
-            """INSERT INTO dms.devices (device_id, dms, since)
-               SELECT device_id, dms, $3 FROM unnest($1::text[], $2::text[])
-                   AS c(device_id, dms)
-               ON CONFLICT (device_id) DO NOTHING""",
+        # One statement: the rows it inserts, and those its snapshot already saw.
+        rows = await conn.fetch(
+            """WITH claimed AS (
+                   INSERT INTO dms.devices (device_id, dms, since)
+                   SELECT device_id, dms, $3 FROM unnest($1::text[], $2::text[])
+                       AS c(device_id, dms)
+                   ON CONFLICT (device_id) DO NOTHING
+                   RETURNING device_id, dms)
+               SELECT device_id, dms FROM claimed
+               UNION ALL
+               SELECT device_id, dms FROM dms.devices
+               WHERE device_id = ANY($1::text[])""",
             list(claims),
             list(claims.values()),
             now,
         )
-        # A second statement: its snapshot sees rows a concurrent claim committed.
-        rows = await conn.fetch(
-            "SELECT device_id, dms FROM dms.devices WHERE device_id = ANY($1::text[])",
-            list(claims),
-        )
-        return {row["device_id"]: row["dms"] for row in rows}
+        owners = {row["device_id"]: row["dms"] for row in rows}
+        if missing := [device for device in claims if device not in owners]:
+            # Claimed by a transaction that committed after this statement's snapshot
+            # was taken: a new statement sees it.
+            rows = await conn.fetch(
+                "SELECT device_id, dms FROM dms.devices"
+                " WHERE device_id = ANY($1::text[])",
+                missing,
+            )
+            owners |= {row["device_id"]: row["dms"] for row in rows}
+        return owners
 
     async def get_owner(
         self, conn: asyncpg.Connection, device_id: str, *, lock: bool = False

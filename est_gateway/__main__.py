@@ -75,7 +75,9 @@ async def _follow_dmss(bus: Bus, policy: PopPolicy) -> None:
             except ValidationError as exc:
                 log.warning("dms_event_ignored", error=str(exc).splitlines()[0])
 
-    await bus.subscribe("dms.#", on_event)
+    # Not dms.#: that would bring every enrollment's dms.enroll to the gateway.
+    for type_ in (DMS_CREATE, DMSUpdate.TYPE):
+        await bus.subscribe(type_, on_event)
 
 
 async def _list_dmss(bus: Bus, policy: PopPolicy) -> None:

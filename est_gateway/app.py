@@ -124,7 +124,9 @@ def _pop_linked(request: web.Request, csr: x509.CertificateSigningRequest) -> bo
     ssl_object = (
         request.transport.get_extra_info("ssl_object") if request.transport else None
     )
-    proxied = _from_proxy(request, _peer(request))
+    header = request.app[DEPS].settings.est_client_cert_header
+    # The peer certificate is parsed again only when a proxy may be involved.
+    proxied = header in request.headers and _from_proxy(request, _peer(request))
     return pop.linked(csr, ssl_object, proxied=proxied)
 
 
