@@ -28,14 +28,12 @@ from ca_worker.errors import (
     CertificateNotFound,
     EngineNotConfigured,
     InternalCAProtected,
-    PathLengthExceeded,
     PresentedCertificateRefused,
     ProfileViolated,
-    SlotContended,
-    SlotRefused,
 )
 from ca_worker.expiry import status_at
 from ca_worker.issuance import CSRRejected, csr_fingerprint, load_csr
+from ca_worker.path_length import path_length_below
 from ca_worker.profile_handlers import (
     create_profile,
     get_profile,
@@ -44,8 +42,9 @@ from ca_worker.profile_handlers import (
 )
 from ca_worker.profile_store import ProfileStore
 from ca_worker.profiles import LeafUsage, ProfileRefused, leaf_usage
+from ca_worker.renewals import check_slots, fill_slots, live_answers, superseded
 from ca_worker.slot_store import SlotStore
-from ca_worker.slots import SlotHolder, repeated_slots, slot_key, slot_refusal
+from ca_worker.slots import SlotHolder
 from ca_worker.store import NewCA, NewCertificate, StatusChange, Store
 from contracts.ca import (
     INTERNAL_CA,
@@ -261,7 +260,7 @@ async def _create(
     if profile is not None:
         await profiles_named(ctx, [profile])  # refuse an unknown one before any key
     if parent_ca is not None:
-        path_length = _path_length_below(parent_ca.ca, path_length)
+        path_length = path_length_below(parent_ca.ca, path_length)
     spec = CASpec(name, key_type, ctx.now, validity, path_length)
     created = await asyncio.to_thread(authority.create_ca, spec, parent_ca)
     new = NewCA(
@@ -282,29 +281,6 @@ async def _create(
         await asyncio.to_thread(authority.discard_ca, name, created.key_id)
         raise CAExists(name) from None
     return Outcome(view, [_event(ctx, "ca.create", f"ca/{name}", view)])
-
-
-def _path_length_below(parent: CAView, asked: int | None) -> int | None:
-    """RFC 5280 §4.2.1.9: below a parent with pathLenConstraint n, at most n - 1 (and
-    n - 1 when none is asked); below 0, no CA at all."""
-    certificate = x509.load_pem_x509_certificate(parent.certificate_pem.encode())
-    limit = certificate.extensions.get_extension_for_class(
-        x509.BasicConstraints
-    ).value.path_length
-    if limit is None:
-        return asked
-    if limit == 0:
-        raise PathLengthExceeded(
-            f"CA {parent.name!r} has path length 0: no CA may be created below it"
-        )
-    if asked is None:
-        return limit - 1
-    if asked > limit - 1:
-        raise PathLengthExceeded(
-            f"CA {parent.name!r} has path length {limit}: a CA below it takes at most"
-            f" {limit - 1}, not {asked}"
-        )
-    return asked
 
 
 async def create_ca(cmd: CreateCA, ctx: CaContext) -> Outcome:
@@ -427,7 +403,7 @@ async def issue_certificates(
     an unusable CA, a renewal that may not be) comes before anything is signed."""
     ctx = items[0][1]
     store = ctx.deps.store
-    answered = await _live_answers(
+    answered = await live_answers(
         ctx,
         await store.certificates_by_request(
             ctx.conn, [cmd.request_id for cmd, _ in items]
@@ -461,7 +437,7 @@ async def issue_certificates(
         )
         for cmd, item_ctx, csr, _ in checked
     ]
-    holders = await _check_slots(ctx, [cmd for cmd, _ in todo.values()])
+    holders = await check_slots(ctx, [cmd for cmd, _ in todo.values()])
     news = []
     for (cmd, item_ctx, csr, dms), usage in zip(checked, usages, strict=True):
         ca, authority = signing[cmd.ca]
@@ -480,7 +456,7 @@ async def issue_certificates(
             )
         )
     stored = await store.insert_certificates(ctx.conn, news)
-    await _fill_slots(ctx, [cmd for cmd, _, _, _ in checked], stored)
+    await fill_slots(ctx, [cmd for cmd, _, _, _ in checked], stored)
     events: dict[str, list[CloudEvent]] = {}
     for (cmd, item_ctx, _, _), view in zip(checked, stored, strict=True):
         if view is not None:
@@ -507,56 +483,6 @@ async def issue_certificates(
     ]
 
 
-async def _live_answers(
-    ctx: CaContext, answered: dict[str, CertificateView]
-) -> dict[str, CertificateView]:
-    """The earlier answers a retry gets: a request that means the same as one whose
-    certificate is revoked or expired now (a device that kept its key and enrolls
-    afresh) is a new enrollment, so the old answer lets go of its request id."""
-    dead = [
-        request_id
-        for request_id, view in answered.items()
-        if view.status not in _USABLE or view.not_after <= ctx.now
-    ]
-    if dead:
-        await ctx.deps.store.release_requests(ctx.conn, dead)
-    return {r: view for r, view in answered.items() if r not in dead}
-
-
-async def _check_slots(
-    ctx: CaContext, commands: Sequence[IssueCertificate]
-) -> Mapping[tuple[str, str], SlotHolder]:
-    """Lock the slots these enrollments fill until commit, and refuse any that may
-    not fill its slot (ca_worker.slots), before anything is signed; what each holds."""
-    if not commands:
-        return {}
-    if twice := repeated_slots(commands):
-        device, slot = twice[0]
-        raise SlotContended(f"slot {slot!r} of device {device!r} is asked for twice")
-    holders = await ctx.deps.slots.lock_slots(
-        ctx.conn, [slot_key(cmd) for cmd in commands]
-    )
-    for cmd in commands:
-        if reason := slot_refusal(cmd, holders.get(slot_key(cmd)), ctx.now):
-            raise SlotRefused(reason)
-    return holders
-
-
-async def _fill_slots(
-    ctx: CaContext,
-    commands: Sequence[IssueCertificate],
-    stored: Sequence[CertificateView | None],
-) -> None:
-    """Each new certificate is now its slot's (a twin's None changes nothing)."""
-    filled = [
-        (cmd.device_id, cmd.slot, view.serial)
-        for cmd, view in zip(commands, stored, strict=True)
-        if view is not None
-    ]
-    if filled:
-        await ctx.deps.slots.fill_slots(ctx.conn, filled)
-
-
 async def _revoke_superseded(
     ctx: CaContext,
     commands: Sequence[IssueCertificate],
@@ -566,13 +492,7 @@ async def _revoke_superseded(
     """Revoke (reason superseded, RFC 5280 §5.3.1) the live certificates that new
     ones replaced in their slots when the DMS asks for it, in this transaction; the
     status events, each with the request that caused it (after its create event)."""
-    targets: dict[str, str] = {}  # superseded serial: request id
-    for cmd, view in zip(commands, stored, strict=True):
-        holder = holders.get(slot_key(cmd))
-        if view is None or not cmd.revoke_replaced or holder is None:
-            continue
-        if holder.live(ctx.now):
-            targets[holder.serial] = cmd.request_id
+    targets = superseded(commands, stored, holders, ctx.now)
     if not targets:
         return []
     changes = await ctx.deps.store.revoke_certificates(
