@@ -79,6 +79,7 @@ async def serve(
                     [
                         ("commands", "ca.*"),
                         ("commands", "certificate.*"),
+                        ("commands", "profile.*"),
                         ("commands", "sweep.run"),
                         ("commands", "sweep.get"),
                         *(("commands", type_) for type_ in VA_HANDLERS),

@@ -42,7 +42,9 @@ from ca_worker.issuance import (
     validation_extensions,
     verbatim_conflicts,
 )
+from ca_worker.profiles import LeafUsage
 from contracts.ca import CAView
+from contracts.profiles import ExtendedKeyUsage
 from engines import (
     Engine,
     KeyDeleter,
@@ -77,6 +79,17 @@ log = structlog.get_logger("ca_worker")
 _VAULT_KEY_USAGE = {
     "digital_signature": "DigitalSignature",
     "key_encipherment": "KeyEncipherment",
+    "key_agreement": "KeyAgreement",
+    "content_commitment": "ContentCommitment",
+    "data_encipherment": "DataEncipherment",
+}
+# Vault's names of the extended key usages a profile may set.
+_VAULT_EXT_KEY_USAGE = {
+    ExtendedKeyUsage.SERVER_AUTH: "ServerAuth",
+    ExtendedKeyUsage.CLIENT_AUTH: "ClientAuth",
+    ExtendedKeyUsage.CODE_SIGNING: "CodeSigning",
+    ExtendedKeyUsage.EMAIL_PROTECTION: "EmailProtection",
+    ExtendedKeyUsage.TIME_STAMPING: "TimeStamping",
 }
 
 
@@ -88,6 +101,8 @@ class CASpec:
     key_type: KeyType
     now: datetime
     validity: timedelta
+    # RFC 5280 §4.2.1.9 pathLenConstraint: CAs allowed below this one; None: any.
+    path_length: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +152,7 @@ class Authority(Protocol):
         *,
         now: datetime,
         validity: timedelta,
+        usage: LeafUsage | None = None,
     ) -> x509.Certificate: ...
 
     def revoke(self, ca: CAView, serials: Sequence[str]) -> None:
@@ -218,6 +234,7 @@ class SignerAuthority:
             now=spec.now,
             validity=spec.validity,
             extensions=links,
+            path_length=spec.path_length,
         )
         return CreatedCA(key_id, certificate)
 
@@ -240,6 +257,7 @@ class SignerAuthority:
         *,
         now: datetime,
         validity: timedelta,
+        usage: LeafUsage | None = None,
     ) -> x509.Certificate:
         return build_leaf_certificate(
             csr=csr,
@@ -248,6 +266,7 @@ class SignerAuthority:
             now=now,
             validity=validity,
             extensions=validation_extensions(self._va_url(ca.name), ca.name),
+            usage=usage,
         )
 
     def revoke(self, ca: CAView, serials: Sequence[str]) -> None:
@@ -272,6 +291,8 @@ class VaultAuthority:
         return False  # Vault signs, over HTTP
 
     def create_ca(self, spec: CASpec, parent: Parent | None) -> CreatedCA:
+        if spec.path_length is not None:
+            raise EngineMismatch("engine 'vault' makes CAs without a path length")
         try:
             mount = self._vault.mount_path(spec.name)
         except ValueError as exc:
@@ -310,8 +331,11 @@ class VaultAuthority:
         *,
         now: datetime,
         validity: timedelta,
+        usage: LeafUsage | None = None,
     ) -> x509.Certificate:
-        conflicts = verbatim_conflicts(csr)
+        conflicts = verbatim_conflicts(
+            csr, None if usage is None else usage.extended_key_usage_extension()
+        )
         if conflicts:
             raise BadCSR(
                 f"CA {ca.name!r} is in Vault PKI, which copies CSR extensions into the "
@@ -320,13 +344,18 @@ class VaultAuthority:
         public_key = csr.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
             raise BadCSR("the CSR key must be EC or RSA")
-        usage = leaf_key_usage(public_key)
+        key_usage = leaf_key_usage(public_key, usage)
+        ext_key_usage = (
+            ["ClientAuth"]  # issuance.LEAF_EXTENDED_KEY_USAGE
+            if usage is None
+            else [_VAULT_EXT_KEY_USAGE[u] for u in usage.extended_key_usage]
+        )
         pem = self._vault.sign_verbatim(
             ca.name,
             csr.public_bytes(serialization.Encoding.PEM).decode(),
             not_after=min(now + validity, ca.not_after),
-            key_usage=[v for k, v in _VAULT_KEY_USAGE.items() if getattr(usage, k)],
-            ext_key_usage=["ClientAuth"],  # issuance.LEAF_EXTENDED_KEY_USAGE
+            key_usage=[v for k, v in _VAULT_KEY_USAGE.items() if getattr(key_usage, k)],
+            ext_key_usage=ext_key_usage,
         )
         return x509.load_pem_x509_certificate(pem.encode())
 

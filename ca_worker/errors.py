@@ -1,9 +1,10 @@
 """Failures of the CA worker, each a subclass of the shared tree in ``runtime.errors``.
 
 Failure
- ├── NotFound ── CANotFound, CertificateNotFound, SweepNotFound
- ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable
- ├── Forbidden ─ PresentedCertificateRefused
+ ├── NotFound ── CANotFound, CertificateNotFound, SweepNotFound, ProfileNotFound
+ ├── Conflict ── CAExists, AlreadyRevoked, CAUnusable, SlotContended, ProfileExists
+ ├── Forbidden ─ PresentedCertificateRefused, SlotRefused, InternalCAProtected,
+ │              ProfileViolated, PathLengthExceeded
  ├── Invalid ─── BadCSR, EngineNotConfigured, EngineMismatch
  └── Unavailable CAKeyMissing
 """
@@ -22,7 +23,14 @@ __all__ = [
     "CertificateNotFound",
     "EngineMismatch",
     "EngineNotConfigured",
+    "InternalCAProtected",
+    "PathLengthExceeded",
     "PresentedCertificateRefused",
+    "ProfileExists",
+    "ProfileNotFound",
+    "ProfileViolated",
+    "SlotContended",
+    "SlotRefused",
     "SweepNotFound",
 ]
 
@@ -57,6 +65,36 @@ class BadCSR(Invalid):
 
 class PresentedCertificateRefused(Forbidden):
     """A re-enrolling device presented a certificate this CA does not vouch for now."""
+
+
+class InternalCAProtected(Forbidden):
+    """A change to LAMASSU-DMS-MANAGER that disables every DMS, asked without force."""
+
+
+class ProfileNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no issuance profile named {name!r}")
+
+
+class ProfileExists(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"an issuance profile named {name!r} already exists")
+
+
+class ProfileViolated(Forbidden):
+    """The CSR or the request asks for what the issuance profile does not allow."""
+
+
+class PathLengthExceeded(Forbidden):
+    """A CA below a parent whose pathLenConstraint allows no more (RFC 5280 §4.2.1.9)."""
+
+
+class SlotRefused(Forbidden):
+    """An enrollment may not fill its device slot (ca_worker.slots)."""
+
+
+class SlotContended(Conflict):
+    """A batch asked twice for one slot: its requests are decided one at a time."""
 
 
 class EngineNotConfigured(Invalid):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -28,10 +28,24 @@ from ca_worker.errors import (
     CAUnusable,
     CertificateNotFound,
     EngineNotConfigured,
+    InternalCAProtected,
     PresentedCertificateRefused,
+    ProfileViolated,
 )
 from ca_worker.expiry import status_at
 from ca_worker.issuance import CSRRejected, csr_fingerprint, load_csr
+from ca_worker.path_length import path_length_below
+from ca_worker.profile_handlers import (
+    create_profile,
+    get_profile,
+    list_profiles,
+    profiles_named,
+)
+from ca_worker.profile_store import ProfileStore
+from ca_worker.profiles import LeafUsage, ProfileRefused, leaf_usage
+from ca_worker.renewals import check_slots, fill_slots, live_answers, superseded
+from ca_worker.slot_store import SlotStore
+from ca_worker.slots import SlotHolder
 from ca_worker.store import NewCA, NewCertificate, StatusChange, Store
 from contracts.ca import (
     INTERNAL_CA,
@@ -49,12 +63,15 @@ from contracts.ca import (
     IssueCertificate,
     ListCAs,
     ListCertificates,
+    RevocationReason,
     RevokeCA,
     RevokeCertificate,
+    RevokeDeviceCertificates,
     SignCertificate,
     UpdateCA,
 )
 from contracts.envelope import CloudEvent, new_message
+from contracts.profiles import CreateProfile, GetProfile, ListProfiles, ProfileSpec
 from engines import KeyNotFound, KeyType
 from runtime.dispatch import Outcome, Route
 from runtime.outbox import write_events
@@ -89,6 +106,8 @@ class CaDeps:
     authorities: Mapping[str, Authority]
     default_engine: str
     sweep_shards: int = 16
+    slots: SlotStore = field(default_factory=SlotStore)
+    profiles: ProfileStore = field(default_factory=ProfileStore)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,19 +161,35 @@ async def _sign_leaf(
     ca: CAView,
     csr: x509.CertificateSigningRequest,
     now: datetime,
-    validity_days: int,
+    usage: LeafUsage,
 ) -> x509.Certificate:
     """Sign in the event loop when the key is in this process (about 0.2 ms, less than
     a thread hop costs); in a thread when the engine waits on a token or a server."""
-    validity = timedelta(days=validity_days)
+    validity = usage.validity
     try:
         if authority.in_process:
-            return authority.sign_leaf(ca, csr, now=now, validity=validity)
+            return authority.sign_leaf(ca, csr, now=now, validity=validity, usage=usage)
         return await asyncio.to_thread(
-            authority.sign_leaf, ca, csr, now=now, validity=validity
+            authority.sign_leaf, ca, csr, now=now, validity=validity, usage=usage
         )
     except KeyNotFound:
         raise CAKeyMissing(ca.name, ca.engine) from None
+
+
+def _leaf_usage(
+    profile: ProfileSpec,
+    csr: x509.CertificateSigningRequest,
+    ca: CAView,
+    now: datetime,
+    *,
+    validity_days: int,
+    cap: bool,
+) -> LeafUsage:
+    """The profile's rules for this CSR (ca_worker.profiles), or its refusal."""
+    try:
+        return leaf_usage(profile, csr, ca, now, validity_days=validity_days, cap=cap)
+    except ProfileRefused as exc:
+        raise ProfileViolated(str(exc)) from None
 
 
 async def _signing_ca(ctx: CaContext, name: str) -> tuple[CAView, Authority]:
@@ -219,13 +254,19 @@ async def _create(
     internal: bool,
     engine: str | None = None,
     about_to_expire_days: int = 30,
+    profile: str | None = None,
+    path_length: int | None = None,
 ) -> Outcome:
     store = ctx.deps.store
     if await store.get_ca(ctx.conn, name) is not None:
         raise CAExists(name)
     authority = _authority_for_new_ca(ctx, engine)
     parent_ca = None if parent is None else Parent(*await _signing_ca(ctx, parent))
-    spec = CASpec(name, key_type, ctx.now, validity)
+    if profile is not None:
+        await profiles_named(ctx, [profile])  # refuse an unknown one before any key
+    if parent_ca is not None:
+        path_length = path_length_below(parent_ca.ca, path_length)
+    spec = CASpec(name, key_type, ctx.now, validity, path_length)
     try:
         created = await asyncio.to_thread(authority.create_ca, spec, parent_ca)
     except KeyNotFound:
@@ -241,6 +282,7 @@ async def _create(
         authority.engine,
         created.certificate,
         about_to_expire_days,
+        profile,
     )
     try:
         async with ctx.conn.transaction():  # a savepoint: a lost race leaves no key
@@ -261,6 +303,8 @@ async def create_ca(cmd: CreateCA, ctx: CaContext) -> Outcome:
         internal=False,
         engine=cmd.engine,
         about_to_expire_days=cmd.about_to_expire_days,
+        profile=cmd.profile,
+        path_length=cmd.path_length,
     )
 
 
@@ -270,6 +314,11 @@ async def update_ca(cmd: UpdateCA, ctx: CaContext) -> Outcome:
     previous = await store.get_ca(ctx.conn, cmd.name, lock=True)
     if previous is None:
         raise CANotFound(cmd.name)
+    if previous.internal and cmd.about_to_expire_days == 0 and not cmd.force:
+        raise InternalCAProtected(
+            f"CA {cmd.name!r} issues every DMS certificate: without its warning it"
+            " would expire unnoticed and every DMS with it; pass force (--force)"
+        )
     updated = await store.update_ca(ctx.conn, cmd.name, cmd.about_to_expire_days)
     assert updated is not None  # noqa: S101 - the row is locked above
     if updated == previous:
@@ -301,6 +350,12 @@ async def revoke_ca(cmd: RevokeCA, ctx: CaContext) -> Outcome:
         raise CANotFound(cmd.name)
     if ca.status is CertificateStatus.REVOKED:
         raise AlreadyRevoked(f"CA {cmd.name!r}")
+    if ca.internal and not cmd.force:
+        raise InternalCAProtected(
+            f"CA {cmd.name!r} issues every DMS certificate: revoking it revokes every"
+            " DMS, and no DMS can be created until it is replaced; pass force"
+            " (--force) to revoke it anyway"
+        )
     ca_changes = await store.revoke_ca_tree(ctx.conn, cmd.name, cmd.reason, ctx.now)
     cert_changes = await store.revoke_certificates(
         ctx.conn,
@@ -323,7 +378,12 @@ async def revoke_ca(cmd: RevokeCA, ctx: CaContext) -> Outcome:
 async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
     csr = _csr(cmd.csr_pem)
     ca, authority = await _signing_ca(ctx, cmd.ca)
-    certificate = await _sign_leaf(authority, ca, csr, ctx.now, cmd.validity_days)
+    name = cmd.profile or ca.profile
+    profile = (await profiles_named(ctx, [name]))[name]
+    usage = _leaf_usage(
+        profile, csr, ca, ctx.now, validity_days=cmd.validity_days, cap=cmd.cap_validity
+    )
+    certificate = await _sign_leaf(authority, ca, csr, ctx.now, usage)
     view = await ctx.deps.store.insert_certificate(
         ctx.conn,
         NewCertificate(
@@ -353,8 +413,11 @@ async def issue_certificates(
     an unusable CA, a renewal that may not be) comes before anything is signed."""
     ctx = items[0][1]
     store = ctx.deps.store
-    answered = await store.certificates_by_request(
-        ctx.conn, [cmd.request_id for cmd, _ in items]
+    answered = await live_answers(
+        ctx,
+        await store.certificates_by_request(
+            ctx.conn, [cmd.request_id for cmd, _ in items]
+        ),
     )
     todo: dict[str, tuple[IssueCertificate, CaContext]] = {}
     for cmd, item_ctx in items:
@@ -365,16 +428,30 @@ async def issue_certificates(
     signing = {
         name: await _signing_ca(ctx, name) for name in {c.ca for c, _ in todo.values()}
     }
+    profiles = await profiles_named(
+        ctx, {cmd.profile or signing[cmd.ca][0].profile for cmd, _ in todo.values()}
+    )
     checked = [
         (cmd, item_ctx, _csr(cmd.csr_pem), _enrolling_dms(cmd, presented, item_ctx.now))
         for cmd, item_ctx in todo.values()
     ]
-    news = []
-    for cmd, item_ctx, csr, dms in checked:
-        ca, authority = signing[cmd.ca]
-        certificate = await _sign_leaf(
-            authority, ca, csr, item_ctx.now, cmd.validity_days
+    # Devices cannot ask for a validity over EST: the profile's (or the CA's) caps it.
+    usages = [
+        _leaf_usage(
+            profiles[cmd.profile or signing[cmd.ca][0].profile],
+            csr,
+            signing[cmd.ca][0],
+            item_ctx.now,
+            validity_days=cmd.validity_days,
+            cap=True,
         )
+        for cmd, item_ctx, csr, _ in checked
+    ]
+    holders = await check_slots(ctx, [cmd for cmd, _ in todo.values()])
+    news = []
+    for (cmd, item_ctx, csr, dms), usage in zip(checked, usages, strict=True):
+        ca, authority = signing[cmd.ca]
+        certificate = await _sign_leaf(authority, ca, csr, item_ctx.now, usage)
         news.append(
             NewCertificate(
                 ca.name,
@@ -389,13 +466,21 @@ async def issue_certificates(
             )
         )
     stored = await store.insert_certificates(ctx.conn, news)
-    events: dict[str, CloudEvent] = {}
+    await fill_slots(ctx, [cmd for cmd, _, _, _ in checked], stored)
+    events: dict[str, list[CloudEvent]] = {}
     for (cmd, item_ctx, _, _), view in zip(checked, stored, strict=True):
         if view is not None:
             answered[cmd.request_id] = view
-            events[cmd.request_id] = _event(
-                item_ctx, "certificate.create", f"certificate/{view.serial}", view
-            )
+            events[cmd.request_id] = [
+                _event(
+                    item_ctx, "certificate.create", f"certificate/{view.serial}", view
+                )
+            ]
+    superseded = await _revoke_superseded(
+        ctx, [cmd for cmd, _, _, _ in checked], stored, holders
+    )
+    for request_id, event in superseded:
+        events[request_id].append(event)
     if len(answered) < len(todo):
         # A concurrent twin of an enrollment committed first: answer with its certificate.
         answered |= await store.certificates_by_request(
@@ -403,12 +488,53 @@ async def issue_certificates(
         )
     # Each new certificate's event goes with the first message that asked for it.
     return [
-        Outcome(
-            answered[cmd.request_id],
-            [events.pop(cmd.request_id)] if cmd.request_id in events else [],
-        )
+        Outcome(answered[cmd.request_id], events.pop(cmd.request_id, []))
         for cmd, _ in items
     ]
+
+
+async def _revoke_superseded(
+    ctx: CaContext,
+    commands: Sequence[IssueCertificate],
+    stored: Sequence[CertificateView | None],
+    holders: Mapping[tuple[str, str], SlotHolder],
+) -> list[tuple[str, CloudEvent]]:
+    """Revoke (reason superseded, RFC 5280 §5.3.1) the live certificates that new
+    ones replaced in their slots when the DMS asks for it, in this transaction; the
+    status events, each with the request that caused it (after its create event)."""
+    targets = superseded(commands, stored, holders, ctx.now)
+    if not targets:
+        return []
+    changes = await ctx.deps.store.revoke_certificates(
+        ctx.conn,
+        serials=list(targets),
+        reason=RevocationReason.SUPERSEDED,
+        now=ctx.now,
+    )
+    revoked: dict[str, list[str]] = defaultdict(list)
+    for change in changes:
+        revoked[change.updated.ca].append(change.updated.serial)
+    await _mirror_revocations(ctx, revoked)
+    return [
+        (targets[change.updated.serial], event)
+        for change, event in zip(changes, status_events(ctx, changes), strict=True)
+    ]
+
+
+async def revoke_device_certificates(
+    cmd: RevokeDeviceCertificates, ctx: CaContext
+) -> Outcome:
+    """Decommissioning: every certificate ever issued to the device that is not
+    revoked yet, not only those its slots hold now."""
+    changes = await ctx.deps.store.revoke_certificates(
+        ctx.conn, device_ids=[cmd.device_id], reason=cmd.reason, now=ctx.now
+    )
+    revoked: dict[str, list[str]] = defaultdict(list)
+    for change in changes:
+        revoked[change.updated.ca].append(change.updated.serial)
+    await _mirror_revocations(ctx, revoked)
+    result = Certificates(items=[change.updated for change in changes])
+    return Outcome(result, status_events(ctx, changes))
 
 
 def _csr(pem: str) -> x509.CertificateSigningRequest:
@@ -514,9 +640,15 @@ HANDLERS: Mapping[str, Route] = {
     RevokeCA.TYPE: Route(RevokeCA, revoke_ca),
     SignCertificate.TYPE: Route(SignCertificate, sign_certificate),
     RevokeCertificate.TYPE: Route(RevokeCertificate, revoke_certificate),
+    RevokeDeviceCertificates.TYPE: Route(
+        RevokeDeviceCertificates, revoke_device_certificates
+    ),
     IssueCertificate.TYPE: Route(
         IssueCertificate, issue_certificate, many=issue_certificates
     ),
+    CreateProfile.TYPE: Route(CreateProfile, create_profile),
+    GetProfile.TYPE: Route(GetProfile, get_profile, writes=False),
+    ListProfiles.TYPE: Route(ListProfiles, list_profiles, writes=False),
     GetCA.TYPE: Route(GetCA, get_ca, writes=False),
     ListCAs.TYPE: Route(ListCAs, list_cas, writes=False),
     GetCertificate.TYPE: Route(GetCertificate, get_certificate, writes=False),

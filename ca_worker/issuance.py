@@ -26,6 +26,8 @@ from cryptography.x509.oid import (
     NameOID,
 )
 
+from ca_worker.profiles import LeafUsage
+from contracts.profiles import KeyUsage
 from engines import PrivateKey, PublicKey
 
 __all__ = [
@@ -124,6 +126,7 @@ def build_ca_certificate(
     now: datetime,
     validity: timedelta,
     extensions: Sequence[x509.ExtensionType] = (),
+    path_length: int | None = None,
 ) -> x509.Certificate:
     """A root CA (``issuer`` None, signed by ``self_signer``) or a subordinate CA;
     ``extensions`` are added as non-critical (``validation_extensions``)."""
@@ -152,7 +155,9 @@ def build_ca_certificate(
         .not_valid_before(now)
         .not_valid_after(not_after)
         # RFC 5280 §4.2.1.9: basicConstraints is critical in CA certificates.
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.BasicConstraints(ca=True, path_length=path_length), critical=True
+        )
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -183,9 +188,11 @@ def build_leaf_certificate(
     now: datetime,
     validity: timedelta,
     extensions: Sequence[x509.ExtensionType] = (),
+    usage: LeafUsage | None = None,
 ) -> x509.Certificate:
     """An end-entity certificate for a device: the CSR's subject and SAN, our extensions
-    (plus ``extensions``, non-critical: ``validation_extensions``)."""
+    (key usages from ``usage``, the issuance profile; a client certificate without),
+    plus ``extensions``, non-critical: ``validation_extensions``."""
     public_key = csr.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise CSRRejected("the CSR key must be EC or RSA")
@@ -199,8 +206,13 @@ def build_leaf_certificate(
         .not_valid_before(now)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(leaf_key_usage(public_key), critical=True)
-        .add_extension(LEAF_EXTENDED_KEY_USAGE, critical=False)
+        .add_extension(leaf_key_usage(public_key, usage), critical=True)
+        .add_extension(
+            LEAF_EXTENDED_KEY_USAGE
+            if usage is None
+            else usage.extended_key_usage_extension(),
+            critical=False,
+        )
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
         )
@@ -217,15 +229,18 @@ def build_leaf_certificate(
     return builder.sign(issuer.signer, _hash_for(issuer.signer))
 
 
-def leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
+def leaf_key_usage(
+    public_key: PublicKey, usage: LeafUsage | None = None
+) -> x509.KeyUsage:
     """digitalSignature, plus keyEncipherment for RSA keys (RFC 5246 §7.4.7.1: RSA key
-    transport needs it)."""
+    transport needs it), plus what the profile adds."""
+    extra = frozenset() if usage is None else usage.key_usage
     return x509.KeyUsage(
         digital_signature=True,
-        content_commitment=False,
+        content_commitment=KeyUsage.CONTENT_COMMITMENT in extra,
         key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
-        data_encipherment=False,
-        key_agreement=False,
+        data_encipherment=KeyUsage.DATA_ENCIPHERMENT in extra,
+        key_agreement=KeyUsage.KEY_AGREEMENT in extra,
         key_cert_sign=False,
         crl_sign=False,
         encipher_only=False,
@@ -233,12 +248,15 @@ def leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
     )
 
 
-def verbatim_conflicts(csr: x509.CertificateSigningRequest) -> list[str]:
+def verbatim_conflicts(
+    csr: x509.CertificateSigningRequest,
+    extended_key_usage: x509.ExtendedKeyUsage | None = None,
+) -> list[str]:
     """Requested extensions that a CA copying the CSR verbatim would put in the leaf
     although this profile would not: everything but subjectAltName, a non-CA
     basicConstraints, and keyUsage / extendedKeyUsage equal to the profile's own."""
     public_key = csr.public_key()
-    allowed: list[x509.ExtensionType] = [LEAF_EXTENDED_KEY_USAGE]
+    allowed: list[x509.ExtensionType] = [extended_key_usage or LEAF_EXTENDED_KEY_USAGE]
     if isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         allowed.append(leaf_key_usage(public_key))
     conflicts = []

@@ -42,6 +42,7 @@ def _ca_view(row: asyncpg.Record | dict[str, Any]) -> CAView:
         revocation_reason=row["revocation_reason"],
         certificate_pem=certificate_pem(row["certificate_der"]),
         about_to_expire_days=row["about_to_expire_days"],
+        profile=row["profile"],
     )
 
 
@@ -78,6 +79,7 @@ class NewCA:
     engine: str
     certificate: x509.Certificate
     about_to_expire_days: int = 30
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,8 @@ class StatusChange(Generic[T]):
 
 
 _CA_COLUMNS = """name, parent, internal, key_type, key_id, engine, serial, subject, status,
-    not_before, not_after, revoked_at, revocation_reason, certificate_der, about_to_expire_days"""
+    not_before, not_after, revoked_at, revocation_reason, certificate_der, about_to_expire_days,
+    profile"""
 _CERT_COLUMNS = """serial, ca, subject, issuer, status, not_before, not_after, revoked_at,
     revocation_reason, csr_fingerprint, certificate_der, device_id, slot, dms, replaces"""
 
@@ -163,8 +166,9 @@ class Store:
         row = await conn.fetchrow(
             f"""INSERT INTO ca.cas (name, parent, internal, key_type, key_id, engine, serial,
                     subject, status, not_before, not_after, certificate_der,
-                    about_to_expire_days)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10, $11, $12)
+                    about_to_expire_days, profile)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ACTIVE', $9, $10, $11, $12,
+                    $13)
                 RETURNING {_CA_COLUMNS}""",
             new.name,
             new.parent,
@@ -178,6 +182,7 @@ class Store:
             cert.not_valid_after_utc,
             cert.public_bytes(serialization.Encoding.DER),
             new.about_to_expire_days,
+            new.profile,
         )
         assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields a row
         return _ca_view(row)
@@ -269,6 +274,17 @@ class Store:
         )
         return {row["request_id"]: _certificate_view(row) for row in rows}
 
+    async def release_requests(
+        self, conn: asyncpg.Connection, request_ids: Sequence[str]
+    ) -> None:
+        """Forget which requests these certificates answered: the next such request
+        is a new enrollment, not a retry."""
+        await conn.execute(
+            "UPDATE ca.certificates SET request_id = NULL"
+            " WHERE request_id = ANY($1::text[])",
+            list(request_ids),
+        )
+
     async def get_certificates(
         self, conn: asyncpg.Connection, serials: Sequence[str]
     ) -> dict[str, CertificateView]:
@@ -309,13 +325,16 @@ class Store:
         cas: list[str] | None = None,
         reason: RevocationReason,
         now: datetime,
+        device_ids: list[str] | None = None,
     ) -> list[StatusChange[CertificateView]]:
-        """Revoke the given serials, or everything the given CAs issued, that is not revoked yet."""
+        """Revoke the given serials, or everything the given CAs issued or the given
+        devices were issued, that is not revoked yet."""
         rows = await conn.fetch(
             f"""WITH target AS (
                     SELECT serial, status AS old_status FROM ca.certificates
                     WHERE status <> 'REVOKED'
-                      AND (serial = ANY($1::text[]) OR ca = ANY($2::text[]))
+                      AND (serial = ANY($1::text[]) OR ca = ANY($2::text[])
+                           OR device_id = ANY($5::text[]))
                     FOR UPDATE)
                 UPDATE ca.certificates c
                 SET status = 'REVOKED', revoked_at = $3, revocation_reason = $4
@@ -325,6 +344,7 @@ class Store:
             cas or [],
             now,
             reason.value,
+            device_ids or [],
         )
         return _changes(rows, _certificate_view, revoked=True)
 

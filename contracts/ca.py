@@ -32,6 +32,7 @@ __all__ = [
     "RevocationReason",
     "RevokeCA",
     "RevokeCertificate",
+    "RevokeDeviceCertificates",
     "SignCertificate",
     "UpdateCA",
 ]
@@ -88,6 +89,10 @@ class CreateCA(_Message):
     # (ENGINE/ENGINES); None means its default, ENGINE.
     engine: str | None = None
     about_to_expire_days: int = _ABOUT_TO_EXPIRE
+    # The issuance profile of its leaves (contracts.profiles); None: 'client'.
+    profile: str | None = Field(default=None, pattern=_NAME)
+    # RFC 5280 §4.2.1.9 pathLenConstraint: how many CAs may follow it; None: no limit.
+    path_length: int | None = Field(default=None, ge=0, le=10)
 
 
 class UpdateCA(_Message):
@@ -101,6 +106,8 @@ class UpdateCA(_Message):
     TYPE: ClassVar[str] = "ca.update"
     name: str = Field(min_length=1, max_length=64)
     about_to_expire_days: int = Field(ge=0, le=3650)
+    # Needed to turn off the internal CA's warning (it would expire unnoticed).
+    force: bool = False
 
 
 class GetCA(_Message):
@@ -118,6 +125,8 @@ class RevokeCA(_Message):
     TYPE: ClassVar[str] = "ca.revoke"
     name: str = Field(min_length=1, max_length=64)
     reason: RevocationReason = RevocationReason.UNSPECIFIED
+    # Needed for LAMASSU-DMS-MANAGER: revoking it revokes every DMS.
+    force: bool = False
 
 
 class SignCertificate(_Message):
@@ -127,6 +136,11 @@ class SignCertificate(_Message):
     ca: str = Field(min_length=1, max_length=64)
     csr_pem: str = Field(min_length=1, max_length=65536)
     validity_days: int = Field(default=365, gt=0, le=36500)
+    # The issuance profile; None: the CA's.
+    profile: str | None = Field(default=None, pattern=_NAME)
+    # A validity beyond the profile's or the CA's is refused unless this is set; then
+    # it is cut to the longest allowed, and the reply's not_after says what was issued.
+    cap_validity: bool = False
 
 
 class IssueCertificate(_Message):
@@ -146,6 +160,13 @@ class IssueCertificate(_Message):
     dms: str | None = None
     replaces: str | None = Field(default=None, pattern=_SERIAL)
     validity_days: int = Field(default=365, gt=0, le=36500)
+    # simpleenroll into a slot that holds a live certificate (the DMS's policy).
+    allow_replace: bool = False
+    # Revoke the certificate this one supersedes in its slot (reason superseded), in
+    # the transaction that stores this one (the DMS's revoke-on-reenroll).
+    revoke_replaced: bool = False
+    # The DMS's issuance profile, overriding the CA's; None: the CA's.
+    profile: str | None = None
 
 
 class GetCertificate(_Message):
@@ -165,6 +186,14 @@ class RevokeCertificate(_Message):
     TYPE: ClassVar[str] = "certificate.revoke"
     serial: str = Field(pattern=_SERIAL)
     reason: RevocationReason = RevocationReason.UNSPECIFIED
+
+
+class RevokeDeviceCertificates(_Message):
+    """Revoke every live certificate ever issued to a device (its decommissioning)."""
+
+    TYPE: ClassVar[str] = "certificate.revoke-device"
+    device_id: str = Field(min_length=1, max_length=64)
+    reason: RevocationReason = RevocationReason.CESSATION_OF_OPERATION
 
 
 # --- results and event payloads ------------------------------------------------------
@@ -188,6 +217,7 @@ class CAView(_Message):
     revocation_reason: RevocationReason | None = None
     certificate_pem: str
     about_to_expire_days: int = 30
+    profile: str | None = None
 
 
 class CertificateView(_Message):

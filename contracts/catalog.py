@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from contracts import alerts, ca, cloud, devices, dms, sweeps, va
+from contracts import alerts, ca, cloud, devices, dms, profiles, sweeps, va
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -66,6 +66,14 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (va.SignCRL, va.CRLView, "ca"),
     (va.IssueResponderCertificate, ca.CertificateView, "ca"),
     (va.GetCRL, va.CRLView, "va"),
+    (dms.TransferDevice, dms.DeviceOwnership, "dms"),
+    (dms.UpdateDMSPolicy, dms.DMSView, "dms"),
+    (ca.RevokeDeviceCertificates, ca.Certificates, "ca"),
+    (dms.AuthorizeEnrollment, dms.EnrollmentAuthorization, "dms"),
+    (dms.RenewDMS, dms.DMSView, "dms"),
+    (profiles.CreateProfile, profiles.ProfileView, "ca"),
+    (profiles.GetProfile, profiles.ProfileView, "ca"),
+    (profiles.ListProfiles, profiles.Profiles, "ca"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {
@@ -85,4 +93,5 @@ EVENTS: Mapping[str, type[BaseModel]] = {
     cloud.CloudSyncFailed.TYPE: cloud.CloudSyncFailed,
     alerts.ALERT_DELIVERY_FAILED: alerts.AlertDeliveryFailed,
     "crl.create": va.CRLView,
+    dms.DeviceOwnershipUpdate.TYPE: dms.DeviceOwnershipUpdate,
 }

@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from contracts.ca import CertificateStatus
 
 __all__ = [
+    "DEVICE_CREATE",
     "DEVICE_DECOMMISSIONED",
     "DecommissionDevice",
     "DeviceIdentityUpdate",
@@ -41,6 +42,8 @@ _SlotName = Annotated[str, Field(pattern=_NAME)]
 # ``device.status.update`` so that a consumer needing only decommissions (the DMS
 # worker) binds this key and is not sent every enrollment's status change.
 DEVICE_DECOMMISSIONED = "device.decommissioned"
+# A device was registered, or created by its first certificate; data is its DeviceView.
+DEVICE_CREATE = "device.create"
 
 
 class _Message(BaseModel):

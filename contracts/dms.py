@@ -23,6 +23,8 @@ from pydantic import (
 from contracts.ca import RevocationReason
 
 __all__ = [
+    "DMS_CREATE",
+    "AuthorizeEnrollment",
     "CreateDMS",
     "DMSEnrolled",
     "DMSReenrolled",
@@ -30,13 +32,22 @@ __all__ = [
     "DMSUpdate",
     "DMSView",
     "DMSs",
+    "DeviceOwnership",
+    "DeviceOwnershipUpdate",
+    "EnrollmentAuthorization",
     "EnrollmentKind",
     "EnrollmentRequest",
     "GetDMS",
     "ListDMSs",
+    "RenewDMS",
     "RevokeDMS",
+    "TransferDevice",
     "UpdateAuthorizedCAs",
+    "UpdateDMSPolicy",
 ]
+
+# A DMS was created; data is its DMSView (the original system's type string).
+DMS_CREATE = "dms.create"
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 _SERIAL = r"^[0-9a-f]{2,40}$"
@@ -44,6 +55,7 @@ _SHA256_HEX = r"^[0-9a-f]{64}$"
 _PEM_MAX = 65536
 
 _CAName = Annotated[str, Field(pattern=_NAME)]
+_WINDOW = Field(default=0, ge=0, le=36500)
 _Pem = Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
 
 
@@ -78,6 +90,16 @@ class CreateDMS(_Message):
     name: str = Field(pattern=_NAME)
     authorized_cas: list[_CAName] = Field(min_length=1)
     csr_pem: _Pem
+    # simpleenroll may put a new certificate in a slot that holds a live one.
+    allow_replace: bool = False
+    # Days before expiry from which a device may re-enroll; 0: any time.
+    reenroll_window_days: int = _WINDOW
+    # A renewal (or replacement) revokes the certificate it supersedes.
+    revoke_on_reenroll: bool = True
+    # The issuance profile of its devices' certificates; None: each CA's own.
+    profile: str | None = Field(default=None, pattern=_NAME)
+    # Enrollments must be linked to their TLS connection (RFC 7030 §3.5).
+    require_pop: bool = False
 
     @field_validator("authorized_cas")
     @classmethod
@@ -104,6 +126,40 @@ class UpdateAuthorizedCAs(_Message):
         return self
 
 
+class UpdateDMSPolicy(_Message):
+    """Change a DMS's enrollment policy; fields left out keep their value."""
+
+    TYPE: ClassVar[str] = "dms.update-policy"
+    name: str = Field(min_length=1, max_length=64)
+    allow_replace: bool | None = None
+    reenroll_window_days: int | None = Field(default=None, ge=0, le=36500)
+    revoke_on_reenroll: bool | None = None
+    profile: str | None = Field(default=None, pattern=_NAME)
+    require_pop: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_change(self) -> UpdateDMSPolicy:
+        if (
+            self.allow_replace,
+            self.reenroll_window_days,
+            self.revoke_on_reenroll,
+            self.profile,
+            self.require_pop,
+        ) == (None, None, None, None, None):
+            raise ValueError("nothing to change: no policy field is given")
+        return self
+
+
+class RenewDMS(_Message):
+    """Issue a DMS a new certificate (LAMASSU-DMS-MANAGER signs its CSR); the one it
+    replaces keeps authenticating it for ``overlap_days`` (at most until it expires)."""
+
+    TYPE: ClassVar[str] = "dms.renew"
+    name: str = Field(min_length=1, max_length=64)
+    csr_pem: _Pem
+    overlap_days: int = Field(default=7, ge=0, le=365)
+
+
 class RevokeDMS(_Message):
     """Revoke a DMS: it authorizes no more enrollments; device certificates stay."""
 
@@ -124,12 +180,21 @@ class ListDMSs(_Message):
     after: str | None = Field(default=None, description="Name to page after.")
 
 
+class TransferDevice(_Message):
+    """Give a device to another DMS (an admin act): only its owner enrolls it."""
+
+    TYPE: ClassVar[str] = "dms.transfer-device"
+    device_id: str = Field(pattern=_NAME)
+    dms: str = Field(pattern=_NAME)
+
+
 class EnrollmentRequest(_Message):
     """An EST request as the gateway received it, for the DMS worker to authorize.
 
-    ``request_id`` is the SHA-256 of operation, label, CSR DER and client certificate,
-    so a client retrying the same CSR after a 202 (RFC 7030 §4.2.3) finds the result
-    of its first attempt. For serverkeygen the gateway generates the key and sends a
+    ``request_id`` is the SHA-256 of what the request means (operation, label, client
+    certificate, the CSR's public key, subject and requested extensions; not its
+    signature), so a client retrying after a 202 (RFC 7030 §4.2.3), even with a
+    re-signed CSR, finds the result of its first attempt. For serverkeygen the gateway generates the key and sends a
     CSR for it, so the private key never crosses the bus.
     """
 
@@ -142,6 +207,16 @@ class EnrollmentRequest(_Message):
         description="The TLS client chain, leaf first (RFC 8446 §4.4.2); empty: none.",
     )
     request_id: str = Field(pattern=_SHA256_HEX)
+    # The CSR's challengePassword was the TLS 1.2 tls-unique of the request's own
+    # connection (RFC 7030 §3.5), checked by the gateway.
+    pop_linked: bool = False
+
+
+class AuthorizeEnrollment(EnrollmentRequest):
+    """Ask only whether an EST request would be authorized, and sign nothing: the
+    gateway asks before it spends a key generation on serverkeygen (RFC 7030 §4.4)."""
+
+    TYPE: ClassVar[str] = "enrollment.authorize"
 
 
 # --- results and event payloads ------------------------------------------------------
@@ -158,6 +233,14 @@ class DMSView(_Message):
     created_at: AwareDatetime
     revoked_at: AwareDatetime | None = None
     revocation_reason: RevocationReason | None = None
+    allow_replace: bool = False
+    reenroll_window_days: int = 0
+    revoke_on_reenroll: bool = True
+    # The certificate a renewal replaced, and until when it still authenticates.
+    previous_certificate_serial: str | None = None
+    previous_valid_until: AwareDatetime | None = None
+    profile: str | None = None
+    require_pop: bool = False
 
 
 class DMSs(_Message):
@@ -170,6 +253,30 @@ class DMSUpdate(_Message):
     TYPE: ClassVar[str] = "dms.update"
     previous: DMSView
     updated: DMSView
+
+
+class EnrollmentAuthorization(_Message):
+    """The answer to ``enrollment.authorize``: who the request enrolls, for which DMS."""
+
+    device_id: str
+    slot: str
+    dms: str | None
+
+
+class DeviceOwnership(_Message):
+    """Which DMS a device belongs to: the one that registered or first enrolled it."""
+
+    device_id: str
+    dms: str
+    since: AwareDatetime
+
+
+class DeviceOwnershipUpdate(_Message):
+    """``device.ownership.update`` data: a device was transferred to another DMS."""
+
+    TYPE: ClassVar[str] = "device.ownership.update"
+    previous: DeviceOwnership | None
+    updated: DeviceOwnership
 
 
 class DMSEnrolled(_Message):

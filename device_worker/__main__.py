@@ -7,6 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
+from contracts.dms import DMS_CREATE, DeviceOwnershipUpdate, DMSUpdate
 from contracts.envelope import CloudEvent
 from device_worker.handlers import (
     COMMAND_HANDLERS,
@@ -42,6 +43,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                     [
                         ("events", "certificate.create"),
                         ("events", "certificate.status.update"),
+                        ("events", DMS_CREATE),
+                        ("events", DMSUpdate.TYPE),
+                        ("events", DeviceOwnershipUpdate.TYPE),
                     ],
                     EVENT_HANDLERS,
                     prefetch=settings.device_prefetch,

@@ -20,8 +20,10 @@ from contracts.ca import (
     CertificateView,
     RevocationReason,
     RevokeCertificate,
+    RevokeDeviceCertificates,
 )
 from contracts.devices import (
+    DEVICE_CREATE,
     DEVICE_DECOMMISSIONED,
     DecommissionDevice,
     DeviceIdentityUpdate,
@@ -31,8 +33,22 @@ from contracts.devices import (
     ListDevices,
     RegisterDevice,
 )
+from contracts.dms import (
+    DMS_CREATE,
+    DeviceOwnership,
+    DeviceOwnershipUpdate,
+    DMSStatus,
+    DMSUpdate,
+    DMSView,
+)
 from contracts.envelope import CloudEvent, new_message
-from device_worker.errors import AlreadyDecommissioned, DeviceExists, DeviceNotFound
+from device_worker.errors import (
+    AlreadyDecommissioned,
+    DeviceExists,
+    DeviceNotFound,
+    DMSNotFound,
+    DMSRevoked,
+)
 from device_worker.status import (
     SlotCertificate,
     SlotState,
@@ -125,17 +141,30 @@ def _serials(slots: Sequence[SlotState]) -> dict[str, str | None]:
 
 
 async def register_device(cmd: RegisterDevice, ctx: DeviceContext) -> Outcome:
+    if cmd.dms is not None:
+        status = await ctx.deps.store.dms_status(ctx.conn, cmd.dms)
+        if status is None:
+            raise DMSNotFound(cmd.dms)
+        if status == DMSStatus.REVOKED:
+            raise DMSRevoked(cmd.dms)
     device = await ctx.deps.store.insert_device(
         ctx.conn, device_id=cmd.id, dms=cmd.dms, slots=cmd.slots, now=ctx.now
     )
     if device is None:
         raise DeviceExists(cmd.id)
     view = device.view()
-    return Outcome(view, [_event(ctx, "device.create", cmd.id, view)])
+    events = [_event(ctx, DEVICE_CREATE, cmd.id, view)]
+    if cmd.dms is not None:
+        # The DMS worker gives the device to this DMS (unless one enrolled it first).
+        owner = DeviceOwnership(device_id=cmd.id, dms=cmd.dms, since=ctx.now)
+        update = DeviceOwnershipUpdate(previous=None, updated=owner)
+        events.append(_event(ctx, DeviceOwnershipUpdate.TYPE, cmd.id, update))
+    return Outcome(view, events)
 
 
 async def decommission_device(cmd: DecommissionDevice, ctx: DeviceContext) -> Outcome:
-    """Retire a device for good and revoke what its slots hold (cessationOfOperation)."""
+    """Retire a device for good and revoke every certificate it was issued
+    (cessationOfOperation)."""
     store = ctx.deps.store
     device = await store.get_device(ctx.conn, cmd.id, lock=True)
     if device is None:
@@ -143,9 +172,17 @@ async def decommission_device(cmd: DecommissionDevice, ctx: DeviceContext) -> Ou
     if device.decommissioned_at is not None:
         raise AlreadyDecommissioned(cmd.id)
     await store.mark_decommissioned(ctx.conn, cmd.id, ctx.now)
-    await write_commands(
-        ctx.conn, SCHEMA, _revocations(ctx, _live_serials(device.slots))
+    # Every certificate the device was ever issued, not only what its slots hold now
+    # (a superseded one may still be valid): the CA worker knows them all.
+    revoke_all = new_message(
+        type_=RevokeDeviceCertificates.TYPE,
+        source=SOURCE,
+        subject=f"device/{cmd.id}",
+        data=RevokeDeviceCertificates(device_id=cmd.id),
+        now=ctx.now,
+        correlation_id=ctx.correlation_id,
     )
+    await write_commands(ctx.conn, SCHEMA, [revoke_all])
     updated = replace(
         device,
         status=derive_status(device.slots, decommissioned=True),
@@ -268,7 +305,7 @@ async def _observe(
             outcome = replace(
                 outcome,
                 events=[
-                    _event(item_ctx, "device.create", device_id, view),
+                    _event(item_ctx, DEVICE_CREATE, device_id, view),
                     *outcome.events,
                 ],
             )
@@ -314,6 +351,28 @@ def _observed(
     return updated, Outcome(None, events, commands=commands)
 
 
+async def record_dms(dms: DMSView, ctx: DeviceContext) -> Outcome:
+    """``dms.create``: a DMS devices may be registered for."""
+    await ctx.deps.store.record_dms(ctx.conn, dms.name, dms.status.value)
+    return Outcome()
+
+
+async def record_dms_update(update: DMSUpdate, ctx: DeviceContext) -> Outcome:
+    """``dms.update``: a revoked DMS gets no new devices."""
+    return await record_dms(update.updated, ctx)
+
+
+async def record_ownership(
+    update: DeviceOwnershipUpdate, ctx: DeviceContext
+) -> Outcome:
+    """``device.ownership.update`` of a transfer: the device now shows the DMS it was
+    given to. (One without a previous owner is this worker's own registration.)"""
+    if update.previous is not None:
+        owner = update.updated
+        await ctx.deps.store.set_dms(ctx.conn, owner.device_id, owner.dms)
+    return Outcome()
+
+
 COMMAND_HANDLERS: Mapping[str, Route] = {
     RegisterDevice.TYPE: Route(RegisterDevice, register_device),
     DecommissionDevice.TYPE: Route(DecommissionDevice, decommission_device),
@@ -330,4 +389,7 @@ EVENT_HANDLERS: Mapping[str, Route] = {
         record_certificate_status,
         many=record_certificate_statuses,
     ),
+    DMS_CREATE: Route(DMSView, record_dms),
+    DMSUpdate.TYPE: Route(DMSUpdate, record_dms_update),
+    DeviceOwnershipUpdate.TYPE: Route(DeviceOwnershipUpdate, record_ownership),
 }

@@ -287,3 +287,27 @@ class Store:
             DeviceStatus.DECOMMISSIONED.value,
             now,
         )
+
+    async def record_dms(
+        self, conn: asyncpg.Connection, name: str, status: str
+    ) -> None:
+        """Keep the projection of DMSs (``dms.create`` and ``dms.update``)."""
+        await conn.execute(
+            """INSERT INTO devices.dmss (name, status) VALUES ($1, $2)
+               ON CONFLICT (name) DO UPDATE SET status = EXCLUDED.status""",
+            name,
+            status,
+        )
+
+    async def dms_status(self, conn: asyncpg.Connection, name: str) -> str | None:
+        """The status of a DMS as the projection knows it; None: no such DMS."""
+        status: str | None = await conn.fetchval(
+            "SELECT status FROM devices.dmss WHERE name = $1", name
+        )
+        return status
+
+    async def set_dms(self, conn: asyncpg.Connection, device_id: str, dms: str) -> None:
+        """A device was transferred to another DMS."""
+        await conn.execute(
+            "UPDATE devices.devices SET dms = $2 WHERE id = $1", device_id, dms
+        )

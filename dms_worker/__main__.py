@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from contracts.devices import DEVICE_DECOMMISSIONED
+from contracts.dms import DeviceOwnershipUpdate
 from contracts.envelope import CloudEvent
 from dms_worker.ca_client import CAClient
 from dms_worker.handlers import (
@@ -63,6 +64,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                         ("events", "certificate.create"),
                         ("events", "certificate.status.update"),
                         ("events", DEVICE_DECOMMISSIONED),
+                        ("events", DeviceOwnershipUpdate.TYPE),
                     ],
                     EVENT_HANDLERS,
                     prefetch=settings.dms_prefetch,

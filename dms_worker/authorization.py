@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Container, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -25,8 +25,12 @@ __all__ = [
     "DMSRecord",
     "Decision",
     "DeviceIdentity",
+    "RenewalPolicy",
     "authorize_enrollment",
+    "authorize_owner",
+    "authorize_pop",
     "authorize_reenrollment",
+    "authorize_renewal_window",
     "certificate_serial",
     "device_identity",
     "load_csr",
@@ -50,6 +54,16 @@ class DeviceIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class RenewalPolicy:
+    """A DMS's renewal rules for its devices (issue 14)."""
+
+    # Days before expiry from which re-enrollment is allowed; 0: any time.
+    window_days: int = 0
+    # A renewal revokes the certificate it supersedes (reason superseded).
+    revoke_on_reenroll: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class DMSRecord:
     """What authorization needs to know about a DMS."""
 
@@ -60,6 +74,13 @@ class DMSRecord:
     # The DMS certificate as the CA worker issued it, when the caller has it: a client
     # certificate equal to it byte for byte needs no signature check.
     certificate_der: bytes | None = None
+    # simpleenroll may replace a live certificate in a device slot.
+    allow_replace: bool = False
+    renewal: RenewalPolicy = field(default_factory=RenewalPolicy)
+    # The issuance profile of its devices (None: each CA's).
+    profile: str | None = None
+    # Enrollments must be linked to their TLS connection (RFC 7030 §3.5).
+    require_pop: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +199,47 @@ def authorize_enrollment(
     ):
         return refusal
     return _allow_list_refusal(dms, certificate_serial(leaf), label) or Decision.allow()
+
+
+def authorize_owner(device_id: str, *, dms: str, owner: str) -> Decision:
+    """May DMS ``dms`` enroll a device that belongs to ``owner``?
+
+    A device belongs to the DMS that registered or first enrolled it; another DMS
+    would take its slots over (issue 14), so only an admin transfer moves it.
+    """
+    if owner == dms:
+        return Decision.allow()
+    return _forbidden(
+        f"device {device_id!r} belongs to DMS {owner!r}, not {dms!r}: a device is"
+        " enrolled only by the DMS that registered or first enrolled it"
+        " (an admin may transfer it: lamassu device transfer)"
+    )
+
+
+def authorize_pop(*, required: bool, linked: bool, dms: str) -> Decision:
+    """RFC 7030 §3.5: a DMS that requires linking takes only linked requests."""
+    if linked or not required:
+        return Decision.allow()
+    return _forbidden(
+        f"DMS {dms!r} requires proof-of-possession linking (RFC 7030 §3.5): the CSR's"
+        " challengePassword must be the base64 tls-unique of this TLS 1.2 connection"
+        " (TLS 1.3 has no tls-unique: use TLS 1.2)"
+    )
+
+
+def authorize_renewal_window(
+    presented: x509.Certificate, *, policy: RenewalPolicy, dms: str, now: datetime
+) -> Decision:
+    """Is ``now`` inside the owner's re-enrollment window of ``presented``?"""
+    if policy.window_days == 0:
+        return Decision.allow()
+    opens = presented.not_valid_after_utc - timedelta(days=policy.window_days)
+    if now >= opens:
+        return Decision.allow()
+    return _forbidden(
+        f"re-enrollment opens {policy.window_days} days before expiry, at"
+        f" {opens.isoformat()}: the policy of DMS {dms!r} (--reenroll-window)"
+    )
 
 
 def _subject_alternative_names(

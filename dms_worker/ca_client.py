@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from contracts.ca import CAView, CertificateView, GetCA, SignCertificate
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode, Reply
+from contracts.profiles import GetProfile
 from dms_worker.errors import CANotFound, CAWorkerUnavailable
 from runtime.bus import BusUnavailable, RequestTimeout
 from runtime.errors import (
@@ -106,9 +107,17 @@ class CAClient:
         self, *, ca: str, csr_pem: str, validity_days: int
     ) -> CertificateView:
         """Have CA ``ca`` sign a PKCS#10 request (RFC 2986)."""
-        request = SignCertificate(ca=ca, csr_pem=csr_pem, validity_days=validity_days)
+        # DMS_CERTIFICATE_VALIDITY_DAYS, cut to what the CA allows (the view says).
+        request = SignCertificate(
+            ca=ca, csr_pem=csr_pem, validity_days=validity_days, cap_validity=True
+        )
         reply = await self._request(request, self._timeout)
         return CertificateView.model_validate(_result(reply))
+
+    async def check_profile(self, name: str) -> None:
+        """Refuse (not_found) a profile the CA worker does not know."""
+        reply = await self._request(GetProfile(name=name), self._timeout)
+        _result(reply)
 
     async def _request(self, request: BaseModel, timeout: float) -> Reply:  # noqa: ASYNC109 - passed on to Bus.request
         type_: str = request.TYPE  # type: ignore[attr-defined]

@@ -1,28 +1,24 @@
 """One function per DMS message type, plus the routing tables ``HANDLERS`` (commands and
 queries) and ``EVENT_HANDLERS`` (events of the CA and device workers) at the bottom.
 
-A handler takes a validated contract and a ``DmsContext`` and returns an ``Outcome``; an
-authorized enrollment is forwarded to the CA worker, which answers the EST gateway.
+A handler takes a validated contract and a ``DmsContext`` and returns an ``Outcome``.
+The enrollment pipeline's handlers are in ``enrollment``; their route is here.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 from typing import Literal
 
-import asyncpg
 from cryptography import x509
-from pydantic import BaseModel
 
 from contracts.ca import (
     INTERNAL_CA,
     CertificateStatus,
     CertificateStatusUpdate,
     CertificateView,
-    IssueCertificate,
     RevocationReason,
     RevokeCertificate,
 )
@@ -33,50 +29,39 @@ from contracts.devices import (
     DeviceView,
 )
 from contracts.dms import (
+    DMS_CREATE,
+    AuthorizeEnrollment,
     CreateDMS,
+    DeviceOwnershipUpdate,
     DMSEnrolled,
     DMSReenrolled,
     DMSs,
     DMSStatus,
     DMSUpdate,
     DMSView,
-    EnrollmentKind,
     EnrollmentRequest,
     GetDMS,
     ListDMSs,
+    RenewDMS,
     RevokeDMS,
+    TransferDevice,
     UpdateAuthorizedCAs,
+    UpdateDMSPolicy,
 )
-from contracts.envelope import CloudEvent, new_message
-from contracts.errors import ErrorCode
-from dms_worker.authorization import (
-    DEFAULT_SLOT,
-    CSRRejected,
-    Decision,
-    DeviceIdentity,
-    DMSRecord,
-    authorize_enrollment,
-    authorize_reenrollment,
-    certificate_serial,
-    device_identity,
-    load_csr,
-)
-from dms_worker.ca_client import CAClient, KnownCA
+from contracts.envelope import CloudEvent
+from dms_worker.authorization import DEFAULT_SLOT
+from dms_worker.ca_client import KnownCA
+from dms_worker.context import DmsContext, DmsDeps, csr, message
+from dms_worker.enrollment import authorize_only, authorize_request, authorize_requests
 from dms_worker.errors import (
     AlreadyRevoked,
-    BadClientCertificate,
-    BadCSR,
     DMSExists,
     DMSNotFound,
     DMSRevoked,
-    EnrollmentForbidden,
     InternalCARefused,
-    NoClientCertificate,
 )
-from dms_worker.settings import Settings
-from dms_worker.store import NewDMS, Store
+from dms_worker.store import NewDMS
 from runtime.dispatch import Outcome, Route
-from runtime.errors import Failure
 from runtime.outbox import write_commands
 
 __all__ = [
@@ -88,66 +73,18 @@ __all__ = [
     "DmsDeps",
 ]
 
-SOURCE = "service/dms"
 # Names the ids of dms.enroll / dms.reenroll (RFC 9562 §5.5): one per certificate.
 _ANNOUNCEMENTS = uuid.UUID("5b0c3a52-3f3e-4d55-9b1e-0d7a4c2f9e61")
 SCHEMA = "dms"
 
 
-@dataclass(frozen=True, slots=True)
-class DmsDeps:
-    """What every DMS handler may use, built once in ``__main__``'s setup."""
-
-    store: Store
-    cas: CAClient  # the bus to the CA worker, with its cache of CA certificates
-    dms_manager_ca: x509.Certificate
-    settings: Settings
-
-
-@dataclass(frozen=True, slots=True)
-class DmsContext:
-    """Per message: the connection (in a transaction when the route writes), the clock
-    reading, the causing request."""
-
-    conn: asyncpg.Connection
-    now: datetime
-    correlation_id: str | None
-    deps: DmsDeps
-
-
-def _message(
-    ctx: DmsContext,
-    type_: str,
-    subject: str,
-    data: BaseModel,
-    *,
-    id_: str | None = None,
-) -> CloudEvent:
-    return new_message(
-        type_=type_,
-        source=SOURCE,
-        subject=subject,
-        data=data,
-        now=ctx.now,
-        correlation_id=ctx.correlation_id,
-        id_=id_,
-    )
-
-
 def _update(ctx: DmsContext, previous: DMSView, updated: DMSView) -> CloudEvent:
-    return _message(
+    return message(
         ctx,
         DMSUpdate.TYPE,
         f"dms/{updated.name}",
         DMSUpdate(previous=previous, updated=updated),
     )
-
-
-def _csr(pem: str, *, check_signature: bool = True) -> x509.CertificateSigningRequest:
-    try:
-        return load_csr(pem.encode(), check_signature=check_signature)
-    except CSRRejected as exc:
-        raise BadCSR(str(exc)) from None
 
 
 async def _allowable_ca(ctx: DmsContext, name: str) -> KnownCA:
@@ -163,7 +100,7 @@ async def _allowable_ca(ctx: DmsContext, name: str) -> KnownCA:
 
 async def create_dms(cmd: CreateDMS, ctx: DmsContext) -> Outcome:
     store = ctx.deps.store
-    _csr(cmd.csr_pem)  # refuse garbage before asking the CA worker
+    csr(cmd.csr_pem)  # refuse garbage before asking the CA worker
     # Held to commit: a concurrent twin waits here, then finds the row, so no second
     # DMS certificate is signed for nothing.
     await store.lock_name(ctx.conn, cmd.name)
@@ -171,6 +108,8 @@ async def create_dms(cmd: CreateDMS, ctx: DmsContext) -> Outcome:
         raise DMSExists(cmd.name)
     for name in cmd.authorized_cas:
         await _allowable_ca(ctx, name)
+    if cmd.profile is not None:
+        await ctx.deps.cas.check_profile(cmd.profile)
     issued = await ctx.deps.cas.sign(
         ca=INTERNAL_CA,
         csr_pem=cmd.csr_pem,
@@ -184,9 +123,14 @@ async def create_dms(cmd: CreateDMS, ctx: DmsContext) -> Outcome:
             certificate_serial=issued.serial,
             certificate=x509.load_pem_x509_certificate(issued.certificate_pem.encode()),
             created_at=ctx.now,
+            allow_replace=cmd.allow_replace,
+            reenroll_window_days=cmd.reenroll_window_days,
+            revoke_on_reenroll=cmd.revoke_on_reenroll,
+            profile=cmd.profile,
+            require_pop=cmd.require_pop,
         ),
     )
-    return Outcome(view, [_message(ctx, "dms.create", f"dms/{view.name}", view)])
+    return Outcome(view, [message(ctx, DMS_CREATE, f"dms/{view.name}", view)])
 
 
 async def update_authorized_cas(cmd: UpdateAuthorizedCAs, ctx: DmsContext) -> Outcome:
@@ -207,6 +151,37 @@ async def update_authorized_cas(cmd: UpdateAuthorizedCAs, ctx: DmsContext) -> Ou
     return Outcome(updated, [_update(ctx, current, updated)])
 
 
+async def update_dms_policy(cmd: UpdateDMSPolicy, ctx: DmsContext) -> Outcome:
+    """Change what a DMS's devices may do: replace, when to renew, revoke on renewal,
+    under which issuance profile."""
+    if cmd.profile is not None:  # before the row lock: this asks the CA worker
+        await ctx.deps.cas.check_profile(cmd.profile)
+    store = ctx.deps.store
+    current = await store.get_dms(ctx.conn, cmd.name, lock=True)
+    if current is None:
+        raise DMSNotFound(cmd.name)
+    if current.status is DMSStatus.REVOKED:
+        raise DMSRevoked(cmd.name)
+    updated = await store.set_policy(
+        ctx.conn,
+        cmd.name,
+        allow_replace=current.allow_replace
+        if cmd.allow_replace is None
+        else cmd.allow_replace,
+        reenroll_window_days=current.reenroll_window_days
+        if cmd.reenroll_window_days is None
+        else cmd.reenroll_window_days,
+        revoke_on_reenroll=current.revoke_on_reenroll
+        if cmd.revoke_on_reenroll is None
+        else cmd.revoke_on_reenroll,
+        profile=cmd.profile or current.profile,
+        require_pop=current.require_pop if cmd.require_pop is None else cmd.require_pop,
+    )
+    if updated == current:
+        return Outcome(current)
+    return Outcome(updated, [_update(ctx, current, updated)])
+
+
 async def revoke_dms(cmd: RevokeDMS, ctx: DmsContext) -> Outcome:
     store = ctx.deps.store
     current = await store.get_dms(ctx.conn, cmd.name, lock=True)
@@ -216,16 +191,73 @@ async def revoke_dms(cmd: RevokeDMS, ctx: DmsContext) -> Outcome:
         raise AlreadyRevoked(cmd.name)
     updated = await store.revoke_dms(ctx.conn, cmd.name, reason=cmd.reason, now=ctx.now)
     # Its certificate is revoked at the CA as well, in this same transaction, so CRL and
-    # OCSP relying parties stop trusting it too (RFC 5280 §3.3).
-    serial = current.certificate_serial
-    revoke = _message(
-        ctx,
-        RevokeCertificate.TYPE,
-        f"certificate/{serial}",
-        RevokeCertificate(serial=serial, reason=cmd.reason),
-    )
-    await write_commands(ctx.conn, SCHEMA, [revoke])
+    # OCSP relying parties stop trusting it too (RFC 5280 §3.3); so is the one a
+    # renewal replaced while it still authenticates.
+    serials = [current.certificate_serial]
+    if current.previous_certificate_serial and (
+        current.previous_valid_until and current.previous_valid_until > ctx.now
+    ):
+        serials.append(current.previous_certificate_serial)
+    revocations = [
+        message(
+            ctx,
+            RevokeCertificate.TYPE,
+            f"certificate/{serial}",
+            RevokeCertificate(serial=serial, reason=cmd.reason),
+        )
+        for serial in serials
+    ]
+    await write_commands(ctx.conn, SCHEMA, revocations)
     return Outcome(updated, [_update(ctx, current, updated)])
+
+
+async def renew_dms(cmd: RenewDMS, ctx: DmsContext) -> Outcome:
+    """A new DMS certificate from its CSR; the old one authenticates the DMS for the
+    overlap (at most until it expires), so its factories can switch over."""
+    csr(cmd.csr_pem)  # refuse garbage before asking the CA worker
+    store = ctx.deps.store
+    current = await store.get_dms(ctx.conn, cmd.name, lock=True)
+    if current is None:
+        raise DMSNotFound(cmd.name)
+    if current.status is DMSStatus.REVOKED:
+        raise DMSRevoked(cmd.name)
+    issued = await ctx.deps.cas.sign(
+        ca=INTERNAL_CA,
+        csr_pem=cmd.csr_pem,
+        validity_days=ctx.deps.settings.dms_certificate_validity_days,
+    )
+    old = x509.load_pem_x509_certificate(current.certificate_pem.encode())
+    updated = await store.renew_certificate(
+        ctx.conn,
+        cmd.name,
+        serial=issued.serial,
+        certificate=x509.load_pem_x509_certificate(issued.certificate_pem.encode()),
+        previous_valid_until=min(
+            ctx.now + timedelta(days=cmd.overlap_days), old.not_valid_after_utc
+        ),
+    )
+    return Outcome(updated, [_update(ctx, current, updated)])
+
+
+async def transfer_device(cmd: TransferDevice, ctx: DmsContext) -> Outcome:
+    """An admin gives a device to another DMS, which alone enrolls it from now on."""
+    store = ctx.deps.store
+    target = await store.get_dms(ctx.conn, cmd.dms)
+    if target is None:
+        raise DMSNotFound(cmd.dms)
+    if target.status is DMSStatus.REVOKED:
+        raise DMSRevoked(cmd.dms)
+    previous = await store.get_owner(ctx.conn, cmd.device_id, lock=True)
+    if previous is not None and previous.dms == cmd.dms:
+        return Outcome(previous)
+    updated = await store.set_owner(ctx.conn, cmd.device_id, cmd.dms, ctx.now)
+    event = message(
+        ctx,
+        DeviceOwnershipUpdate.TYPE,
+        f"device/{cmd.device_id}",
+        DeviceOwnershipUpdate(previous=previous, updated=updated),
+    )
+    return Outcome(updated, [event])
 
 
 async def get_dms(query: GetDMS, ctx: DmsContext) -> Outcome:
@@ -240,161 +272,6 @@ async def list_dmss(query: ListDMSs, ctx: DmsContext) -> Outcome:
         ctx.conn, status=query.status, limit=query.limit, after=query.after
     )
     return Outcome(DMSs(items=items))
-
-
-# --- the enrollment pipeline -------------------------------------------------------
-
-_REFUSALS: Mapping[ErrorCode | None, type[Failure]] = {
-    ErrorCode.UNAUTHORIZED: NoClientCertificate,
-    ErrorCode.FORBIDDEN: EnrollmentForbidden,
-}
-
-
-def _enforce(decision: Decision) -> None:
-    if not decision.allowed:
-        raise _REFUSALS.get(decision.code, EnrollmentForbidden)(decision.reason)
-
-
-def _chain(pems: Sequence[str]) -> list[x509.Certificate]:
-    try:
-        return [x509.load_pem_x509_certificate(pem.encode()) for pem in pems]
-    except ValueError:
-        raise BadClientCertificate(
-            "the client certificate chain is not PEM X.509"
-        ) from None
-
-
-def _authorize_enrollment(
-    request: EnrollmentRequest,
-    chain: list[x509.Certificate],
-    dms: DMSRecord | None,
-    ctx: DmsContext,
-) -> str:
-    """RFC 7030 §3.3.2: the DMS authenticates with its certificate; returns its name."""
-    _enforce(
-        authorize_enrollment(
-            chain,
-            dms_manager_ca=ctx.deps.dms_manager_ca,
-            dms=dms,
-            label=request.label,
-            # A revoked DMS certificate marks its DMS revoked, which refuses it.
-            revoked_serials=frozenset(),
-            now=ctx.now,
-        )
-    )
-    assert dms is not None  # noqa: S101 - authorization found the DMS holding the leaf
-    return dms.name
-
-
-@dataclass(frozen=True, slots=True)
-class _Presented:
-    """An EST request as read: its CSR, the device it names, the TLS client chain."""
-
-    csr: x509.CertificateSigningRequest
-    identity: DeviceIdentity
-    chain: list[x509.Certificate]
-
-    @property
-    def dms_serial(self) -> str | None:
-        """The serial to find a DMS by (the leaf of the chain), when one is given."""
-        return certificate_serial(self.chain[0]) if self.chain else None
-
-
-def _presented(request: EnrollmentRequest) -> _Presented:
-    # The proof of possession is the CA worker's to check, and it does before it signs
-    # (as the gateway did before asking): a third ECDSA verification here would be
-    # about a tenth of this worker's CPU per enrollment.
-    csr = _csr(request.csr_pem, check_signature=False)
-    try:
-        identity = device_identity(csr)
-    except CSRRejected as exc:
-        raise BadCSR(str(exc)) from None
-    return _Presented(csr, identity, _chain(request.client_certificate_chain_pem))
-
-
-async def authorize_request(request: EnrollmentRequest, ctx: DmsContext) -> Outcome:
-    """Authorize an EST request; forward it to the CA worker, which replies to the gateway."""
-    return (await authorize_requests([(request, ctx)]))[0]
-
-
-async def authorize_requests(
-    items: Sequence[tuple[EnrollmentRequest, DmsContext]],
-) -> list[Outcome]:
-    """EST requests that arrived together: what they need from the database is read
-    with one statement; a refusal of any sends each through ``authorize_request``."""
-    ctx = items[0][1]
-    presented = [_presented(request) for request, _ in items]
-    facts = await ctx.deps.store.enrollment_facts(
-        ctx.conn,
-        [
-            (
-                None if request.kind is EnrollmentKind.REENROLL else p.dms_serial,
-                p.identity.device_id,
-            )
-            for (request, _), p in zip(items, presented, strict=True)
-        ],
-    )
-    return [
-        await _authorized(request, p, dms, decommissioned, item_ctx)
-        for (request, item_ctx), p, (dms, decommissioned) in zip(
-            items, presented, facts, strict=True
-        )
-    ]
-
-
-async def _authorized(
-    request: EnrollmentRequest,
-    presented: _Presented,
-    dms_record: DMSRecord | None,
-    decommissioned: bool,
-    ctx: DmsContext,
-) -> Outcome:
-    """The decision on one request, given what the database holds: the enrollment
-    for the CA worker to sign, or the refusal (a ``Failure``) that names why."""
-    identity, chain = presented.identity, presented.chain
-    # RFC 7030 §3.2.2: the label names the CA; an unknown one is not found.
-    label = await ctx.deps.cas.get(request.label)
-    dms: str | None = None
-    replaces: str | None = None
-    if request.kind is EnrollmentKind.REENROLL:
-        # RFC 7030 §4.2.2: the device authenticates with the certificate it renews.
-        leaf = chain[0] if chain else None
-        _enforce(
-            authorize_reenrollment(
-                leaf,
-                csr=presented.csr,
-                issuing_ca=label.certificate,
-                device_decommissioned=decommissioned,
-                revoked_serials=frozenset(),  # the CA worker checks it is not revoked
-                now=ctx.now,
-            )
-        )
-        assert leaf is not None  # noqa: S101 - authorization refuses None
-        replaces = certificate_serial(leaf)
-    else:
-        dms = _authorize_enrollment(request, chain, dms_record, ctx)
-        if decommissioned:
-            raise EnrollmentForbidden(
-                f"device {identity.device_id!r} is decommissioned"
-            )
-    if label.internal:
-        raise EnrollmentForbidden(
-            f"CA {label.name!r} is internal: devices do not enroll with it"
-        )
-    issue = IssueCertificate(
-        ca=label.name,
-        csr_pem=request.csr_pem,
-        request_id=request.request_id,
-        device_id=identity.device_id,
-        slot=identity.slot,
-        dms=dms,
-        replaces=replaces,
-    )
-    return Outcome(
-        forward=_message(
-            ctx, IssueCertificate.TYPE, f"device/{identity.device_id}", issue
-        )
-    )
 
 
 # --- events of other workers ---------------------------------------------------------
@@ -418,7 +295,7 @@ async def announce_enrollment(certificate: CertificateView, ctx: DmsContext) -> 
     # redelivery announces again, under the same id (one event per certificate).
     event_id = str(uuid.uuid5(_ANNOUNCEMENTS, f"{model.TYPE}/{certificate.serial}"))
     return Outcome(
-        events=[_message(ctx, model.TYPE, f"dms/{certificate.dms}", data, id_=event_id)]
+        events=[message(ctx, model.TYPE, f"dms/{certificate.dms}", data, id_=event_id)]
     )
 
 
@@ -441,6 +318,8 @@ async def revoke_dms_of_certificate(
     ):
         return Outcome()
     store = ctx.deps.store
+    # A certificate a renewal replaced stops authenticating its DMS; nothing more.
+    await store.end_overlap(ctx.conn, certificate.serial, ctx.now)
     current = await store.get_dms_by_serial(ctx.conn, certificate.serial, lock=True)
     if current is None or current.status is DMSStatus.REVOKED:
         return Outcome()
@@ -451,6 +330,20 @@ async def revoke_dms_of_certificate(
         now=certificate.revoked_at or ctx.now,
     )
     return Outcome(events=[_update(ctx, current, updated)])
+
+
+async def record_registration(
+    update: DeviceOwnershipUpdate, ctx: DmsContext
+) -> Outcome:
+    """``device.ownership.update`` without a previous owner: the device worker
+    registered a device for a DMS, which owns it unless a DMS enrolled it first. (With
+    a previous owner it is this worker's own transfer, already applied.)"""
+    if update.previous is None:
+        owner = update.updated
+        await ctx.deps.store.record_registration(
+            ctx.conn, owner.device_id, owner.dms, owner.since
+        )
+    return Outcome()
 
 
 async def record_decommission(device: DeviceView, ctx: DmsContext) -> Outcome:
@@ -474,11 +367,15 @@ HANDLERS: Mapping[str, Route] = {
     CreateDMS.TYPE: Route(CreateDMS, create_dms),
     UpdateAuthorizedCAs.TYPE: Route(UpdateAuthorizedCAs, update_authorized_cas),
     RevokeDMS.TYPE: Route(RevokeDMS, revoke_dms),
+    RenewDMS.TYPE: Route(RenewDMS, renew_dms),
+    TransferDevice.TYPE: Route(TransferDevice, transfer_device),
+    UpdateDMSPolicy.TYPE: Route(UpdateDMSPolicy, update_dms_policy),
     GetDMS.TYPE: Route(GetDMS, get_dms, writes=False),
     ListDMSs.TYPE: Route(ListDMSs, list_dmss, writes=False),
     EnrollmentRequest.TYPE: Route(
         EnrollmentRequest, authorize_request, writes=False, many=authorize_requests
     ),
+    AuthorizeEnrollment.TYPE: Route(AuthorizeEnrollment, authorize_only, writes=False),
 }
 
 EVENT_HANDLERS: Mapping[str, Route] = {
@@ -492,6 +389,7 @@ EVENT_HANDLERS: Mapping[str, Route] = {
         CertificateStatusUpdate, revoke_dms_of_certificate
     ),
     DEVICE_DECOMMISSIONED: Route(DeviceView, record_decommission),
+    DeviceOwnershipUpdate.TYPE: Route(DeviceOwnershipUpdate, record_registration),
     DeviceStatusUpdate.TYPE: Route(DeviceStatusUpdate, record_decommission_update),
 }
 

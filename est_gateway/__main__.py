@@ -13,9 +13,11 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from contracts.ca import CAs, CAStatusUpdate, CAView, ListCAs
+from contracts.dms import DMS_CREATE, DMSs, DMSUpdate, DMSView, ListDMSs
 from contracts.envelope import CloudEvent, new_message
 from contracts.names import Topology
 from est_gateway.app import SOURCE, GatewayDeps, create_app
+from est_gateway.pop import PopPolicy
 from est_gateway.server import EstSite, quiet_client_disconnects
 from est_gateway.settings import Settings
 from est_gateway.tls import ServerCredentials, server_context
@@ -85,6 +87,54 @@ def _catch_up_after_reconnect(
     return loop
 
 
+async def _follow_dmss(bus: Bus, policy: PopPolicy) -> None:
+    """Which DMSs require proof-of-possession linking (for /csrattrs): subscribe
+    first, then read the list (``_list_dmss``), so nothing is missed."""
+
+    async def on_event(message: AbstractIncomingMessage) -> None:
+        async with message.process(requeue=False):
+            try:
+                event = CloudEvent.model_validate_json(message.body)
+                if event.type == DMS_CREATE:
+                    policy.learn(DMSView.model_validate(event.data))
+                elif event.type == DMSUpdate.TYPE:
+                    policy.learn(DMSUpdate.model_validate(event.data).updated)
+            except ValidationError as exc:
+                log.warning("dms_event_ignored", error=str(exc).splitlines()[0])
+
+    # Not dms.#: that would bring every enrollment's dms.enroll to the gateway.
+    for type_ in (DMS_CREATE, DMSUpdate.TYPE):
+        await bus.subscribe(type_, on_event)
+
+
+async def _list_dmss(bus: Bus, policy: PopPolicy) -> None:
+    """Learn the DMSs that exist already; in the background, as the DMS worker may
+    start after the gateway."""
+    after: str | None = None
+    while True:
+        query = new_message(
+            type_=ListDMSs.TYPE,
+            source=SOURCE,
+            data=ListDMSs(limit=1000, after=after),
+            now=datetime.now(UTC),
+        )
+        try:
+            reply = await bus.request(query, timeout=30)
+        except (BusUnavailable, RequestTimeout):
+            # Not fatal: /csrattrs learns each DMS from its next event.
+            log.warning("dms_list_unanswered")
+            return
+        if not reply.ok:
+            log.warning("dms_list_refused", error=str(reply.error))
+            return
+        page = DMSs.model_validate(reply.result).items
+        for view in page:
+            policy.learn(view)
+        if len(page) < 1000:
+            return
+        after = page[-1].name
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Serve HTTPS until ``stop`` is set."""
     if settings.est_tls_cert_file and settings.est_tls_key_file:
@@ -108,8 +158,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await _follow_cas(bus, trust)
         supervisor.start("trust-catch-up", _catch_up_after_reconnect(bus, trust))
+        deps = GatewayDeps(settings, bus, trust)
+        await _follow_dmss(bus, deps.pop)
+        supervisor.start("dms-listing", lambda: _list_dmss(bus, deps.pop))
         runner = web.AppRunner(
-            create_app(GatewayDeps(settings, bus, trust)),
+            create_app(deps),
             access_log=None,
             keepalive_timeout=settings.est_idle_timeout_seconds,
         )

@@ -5,28 +5,27 @@ render. No PKI decisions here: the DMS worker authorizes and the CA worker signs
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import ipaddress
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from contracts.ca import CertificateView
-from contracts.dms import EnrollmentKind, EnrollmentRequest
-from contracts.envelope import new_message
+from contracts.dms import AuthorizeEnrollment, EnrollmentKind, EnrollmentRequest
+from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode
-from est_gateway import wire
+from est_gateway import keygen as keygen_rules
+from est_gateway import pop, proxies, retries, wire
 from est_gateway.errors import (
-    BadRequest,
     EstError,
     Forbidden,
     NotFound,
@@ -35,6 +34,8 @@ from est_gateway.errors import (
     Unauthorized,
     Unavailable,
 )
+from est_gateway.keygen import KeyGenerator
+from est_gateway.pop import PopPolicy
 from est_gateway.settings import Settings
 from est_gateway.trust import TrustStore
 from runtime.bus import Bus, RequestTimeout
@@ -70,6 +71,14 @@ class GatewayDeps:
     generated_keys: OrderedDict[str, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey] = (
         field(default_factory=OrderedDict)
     )
+    # Made from settings when not given: serverkeygen's threads, a few at a time.
+    keygen: KeyGenerator | None = None
+    # Labels whose DMSs require proof-of-possession linking, fed by DMS events.
+    pop: PopPolicy = field(default_factory=PopPolicy)
+
+    def __post_init__(self) -> None:
+        if self.keygen is None:
+            self.keygen = KeyGenerator(self.settings.est_keygen_concurrency)
 
 
 DEPS = web.AppKey("deps", GatewayDeps)
@@ -87,22 +96,57 @@ def _label(request: web.Request) -> str:
     return label
 
 
-def _client_chain(request: web.Request) -> list[x509.Certificate]:
-    """The client certificate: from the TLS session, or from a trusted proxy's header."""
-    deps = request.app[DEPS]
-    header = request.headers.get(deps.settings.est_client_cert_header)
-    if header is not None and request.remote is not None:
-        try:
-            remote = ipaddress.ip_address(request.remote)
-        except ValueError:
-            remote = None
-        if remote is not None and str(remote) in deps.settings.est_trusted_proxies:
-            return wire.client_cert_from_header(header)
+def _peer(request: web.Request) -> x509.Certificate | None:
+    """The certificate the TLS client presented, if any."""
     ssl_object = (
         request.transport.get_extra_info("ssl_object") if request.transport else None
     )
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    return [x509.load_der_x509_certificate(der)] if der else []
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def _from_proxy(request: web.Request, peer: x509.Certificate | None) -> bool:
+    """A client-certificate header from a proxy identified by its own certificate."""
+    deps = request.app[DEPS]
+    settings = deps.settings
+    return settings.est_client_cert_header in request.headers and (
+        proxies.is_trusted_proxy(
+            peer,
+            request.remote,
+            fingerprints=settings.est_trusted_proxy_certs,
+            proxy_ca=settings.est_trusted_proxy_ca,
+            addresses=settings.est_trusted_proxies,
+            trust=deps.trust,
+        )
+    )
+
+
+def _pop_linked(request: web.Request, csr: x509.CertificateSigningRequest) -> bool:
+    """RFC 7030 §3.5 on this request's own TLS connection (est_gateway.pop); behind a
+    trusted proxy the connection is the proxy's, so nothing is linked."""
+    ssl_object = (
+        request.transport.get_extra_info("ssl_object") if request.transport else None
+    )
+    header = request.app[DEPS].settings.est_client_cert_header
+    # The peer certificate is parsed again only when a proxy may be involved.
+    proxied = header in request.headers and _from_proxy(request, _peer(request))
+    return pop.linked(csr, ssl_object, proxied=proxied)
+
+
+def _client_chain(request: web.Request) -> list[x509.Certificate]:
+    """The client certificate: from the TLS session, or from a trusted proxy's header
+    (est_gateway.proxies); a CA revoked or expired since is no longer trusted."""
+    deps = request.app[DEPS]
+    peer = _peer(request)
+    if _from_proxy(request, peer):
+        chain = wire.client_cert_from_header(
+            request.headers[deps.settings.est_client_cert_header]
+        )
+    else:
+        chain = [peer] if peer is not None else []
+    if chain and (refusal := deps.trust.refusal(chain[0], datetime.now(UTC))):
+        raise Forbidden(refusal)
+    return chain
 
 
 async def _body(request: web.Request) -> bytes:
@@ -122,77 +166,35 @@ async def _body(request: web.Request) -> bytes:
         raise SlowRequest(f"the body did not arrive within {timeout:g} s") from None
 
 
-def _request_id(
-    kind: EnrollmentKind, label: str, csr_der: bytes, chain: list[x509.Certificate]
-) -> str:
-    digest = hashlib.sha256(f"{kind.value}\n{label}\n".encode())
-    digest.update(csr_der)
-    for certificate in chain[:1]:
-        digest.update(certificate.fingerprint(hashes.SHA256()))
-    return digest.hexdigest()
-
-
-def _server_key_and_csr(
-    deps: GatewayDeps, request_id: str, csr: x509.CertificateSigningRequest
+async def _server_key_and_csr(
+    deps: GatewayDeps,
+    enrollment: EnrollmentRequest,
+    csr: x509.CertificateSigningRequest,
 ) -> tuple[
     ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, x509.CertificateSigningRequest
 ]:
-    """RFC 7030 §4.4.1: the server makes the key; the client's CSR names the subject."""
-    key = deps.generated_keys.get(request_id)
+    """RFC 7030 §4.4.1: the server makes the key; the client's CSR names the subject.
+
+    A key type outside the allowed set is refused first (400), then the DMS worker
+    authorizes the request, and only then is a key generated (in a thread, a few at a
+    time): an unauthorized client or an absurd key size costs no key generation.
+    """
+    keygen = deps.keygen
+    assert keygen is not None  # noqa: S101 - made in __post_init__
+    key_type = keygen_rules.key_type_of(csr)
+    key = deps.generated_keys.get(enrollment.request_id)
     if key is None:
-        public = csr.public_key()
-        if isinstance(public, rsa.RSAPublicKey):
-            key = rsa.generate_private_key(
-                public_exponent=65537, key_size=public.key_size
-            )
-        elif isinstance(public, ec.EllipticCurvePublicKey):
-            key = ec.generate_private_key(public.curve)
-        else:
-            raise BadRequest("serverkeygen needs an EC or RSA key type in the CSR")
-        deps.generated_keys[request_id] = key
+        await _authorize_first(deps, enrollment)
+        key = await keygen.generate(key_type)
+        deps.generated_keys[enrollment.request_id] = key
         while len(deps.generated_keys) > _SERVERKEYGEN_KEYS:
             deps.generated_keys.popitem(last=False)
-    builder = x509.CertificateSigningRequestBuilder().subject_name(csr.subject)
-    try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        builder = builder.add_extension(san.value, critical=san.critical)
-    except x509.ExtensionNotFound:
-        pass
-    return key, builder.sign(key, hashes.SHA256())
+    return key, await keygen.csr_for(key, csr)
 
 
-async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
-    deps = request.app[DEPS]
-    label = _label(request)
-    csr = wire.decode_pkcs10_body(
-        await _body(request), request.headers.get("Content-Type")
-    )
-    chain = _client_chain(request)
-    if not chain:
-        raise Unauthorized("a TLS client certificate is required to enroll", _CHALLENGE)
-    csr_der = csr.public_bytes(serialization.Encoding.DER)
-    request_id = _request_id(kind, label, csr_der, chain)
-    structlog.contextvars.bind_contextvars(label=label, request_id=request_id[:16])
-    key = None
-    if kind is EnrollmentKind.SERVERKEYGEN:
-        key, csr = _server_key_and_csr(deps, request_id, csr)
-    enrollment = EnrollmentRequest(
-        kind=kind,
-        label=label,
-        csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
-        client_certificate_chain_pem=[
-            c.public_bytes(serialization.Encoding.PEM).decode() for c in chain
-        ],
-        request_id=request_id,
-    )
-    message = new_message(
-        type_=EnrollmentRequest.TYPE,
-        source=SOURCE,
-        data=enrollment,
-        now=datetime.now(UTC),
-        subject=f"ca/{label}",
-        correlation_id=str(uuid.uuid4()),
-    )
+async def _ask(deps: GatewayDeps, message: CloudEvent) -> Any:
+    """Send a request down the pipeline; its result, or the refusal as an EstError:
+    no answer within EST_WAIT_SECONDS is 202, a bus failure 503 (RFC 7030 §4.2.3)."""
     try:
         reply = await deps.bus.request(message, timeout=deps.settings.est_wait_seconds)
     except RequestTimeout:
@@ -204,24 +206,98 @@ async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
                 deps.settings.est_retry_after_seconds,
             ) from exc
         raise
-    if not reply.ok:
-        assert reply.error is not None  # noqa: S101 - guaranteed by Reply when not ok
+    if reply.error is not None:
         status = _STATUS[reply.error.code]
         if status == 401:
             raise Unauthorized(reply.error.message, _CHALLENGE)
         if status == 403:
             raise Forbidden(reply.error.message)
         raise EstError(status, reply.error.message)
-    issued = CertificateView.model_validate(reply.result)
+    return reply.result
+
+
+async def _authorize_first(deps: GatewayDeps, enrollment: EnrollmentRequest) -> None:
+    """``enrollment.authorize``: refused as the enrollment itself would be."""
+    request = AuthorizeEnrollment.model_validate(enrollment.model_dump())
+    message = new_message(
+        type_=AuthorizeEnrollment.TYPE,
+        source=SOURCE,
+        data=request,
+        now=datetime.now(UTC),
+        subject=f"ca/{enrollment.label}",
+        correlation_id=str(uuid.uuid4()),
+    )
+    await _ask(deps, message)
+
+
+async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
+    deps = request.app[DEPS]
+    label = _label(request)
+    csr = wire.decode_pkcs10_body(
+        await _body(request), request.headers.get("Content-Type")
+    )
+    chain = _client_chain(request)
+    if not chain:
+        raise Unauthorized("a TLS client certificate is required to enroll", _CHALLENGE)
+    request_id = retries.request_id(kind.value, label, csr, chain)
+    structlog.contextvars.bind_contextvars(label=label, request_id=request_id[:16])
+    pop_linked = _pop_linked(request, csr)
+    key = None
+    if kind is EnrollmentKind.SERVERKEYGEN:
+        asked = EnrollmentRequest(
+            kind=kind,
+            label=label,
+            csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
+            client_certificate_chain_pem=[
+                c.public_bytes(serialization.Encoding.PEM).decode() for c in chain
+            ],
+            request_id=request_id,
+            pop_linked=pop_linked,
+        )
+        key, csr = await _server_key_and_csr(deps, asked, csr)
+    enrollment = EnrollmentRequest(
+        kind=kind,
+        label=label,
+        csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
+        client_certificate_chain_pem=[
+            c.public_bytes(serialization.Encoding.PEM).decode() for c in chain
+        ],
+        request_id=request_id,
+        pop_linked=pop_linked,
+    )
+    message = new_message(
+        type_=EnrollmentRequest.TYPE,
+        source=SOURCE,
+        data=enrollment,
+        now=datetime.now(UTC),
+        subject=f"ca/{label}",
+        correlation_id=str(uuid.uuid4()),
+    )
+    issued = CertificateView.model_validate(await _ask(deps, message))
     structlog.contextvars.bind_contextvars(
         serial=issued.serial, device=issued.device_id
     )
     certificate = x509.load_pem_x509_certificate(issued.certificate_pem.encode())
+    _check_issued_key(certificate, csr)
     if key is not None:
         deps.generated_keys.pop(request_id, None)
         content_type, body = wire.encode_serverkeygen(key, certificate)
         return web.Response(body=body, headers={"Content-Type": content_type})
     return _certificates([certificate], request)
+
+
+def _check_issued_key(
+    certificate: x509.Certificate, csr: x509.CertificateSigningRequest
+) -> None:
+    """The certificate the pipeline returns must carry the CSR's key: a client given
+    another key's certificate would present an identity it cannot prove."""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    issued = certificate.public_key().public_bytes(serialization.Encoding.DER, spki)
+    if issued != csr.public_key().public_bytes(serialization.Encoding.DER, spki):
+        log.error("issued_key_mismatch", serial=format(certificate.serial_number, "x"))
+        raise EstError(
+            502, "the issued certificate does not carry the CSR's key; it was withheld"
+        )
 
 
 def _certificates(certs: list[x509.Certificate], request: web.Request) -> web.Response:
@@ -249,9 +325,11 @@ async def cacerts(request: web.Request) -> web.Response:
 async def csrattrs(request: web.Request) -> web.Response:
     """RFC 7030 §4.5: what the server wants in a CSR; 204 when nothing."""
     _label(request)
-    oids = [
-        x509.ObjectIdentifier(o) for o in request.app[DEPS].settings.est_csr_attributes
-    ]
+    deps = request.app[DEPS]
+    oids = [x509.ObjectIdentifier(o) for o in deps.settings.est_csr_attributes]
+    # RFC 7030 §3.5: ask for linking where a DMS requires it.
+    if deps.pop.required_for(_label(request)) and pop.CHALLENGE_PASSWORD not in oids:
+        oids.append(pop.CHALLENGE_PASSWORD)
     body = wire.encode_csrattrs(oids)
     if body is None:
         return web.Response(status=204)

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from est_gateway.proxies import fingerprint
 from runtime.settings import BusSettings, LogSettings
 
 __all__ = ["Settings"]
@@ -56,7 +57,15 @@ class Settings(BusSettings, LogSettings):
     est_max_connections: int = Field(default=1024, ge=1, le=1_000_000)
     # Client-certificate headers are honoured only from these proxy addresses.
     est_trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A proxy is identified by its own TLS client certificate: its SHA-256
+    # fingerprint, or the CA (by name) that issued it (est_gateway.proxies).
+    est_trusted_proxy_certs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list
+    )
+    est_trusted_proxy_ca: str | None = None
     est_client_cert_header: str = "x-forwarded-client-cert"
+    # serverkeygen key generations at once (each in a thread); more requests wait.
+    est_keygen_concurrency: int = Field(default=2, ge=1, le=64)
     # OIDs a client should put in its CSR (RFC 7030 §4.5); empty: csrattrs answers 204.
     est_csr_attributes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -65,8 +74,17 @@ class Settings(BusSettings, LogSettings):
         return self.est_workers or os.cpu_count() or 1
 
     _split = field_validator(
-        "est_server_names", "est_trusted_proxies", "est_csr_attributes", mode="before"
+        "est_server_names",
+        "est_trusted_proxies",
+        "est_csr_attributes",
+        "est_trusted_proxy_certs",
+        mode="before",
     )(_comma_list)
+
+    @field_validator("est_trusted_proxy_certs")
+    @classmethod
+    def _fingerprints(cls, value: list[str]) -> list[str]:
+        return [fingerprint(text) for text in value]
 
     @field_validator("est_trusted_proxies")
     @classmethod

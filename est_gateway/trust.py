@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from contracts.ca import CAView
+from contracts.ca import CAView, CertificateStatus
 
 __all__ = ["KnownCA", "TrustStore"]
 
@@ -45,6 +46,21 @@ class TrustStore:
 
     def get(self, name: str) -> KnownCA | None:
         return self._cas.get(name)
+
+    def refusal(self, leaf: x509.Certificate, now: datetime) -> str | None:
+        """Why a client certificate is no longer trusted: its CA (known by subject) was
+        revoked or has expired since the TLS layer was told to trust it (OpenSSL keeps
+        a trust anchor once loaded, so this is checked per request, from the latest
+        ca.status.update)."""
+        for known in self._cas.values():
+            if known.certificate.subject != leaf.issuer:
+                continue
+            view = known.view
+            if view.status is CertificateStatus.REVOKED:
+                return f"the client certificate was issued by CA {view.name!r}, which is revoked"
+            if view.status is CertificateStatus.EXPIRED or view.not_after <= now:
+                return f"the client certificate was issued by CA {view.name!r}, which has expired"
+        return None
 
     def chain(self, name: str) -> list[x509.Certificate]:
         """The CA's certificate and its parents up to the self-signed root (RFC 7030 §4.1.3)."""

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from contracts.asyncapi import asyncapi_document
 from contracts.ca import (
+    INTERNAL_CA,
     CAs,
     CAView,
     Certificates,
@@ -38,9 +39,26 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import alerts, cloud, engine, enrollment, render, sweep, validation
+from lamassu_cli import (
+    alerts,
+    cloud,
+    engine,
+    enrollment,
+    profiles,
+    render,
+    sweep,
+    validation,
+)
 from lamassu_cli.client import Client, CliError, CliSettings
-from lamassu_cli.commands import add_command, days, output, reason, warning_days
+from lamassu_cli.commands import (
+    add_command,
+    confirmed,
+    days,
+    destructive,
+    output,
+    reason,
+    warning_days,
+)
 from lamassu_cli.up import configured_services, up
 from runtime.bus import BusUnavailable, RequestTimeout
 from runtime.dispatch import first_error
@@ -61,6 +79,8 @@ async def ca_create(args: argparse.Namespace, client: Client) -> None:
             validity_days=args.validity,
             engine=args.engine,
             about_to_expire_days=args.about_to_expire,
+            profile=args.profile,
+            path_length=args.path_length,
         )
     )
     output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
@@ -81,13 +101,17 @@ async def ca_show(args: argparse.Namespace, client: Client) -> None:
 
 async def ca_update(args: argparse.Namespace, client: Client) -> None:
     result = await client.call(
-        UpdateCA(name=args.name, about_to_expire_days=args.about_to_expire)
+        UpdateCA(
+            name=args.name, about_to_expire_days=args.about_to_expire, force=args.force
+        )
     )
     output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
 
 
 async def ca_revoke(args: argparse.Namespace, client: Client) -> None:
-    result = await client.call(RevokeCA(name=args.name, reason=args.reason))
+    result = await client.call(
+        RevokeCA(name=args.name, reason=args.reason, force=args.force)
+    )
     output(args, result, lambda r: render.ca_detail(CAView.model_validate(r)))
 
 
@@ -97,7 +121,13 @@ async def cert_sign(args: argparse.Namespace, client: Client) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read CSR file {args.csr}: {exc}", exit_code=2) from None
     result = await client.call(
-        SignCertificate(ca=args.ca, csr_pem=csr, validity_days=args.validity)
+        SignCertificate(
+            ca=args.ca,
+            csr_pem=csr,
+            validity_days=args.validity,
+            profile=args.profile,
+            cap_validity=args.cap_validity,
+        )
     )
     output(args, result, lambda r: r["certificate_pem"].rstrip("\n"))
 
@@ -193,6 +223,12 @@ def _register_certificates(groups: Any) -> None:
     p.add_argument("--ca", required=True)
     p.add_argument("--csr", required=True, help="PEM or DER file")
     p.add_argument("--validity", type=days, default=365)
+    p.add_argument("--profile", help="issuance profile (default: the CA's)")
+    p.add_argument(
+        "--cap-validity",
+        action="store_true",
+        help="cut a validity beyond the profile's or the CA's instead of refusing",
+    )
     p = add_command(cert, "show", cert_show, "show a certificate")
     p.add_argument("serial")
     p.add_argument("--pem", action="store_true")
@@ -203,6 +239,7 @@ def _register_certificates(groups: Any) -> None:
     p = add_command(cert, "revoke", cert_revoke, "revoke a certificate")
     p.add_argument("serial")
     p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+    destructive(p, lambda a: f"Revoke certificate {a.serial}?")
 
     events = groups.add_parser("events", help="event stream").add_subparsers(
         dest="action", required=True
@@ -241,10 +278,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="its certificates turn ABOUT_TO_EXPIRE this long before expiry "
         "(default 30d; 0d: no warning)",
     )
+    p.add_argument("--profile", help="issuance profile of its leaves (default client)")
+    p.add_argument(
+        "--path-length",
+        type=int,
+        choices=range(11),
+        metavar="N",
+        help="CAs allowed below it (RFC 5280 pathLenConstraint; default: no limit)",
+    )
     p = add_command(ca, "update", ca_update, "change a CA's about-to-expire threshold")
     p.add_argument("name")
     p.add_argument(
         "--about-to-expire", type=warning_days, required=True, help="e.g. 45d"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help=f"needed to turn off {INTERNAL_CA}'s warning (0d)",
     )
     add_command(ca, "list", ca_list, "list CAs")
     p = add_command(ca, "show", ca_show, "show a CA")
@@ -253,11 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(ca, "revoke", ca_revoke, "revoke a CA and everything it issued")
     p.add_argument("name")
     p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+    destructive(
+        p,
+        lambda a: f"Revoke CA {a.name} and every certificate it and its CAs issued?",
+        force=f"needed for {INTERNAL_CA}: revoking it revokes every DMS",
+    )
 
     _register_certificates(groups)
     p = add_command(groups, "wait", wait_ready, "wait until the workers answer")
     p.add_argument("--timeout", type=float, default=60.0)
     enrollment.register(groups)
+    profiles.register(groups)
     sweep.register(groups)
     engine.register(groups)
     cloud.register(groups)
@@ -272,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace, settings: CliSettings) -> None:
+    if (refusal := confirmed(args)) is not None:  # before anything is sent
+        raise CliError(refusal, exit_code=2)
     client = await Client.connect(settings)
     try:
         await args.func(args, client)

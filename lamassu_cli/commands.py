@@ -5,13 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from contracts.ca import RevocationReason
 from lamassu_cli.client import Client
 
-__all__ = ["Command", "add_command", "days", "output", "reason", "warning_days"]
+__all__ = [
+    "Command",
+    "add_command",
+    "confirmed",
+    "days",
+    "destructive",
+    "output",
+    "reason",
+    "warning_days",
+]
 
 Command = Callable[[argparse.Namespace, Client], Awaitable[None]]
 
@@ -29,6 +39,38 @@ def add_command(
     )
     parser.set_defaults(func=func)
     return parser
+
+
+def destructive(
+    parser: argparse.ArgumentParser,
+    question: Callable[[argparse.Namespace], str],
+    *,
+    force: str | None = None,
+) -> None:
+    """Mark a subcommand that cannot be undone: it asks ``question`` first, unless
+    ``--yes`` is given (scripts). ``force`` documents a ``--force`` it also takes."""
+    parser.add_argument(
+        "--yes", action="store_true", help="do it without asking (cannot be undone)"
+    )
+    if force is not None:
+        parser.add_argument("--force", action="store_true", help=force)
+    parser.set_defaults(question=question)
+
+
+def confirmed(args: argparse.Namespace) -> str | None:
+    """None when the command may run; otherwise why it may not (one line).
+
+    Asks on the terminal; without one (a script, a pipe) only ``--yes`` confirms.
+    """
+    question = getattr(args, "question", None)
+    if question is None or args.yes:
+        return None
+    if not sys.stdin.isatty():
+        return f"{question(args)} Not confirmed: pass --yes to do it without a terminal"
+    answer = input(f"{question(args)} This cannot be undone. [y/N] ")
+    if answer.strip().lower() in {"y", "yes"}:
+        return None
+    return "not confirmed; nothing was done"
 
 
 def output(args: argparse.Namespace, result: Any, human: Callable[[Any], str]) -> None:

@@ -74,6 +74,7 @@ def ca_detail(ca: CAView) -> str:
         ("not before", _date(ca.not_before)),
         ("not after", _date(ca.not_after)),
         ("warns", f"{ca.about_to_expire_days} days before expiry"),
+        ("profile", ca.profile or "client"),
     ]
     if ca.revoked_at is not None:
         rows.append(("revoked", f"{_date(ca.revoked_at)} ({ca.revocation_reason})"))
@@ -116,7 +117,26 @@ def dms_detail(dms: DMSView) -> str:
         ("allowed CAs", ", ".join(dms.authorized_cas)),
         ("serial", dms.certificate_serial),
         ("created", _date(dms.created_at)),
+        ("replace", "allowed" if dms.allow_replace else "refused"),
+        ("pop link", "required" if dms.require_pop else "optional"),
+        (
+            "renewal",
+            (
+                "any time"
+                if dms.reenroll_window_days == 0
+                else f"{dms.reenroll_window_days} days before expiry"
+            )
+            + (", revokes the old" if dms.revoke_on_reenroll else ", keeps the old"),
+        ),
     ]
+    if dms.previous_certificate_serial and dms.previous_valid_until:
+        rows.append(
+            (
+                "previous",
+                f"{dms.previous_certificate_serial} until "
+                + _date(dms.previous_valid_until),
+            )
+        )
     if dms.revoked_at is not None:
         rows.append(("revoked", f"{_date(dms.revoked_at)} ({dms.revocation_reason})"))
     return "\n".join(f"{k:<11} {v}" for k, v in rows)

@@ -341,9 +341,10 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def gateway_running(
-    backends: Backends, tls_dir: Path, **overrides: Any
+    backends: Backends, tls_dir: Path, **overrides: object
 ) -> AsyncIterator[Gateway]:
-    """The EST gateway in-process over real TLS on a free loopback port."""
+    """The EST gateway in-process over real TLS on a free loopback port; ``overrides``
+    are more of its settings."""
     from est_gateway.__main__ import serve
     from est_gateway.settings import Settings
 
@@ -356,8 +357,7 @@ async def gateway_running(
         est_host="127.0.0.1",
         est_port=port,
         est_tls_dir=tls_dir,
-        est_wait_seconds=15,
-        **overrides,
+        **({"est_wait_seconds": 15} | overrides),  # type: ignore[arg-type]
     )
     async with running(serve, settings) as task:
         async with asyncio.timeout(60):

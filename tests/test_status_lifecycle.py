@@ -223,8 +223,9 @@ async def device(world: World, device_id: str) -> DeviceView:
 
 async def test_expiry_and_reenrollment(world: World) -> None:
     """ACTIVE -> ABOUT_TO_EXPIRE (device requires action) -> re-enrollment (fully
-    provisioned again) -> the old certificate expires without touching the device ->
-    the new one warns and expires (device with warnings)."""
+    provisioned again; the old certificate is revoked as superseded, the DMS's default)
+    -> a sweep past its expiry leaves the device alone -> the new one warns and
+    expires (device with warnings)."""
     device_id = unique("walk")
     first, identity = await enroll(world, device_id)
     first_serial = hex_serial(first)
@@ -241,8 +242,17 @@ async def test_expiry_and_reenrollment(world: World) -> None:
         world, device_id, DeviceStatus.REQUIRES_ACTION, DeviceStatus.FULLY_PROVISIONED
     )
 
+    superseded = await world.events.wait_for(
+        "certificate.status.update",
+        f"certificate/{first_serial}",
+        lambda d: d["updated"]["status"] == REVOKED.value,
+    )
+    assert ("ABOUT_TO_EXPIRE", "superseded") == (
+        superseded.data["previous"]["status"],
+        superseded.data["updated"]["revocation_reason"],
+    )
+
     await sweep(world, 366 * DAY)
-    await certificate_moved(world, first_serial, ABOUT, EXPIRED)
     current = await device(world, device_id)
     assert DeviceStatus.FULLY_PROVISIONED is current.status
     assert [hex_serial(second)] == [slot.certificate_serial for slot in current.slots]

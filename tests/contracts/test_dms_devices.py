@@ -57,6 +57,8 @@ DECOMMISSIONED_VIEW = DEVICE_VIEW.model_copy(
     update={"status": devices.DeviceStatus.DECOMMISSIONED, "decommissioned_at": NOW}
 )
 
+OWNERSHIP = dms.DeviceOwnership(device_id="dev-1", dms="dms-2", since=NOW)
+
 # One instance of every model the two modules export.
 SAMPLES: dict[type[BaseModel], BaseModel] = {
     dms.CreateDMS: dms.CreateDMS(
@@ -96,6 +98,24 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
     ),
     devices.DeviceIdentityUpdate: devices.DeviceIdentityUpdate(
         previous=DEVICE_VIEW, updated=DEVICE_VIEW
+    ),
+    dms.TransferDevice: dms.TransferDevice(device_id="dev-1", dms="dms-2"),
+    dms.RenewDMS: dms.RenewDMS(name="dms-1", csr_pem=PEM, overlap_days=3),
+    dms.AuthorizeEnrollment: dms.AuthorizeEnrollment(
+        kind=dms.EnrollmentKind.SERVERKEYGEN,
+        label="device-ca",
+        csr_pem=PEM,
+        request_id=CSR_ID,
+    ),
+    dms.EnrollmentAuthorization: dms.EnrollmentAuthorization(
+        device_id="dev-1", slot="default", dms="dms-1"
+    ),
+    dms.UpdateDMSPolicy: dms.UpdateDMSPolicy(
+        name="dms-1", reenroll_window_days=30, revoke_on_reenroll=False
+    ),
+    dms.DeviceOwnership: OWNERSHIP,
+    dms.DeviceOwnershipUpdate: dms.DeviceOwnershipUpdate(
+        previous=None, updated=OWNERSHIP
     ),
 }
 SAMPLE_IDS = [model.__name__ for model in SAMPLES]
@@ -162,6 +182,11 @@ def test_models_round_trip_json(instance: BaseModel) -> None:
         (devices.ListDevices, "device.list"),
         (devices.DeviceStatusUpdate, "device.status.update"),
         (devices.DeviceIdentityUpdate, "device.identity.update"),
+        (dms.TransferDevice, "dms.transfer-device"),
+        (dms.UpdateDMSPolicy, "dms.update-policy"),
+        (dms.RenewDMS, "dms.renew"),
+        (dms.AuthorizeEnrollment, "enrollment.authorize"),
+        (dms.DeviceOwnershipUpdate, "device.ownership.update"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, type) else value,
 )
@@ -182,6 +207,21 @@ def test_register_device_defaults_to_one_default_slot() -> None:
 
 
 INVALID: dict[str, tuple[type[BaseModel], dict[str, Any], str]] = {
+    "policy update that changes nothing": (
+        dms.UpdateDMSPolicy,
+        {"name": "dms-1"},
+        "nothing to change",
+    ),
+    "negative re-enrollment window": (
+        dms.UpdateDMSPolicy,
+        {"name": "dms-1", "reenroll_window_days": -1},
+        "greater than or equal to 0",
+    ),
+    "transfer to a DMS named with a space": (
+        dms.TransferDevice,
+        {"device_id": "dev-1", "dms": "dms 2"},
+        "String should match pattern",
+    ),
     "DMS without authorized CAs": (
         dms.CreateDMS,
         {"name": "dms-1", "authorized_cas": []},

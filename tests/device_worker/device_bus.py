@@ -19,7 +19,8 @@ from cryptography.x509.oid import NameOID
 
 from contracts.ca import CAView, CertificateStatus, CertificateView, IssueCertificate
 from contracts.devices import DeviceStatus, DeviceView, GetDevice
-from contracts.envelope import CloudEvent
+from contracts.dms import DMS_CREATE, DMSStatus, DMSView
+from contracts.envelope import CloudEvent, new_message
 from contracts.errors import Reply
 from runtime.bus import Bus
 from runtime.settings import BusSettings
@@ -188,3 +189,22 @@ async def publish_raw(
                 while (dead_body := await dead_bodies.get()) not in bodies:
                     pass
         return [answered[c] for c in correlations], dead_body
+
+
+async def known_dms(
+    bus: Bus, db: asyncpg.Pool, name: str, *, revoked: bool = False
+) -> None:
+    """Tell the device worker a DMS exists (the dms.create / dms.update it projects),
+    and wait until it has committed it."""
+    now = datetime.now(UTC)
+    view = DMSView(
+        name=name,
+        status=DMSStatus.REVOKED if revoked else DMSStatus.ACTIVE,
+        authorized_cas=["any"],
+        certificate_serial="0a",
+        certificate_pem="-",
+        created_at=now,
+    )
+    event = new_message(type_=DMS_CREATE, source="tests", data=view, now=now)
+    await bus.publish(bus.topology.events, event)
+    await processed(db, event.id)

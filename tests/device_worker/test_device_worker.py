@@ -47,6 +47,7 @@ from tests.device_worker.device_bus import (
     envelope_bytes,
     get,
     issue,
+    known_dms,
     processed,
     publish_raw,
     status_change,
@@ -89,9 +90,10 @@ def revoked(event: CloudEvent) -> tuple[str, str | None]:
 # --- commands and queries ----------------------------------------------------------
 
 
-async def test_register_then_get(bus: Bus, events: EventLog) -> None:
+async def test_register_then_get(bus: Bus, events: EventLog, db: asyncpg.Pool) -> None:
     """A registered device is pending with empty slots, and device.create shows it."""
     device_id = unique("meter")
+    await known_dms(bus, db, "plant-7")
     reply = await call(
         bus, RegisterDevice(id=device_id, dms="plant-7", slots=["default", "tpm"])
     )
@@ -186,6 +188,39 @@ async def test_list_filters_by_status_and_pages_by_id(
     assert ids[2] == (await listed(after=ids[1], limit=1))[0]
     assert [ids[1]] == await listed(status=DECOMMISSIONED, after=prefix, limit=1)
     assert ids[2] == (await listed(status=PENDING, after=ids[0], limit=1))[0]
+
+
+@pytest.mark.parametrize(
+    ("known", "revoked", "code", "reason"),
+    [
+        (False, False, ErrorCode.NOT_FOUND, "no DMS named"),
+        (True, True, ErrorCode.CONFLICT, "is revoked"),
+    ],
+    ids=["no-such-dms", "revoked-dms"],
+)
+async def test_register_refuses_a_dms_that_cannot_own_it(
+    bus: Bus,
+    db: asyncpg.Pool,
+    device_service: None,
+    *,
+    known: bool,
+    revoked: bool,
+    code: ErrorCode,
+    reason: str,
+) -> None:
+    """device register --dms names an existing, unrevoked DMS, or nothing is stored."""
+    dms, device_id = unique("dms"), unique("pump")
+    if known:
+        await known_dms(bus, db, dms, revoked=revoked)
+    reply = await call(bus, RegisterDevice(id=device_id, dms=dms))
+    assert not reply.ok
+    assert reply.error is not None
+    assert code is reply.error.code
+    assert reason in reply.error.message
+    assert dms in reply.error.message
+    missing = await call(bus, GetDevice(id=device_id))
+    assert missing.error is not None
+    assert ErrorCode.NOT_FOUND is missing.error.code
 
 
 # --- status from certificate events ------------------------------------------------

@@ -18,8 +18,11 @@ from contracts.errors import ErrorCode
 from dms_worker.authorization import (
     Decision,
     DMSRecord,
+    RenewalPolicy,
     authorize_enrollment,
+    authorize_owner,
     authorize_reenrollment,
+    authorize_renewal_window,
     certificate_serial,
 )
 
@@ -434,3 +437,52 @@ def test_certificate_serial(serial: int, expected: str) -> None:
     actual = certificate_serial(certificate)
 
     assert expected == actual
+
+
+@pytest.mark.parametrize(
+    ("dms", "owner", "allowed"),
+    [("dms-a", "dms-a", True), ("dms-b", "dms-a", False)],
+    ids=["owner", "another-dms"],
+)
+def test_authorize_owner(dms: str, owner: str, allowed: bool) -> None:
+    """Only the owning DMS enrolls a device; the refusal names the owner and the rule."""
+    decision = authorize_owner("pump-1", dms=dms, owner=owner)
+    assert allowed == decision.allowed
+    if not allowed:
+        assert ErrorCode.FORBIDDEN is decision.code
+        assert "belongs to DMS 'dms-a', not 'dms-b'" in decision.reason
+        assert "registered or first enrolled" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("window_days", "days_left", "allowed"),
+    [(0, 300, True), (30, 31, False), (30, 30, True), (30, 1, True)],
+    ids=["any-time", "day-before-window", "window-opens", "inside"],
+)
+def test_authorize_renewal_window(
+    window_days: int,
+    days_left: int,
+    allowed: bool,
+) -> None:
+    """Re-enrollment opens ``window_days`` before expiry (0: any time)."""
+    not_after = NOW + days_left * DAY
+    presented = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dev-1")]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca")]))
+        .public_key(_KEY.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(not_after)
+        .sign(_KEY, hashes.SHA256())
+    )
+    decision = authorize_renewal_window(
+        presented, policy=RenewalPolicy(window_days), dms="dms-a", now=NOW
+    )
+    assert allowed == decision.allowed
+    if not allowed:
+        assert "re-enrollment opens 30 days before expiry" in decision.reason
+        assert "'dms-a'" in decision.reason
+
+
+_KEY = ec.generate_private_key(ec.SECP256R1())

@@ -253,6 +253,10 @@ async def test_enroll_reenroll_rekey_and_serverkeygen(stage: Stage, bus: Bus) ->
     assert certificate.public_key() == renewed.public_key()
     assert certificate.serial_number != renewed.serial_number
 
+    # The renewal superseded the first certificate: the device rekeys with the new one.
+    (directory / "device.pem").write_bytes(
+        renewed.public_bytes(serialization.Encoding.PEM)
+    )
     rekey, _ = openssl_csr(directory, device_id)
     status, _, payload = await est.enroll(
         stage.ca.name, rekey, device, "simplereenroll"

@@ -1,0 +1,70 @@
+"""What every DMS handler is given: its dependencies, built once in ``__main__``, and
+the per-message context; and the two things every handler module builds from them,
+outgoing messages and parsed CSRs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from cryptography import x509
+from pydantic import BaseModel
+
+from contracts.envelope import CloudEvent, new_message
+from dms_worker.authorization import CSRRejected, load_csr
+from dms_worker.ca_client import CAClient
+from dms_worker.errors import BadCSR
+from dms_worker.settings import Settings
+from dms_worker.store import Store
+
+__all__ = ["SOURCE", "DmsContext", "DmsDeps", "csr", "message"]
+
+SOURCE = "service/dms"
+
+
+@dataclass(frozen=True, slots=True)
+class DmsDeps:
+    """What every DMS handler may use, built once in ``__main__``'s setup."""
+
+    store: Store
+    cas: CAClient  # the bus to the CA worker, with its cache of CA certificates
+    dms_manager_ca: x509.Certificate
+    settings: Settings
+
+
+@dataclass(frozen=True, slots=True)
+class DmsContext:
+    """Per message: the connection (in a transaction when the route writes), the clock
+    reading, the causing request."""
+
+    conn: asyncpg.Connection
+    now: datetime
+    correlation_id: str | None
+    deps: DmsDeps
+
+
+def message(
+    ctx: DmsContext,
+    type_: str,
+    subject: str,
+    data: BaseModel,
+    *,
+    id_: str | None = None,
+) -> CloudEvent:
+    return new_message(
+        type_=type_,
+        source=SOURCE,
+        subject=subject,
+        data=data,
+        now=ctx.now,
+        correlation_id=ctx.correlation_id,
+        id_=id_,
+    )
+
+
+def csr(pem: str, *, check_signature: bool = True) -> x509.CertificateSigningRequest:
+    try:
+        return load_csr(pem.encode(), check_signature=check_signature)
+    except CSRRejected as exc:
+        raise BadCSR(str(exc)) from None
