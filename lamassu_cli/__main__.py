@@ -39,6 +39,7 @@ from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
 from lamassu_cli import alerts, cloud, engine, enrollment, render, sweep, validation
+from lamassu_cli import setup as bus_setup
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import add_command, days, output, reason, warning_days
 from lamassu_cli.up import configured_services, up
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     cloud.register(groups)
     alerts.register(groups)
     validation.register(groups)
+    bus_setup.register(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True
@@ -286,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Groups that do not use the bus: they report and exit themselves.
     offline = {"engine": engine.run_check, "ocsp": validation.run_ocsp_status}
+    offline["bus"] = bus_setup.run_bus_setup
     if args.group in offline:
         sys.exit(offline[args.group](args))
     try:
