@@ -88,37 +88,45 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+def trust_backends() -> Iterator[tuple[Backends, Identities]]:
+    """A fresh database and prefix, and broker identities for them."""
+    with isolated_backends() as backends, broker_identities(backends.prefix) as ids:
+        yield backends, ids
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    trust_backends: tuple[Backends, Identities],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Stack]:
     """Workers and gateway in-process, each with its own broker user."""
     from ca_worker.__main__ import serve as serve_ca
     from ca_worker.settings import Settings as CaSettings
     from tests.conftest import wait_until_answered
 
-    with isolated_backends() as backends, broker_identities(backends.prefix) as ids:
-        keys = tmp_path_factory.mktemp("trust-keys")
-        ca = worker_settings(
-            CaSettings, backends, amqp_url=ids.url("ca-worker"), gopem_data=keys
-        )
-        async with contextlib.AsyncExitStack() as started:
-            task = await started.enter_async_context(running(serve_ca, ca))
-            admin = await Bus.connect(ids.url("admin"), Topology(backends.prefix))
-            started.push_async_callback(admin.close)
-            await wait_until_answered(admin, task)
-            for package, role in (
-                ("dms_worker", "dms-worker"),
-                ("device_worker", "device-worker"),
-            ):
-                await started.enter_async_context(
-                    _worker(package, backends, ids.url(role))
-                )
-            gateway = await started.enter_async_context(
-                gateway_running(
-                    backends,
-                    tmp_path_factory.mktemp("trust-tls"),
-                    amqp_url=ids.url("est-gateway"),
-                )
+    backends, ids = trust_backends
+    keys = tmp_path_factory.mktemp("trust-keys")
+    ca = worker_settings(
+        CaSettings, backends, amqp_url=ids.url("ca-worker"), gopem_data=keys
+    )
+    async with contextlib.AsyncExitStack() as started:
+        task = await started.enter_async_context(running(serve_ca, ca))
+        admin = await Bus.connect(ids.url("admin"), Topology(backends.prefix))
+        started.push_async_callback(admin.close)
+        await wait_until_answered(admin, task)
+        for package, role in (
+            ("dms_worker", "dms-worker"),
+            ("device_worker", "device-worker"),
+        ):
+            await started.enter_async_context(_worker(package, backends, ids.url(role)))
+        gateway = await started.enter_async_context(
+            gateway_running(
+                backends,
+                tmp_path_factory.mktemp("trust-tls"),
+                amqp_url=ids.url("est-gateway"),
             )
-            yield Stack(backends, ids, gateway, admin)
+        )
+        yield Stack(backends, ids, gateway, admin)
 
 
 @contextlib.asynccontextmanager
