@@ -15,6 +15,7 @@ from contracts.senders import (
     IDENTITIES,
     OWNERS,
     SENDERS,
+    Kind,
     answerers,
     may_send,
     role_of,
@@ -161,7 +162,9 @@ def test_topic_write_is_exactly_what_the_table_allows() -> None:
     topology = Topology()
     for role in IDENTITIES:
         for entry in topic_permissions(role, topology):
-            kind = "commands" if entry["exchange"] == topology.commands else "events"
+            kind: Kind = (
+                "commands" if entry["exchange"] == topology.commands else "events"
+            )
             for type_ in SENDERS[kind]:
                 allowed = re.fullmatch(entry["write"], type_) is not None
                 assert may_send(role, kind, type_) == allowed, (role, type_)

@@ -14,7 +14,7 @@ import asyncio
 import ssl
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -123,7 +123,9 @@ async def _dead_lettered(stack: Stack, role: str, queue: str, message_id: str) -
                 return True
 
 
-def _audited(logs: list[dict[str, Any]], sender: str, type_: str, id_: str) -> bool:
+def _audited(
+    logs: Sequence[MutableMapping[str, Any]], sender: str, type_: str, id_: str
+) -> bool:
     return any(
         e["event"] == "sender_refused"
         and e.get("sender") == sender
