@@ -16,6 +16,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -30,9 +31,16 @@ from pydantic import BaseModel
 from structlog.testing import capture_logs
 
 from contracts.ca import CAStatusUpdate, CAView, CreateCA, IssueCertificate, RevokeCA
+from contracts.devices import DeviceStatus
 from contracts.dms import EnrollmentKind, EnrollmentRequest
 from contracts.envelope import new_message
 from contracts.errors import ErrorCode, Reply
+from tests.est_gateway.test_gateway import (
+    device_status,
+    new_stage,
+    openssl_csr,
+    single_certificate,
+)
 from tests.pki import call, csr_pem, make_csr, unique
 from tests.trust.conftest import Stack
 
@@ -306,3 +314,22 @@ async def test_the_genuine_path_still_works(stack: Stack, ca_view: CAView) -> No
     assert reply.ok, reply.error
     await stack.gateway.knows(CAView.model_validate(reply.result).name)
     assert 200 == (await _cacerts(stack, ca_view.name))[0]
+
+
+async def test_a_device_enrolls_under_the_identities(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """EST enrollment end to end: gateway -> DMS worker -> CA worker, each under its
+    own user; the CA worker's reply to the gateway's request (forwarded by the DMS
+    worker) is believed, and the device worker records the device."""
+    stage = await new_stage(stack.admin, stack.gateway, tmp_path)
+    device_id = unique("sensor")
+    body, _key = openssl_csr(tmp_path, device_id)
+    status, _headers, payload = await stage.est.enroll(
+        stage.ca.name, body, stage.dms_identity
+    )
+    assert 200 == status, payload
+    certificate = single_certificate(payload)
+    name = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    assert device_id == name[0].value
+    await device_status(stack.admin, device_id, DeviceStatus.FULLY_PROVISIONED)
