@@ -39,9 +39,12 @@ from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
 from lamassu_cli import alerts, cloud, engine, enrollment, render, sweep, validation
-from lamassu_cli import setup as bus_setup
+from lamassu_cli.bus_setup import register as register_bus
+from lamassu_cli.bus_setup import run_bus_setup
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import add_command, days, output, reason, warning_days
+from lamassu_cli.db_setup import register as register_db
+from lamassu_cli.db_setup import run_db_setup
 from lamassu_cli.up import configured_services, up
 from runtime.bus import BusUnavailable, RequestTimeout
 from runtime.dispatch import first_error
@@ -264,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     cloud.register(groups)
     alerts.register(groups)
     validation.register(groups)
-    bus_setup.register(groups)
+    register_bus(groups)
+    register_db(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True
@@ -288,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Groups that do not use the bus: they report and exit themselves.
     offline = {"engine": engine.run_check, "ocsp": validation.run_ocsp_status}
-    offline["bus"] = bus_setup.run_bus_setup
+    offline["bus"] = run_bus_setup
+    offline["db"] = run_db_setup
     if args.group in offline:
         sys.exit(offline[args.group](args))
     try:

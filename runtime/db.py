@@ -97,8 +97,15 @@ def discover_migrations(package: str) -> list[Migration]:
 
 
 def _plumbing(schema: str) -> str:
+    # Not CREATE SCHEMA IF NOT EXISTS: PostgreSQL checks CREATE on the database before
+    # it looks for the schema, and a worker's role (lamassu db setup) owns its schema
+    # but may create none.
     return f"""
-    CREATE SCHEMA IF NOT EXISTS {schema};
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = '{schema}') THEN
+            CREATE SCHEMA {schema};
+        END IF;
+    END $$;
     CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
         version integer PRIMARY KEY,
         name text NOT NULL,

@@ -72,6 +72,8 @@ class Backends:
             AMQP_URL=AMQP_URL,
             AMQP_PREFIX=self.prefix,
             LOG_FORMAT="json",
+            # No credentials directory: ``lamassu up`` children share these settings.
+            LAMASSU_CREDENTIALS=os.devnull,
         )
         env.update(extra)
         return env

@@ -12,16 +12,19 @@ import importlib
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
+import asyncpg
 import pytest
 
 from contracts.names import Topology
 from contracts.senders import IDENTITIES
+from lamassu_cli.bus_setup import import_definitions
+from lamassu_cli.db_setup import WORKER_SCHEMAS, setup_roles
 from lamassu_cli.identities import definitions
-from lamassu_cli.setup import import_definitions
 from runtime.bus import Bus
 from tests.conftest import (
     AMQP_URL,
@@ -87,16 +90,54 @@ class Stack:
     admin: Bus
 
 
+@contextlib.contextmanager
+def database_roles(backends: Backends) -> Iterator[dict[str, str]]:
+    """``lamassu db setup``'s roles in this run's database (role name by identity);
+    dropped afterwards with what they own (roles are per cluster)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+
+    async def run(work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+        conn = await asyncpg.connect(
+            host=backends.pg_host,
+            port=backends.pg_port,
+            user=backends.pg_user,
+            database=backends.database,
+        )
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    passwords = {identity: uuid.uuid4().hex for identity in WORKER_SCHEMAS}
+    names: dict[str, str] = asyncio.run(
+        run(lambda conn: setup_roles(conn, prefix, passwords))
+    )
+
+    async def drop(conn: asyncpg.Connection) -> None:
+        for name in names.values():
+            await conn.execute(f"DROP OWNED BY {name} CASCADE")
+            await conn.execute(f"DROP ROLE {name}")
+
+    try:
+        yield names
+    finally:
+        asyncio.run(run(drop))
+
+
 @pytest.fixture(scope="module")
-def trust_backends() -> Iterator[tuple[Backends, Identities]]:
-    """A fresh database and prefix, and broker identities for them."""
-    with isolated_backends() as backends, broker_identities(backends.prefix) as ids:
-        yield backends, ids
+def trust_backends() -> Iterator[tuple[Backends, Identities, dict[str, str]]]:
+    """A fresh database and prefix, broker identities and database roles for them."""
+    with (
+        isolated_backends() as backends,
+        broker_identities(backends.prefix) as ids,
+        database_roles(backends) as roles,
+    ):
+        yield backends, ids, roles
 
 
 @pytest.fixture(scope="module")
 async def stack(
-    trust_backends: tuple[Backends, Identities],
+    trust_backends: tuple[Backends, Identities, dict[str, str]],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
     """Workers and gateway in-process, each with its own broker user."""
@@ -104,10 +145,14 @@ async def stack(
     from ca_worker.settings import Settings as CaSettings
     from tests.conftest import wait_until_answered
 
-    backends, ids = trust_backends
+    backends, ids, roles = trust_backends
     keys = tmp_path_factory.mktemp("trust-keys")
     ca = worker_settings(
-        CaSettings, backends, amqp_url=ids.url("ca-worker"), gopem_data=keys
+        CaSettings,
+        backends,
+        amqp_url=ids.url("ca-worker"),
+        postgres_username=roles["ca-worker"],
+        gopem_data=keys,
     )
     async with contextlib.AsyncExitStack() as started:
         task = await started.enter_async_context(running(serve_ca, ca))
@@ -118,7 +163,9 @@ async def stack(
             ("dms_worker", "dms-worker"),
             ("device_worker", "device-worker"),
         ):
-            await started.enter_async_context(_worker(package, backends, ids.url(role)))
+            await started.enter_async_context(
+                _worker(package, backends, ids.url(role), roles[role])
+            )
         gateway = await started.enter_async_context(
             gateway_running(
                 backends,
@@ -130,11 +177,15 @@ async def stack(
 
 
 @contextlib.asynccontextmanager
-async def _worker(package: str, backends: Backends, url: str) -> AsyncIterator[None]:
+async def _worker(
+    package: str, backends: Backends, url: str, database_role: str
+) -> AsyncIterator[None]:
     """A worker in-process under its identity, once it consumes its commands."""
     main = importlib.import_module(f"{package}.__main__")
     settings_class = importlib.import_module(f"{package}.settings").Settings
-    settings = worker_settings(settings_class, backends, amqp_url=url)
+    settings = worker_settings(
+        settings_class, backends, amqp_url=url, postgres_username=database_role
+    )
     schema = {"dms_worker": "dms", "device_worker": "devices"}[package]
     async with running(main.serve, settings) as task:
         bus = await Bus.connect(url, Topology(backends.prefix))

@@ -22,42 +22,10 @@ from urllib.parse import quote, unquote, urlsplit
 
 from contracts.names import Topology
 from contracts.senders import IDENTITIES
+from lamassu_cli.credentials import env_file, read_env, write_env
 from lamassu_cli.identities import definitions
 
-__all__ = [
-    "credentials",
-    "env_file",
-    "import_definitions",
-    "read_env",
-    "register",
-    "run_bus_setup",
-]
-
-
-def env_file(directory: Path, role: str) -> Path:
-    return directory / f"{role}.env"
-
-
-def read_env(path: Path) -> dict[str, str]:
-    """``KEY=value`` lines (systemd ``EnvironmentFile=`` and compose ``env_file``)."""
-    if not path.exists():
-        return {}
-    found = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.lstrip().startswith("#"):
-            found[key.strip()] = value.strip()
-    return found
-
-
-def write_env(path: Path, values: Mapping[str, str]) -> None:
-    """Write ``values`` over what the file holds, created with mode 0600 (secrets)."""
-    merged = read_env(path) | dict(values)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as out:
-        out.writelines(f"{key}={value}\n" for key, value in merged.items())
-    path.chmod(0o600)  # a file that existed keeps its mode through O_CREAT
+__all__ = ["credentials", "import_definitions", "register", "run_bus_setup"]
 
 
 def credentials(
@@ -141,7 +109,9 @@ def register(groups: Any) -> None:
     p.add_argument("--port", type=int, default=5672)
     p.add_argument("--scheme", choices=["amqp", "amqps"], default="amqp")
     p.add_argument(
-        "--credentials", default="credentials", help="directory of <role>.env files"
+        "--credentials",
+        default=os.environ.get("LAMASSU_CREDENTIALS") or ".run/credentials",
+        help="directory of <role>.env files (LAMASSU_CREDENTIALS)",
     )
     p.add_argument("--rabbitmqctl", default="rabbitmqctl")
     p.add_argument(
