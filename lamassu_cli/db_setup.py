@@ -112,6 +112,8 @@ def run_db_setup(
 ) -> int:
     """Make the roles, write their passwords; the exit status."""
     try:
+        for schema in WORKER_SCHEMAS.values():
+            role_name(args.role_prefix, schema)  # before connecting: a usage error
         done = asyncio.run(_setup(args, environ))
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"error: unavailable: {args.dsn_name}: {exc}", file=sys.stderr)
