@@ -134,7 +134,6 @@ OWNERS: Mapping[str, str] = {
 }
 
 _ADMIN_ONLY = frozenset({ADMIN})
-_CA_CLIENTS = frozenset({ADMIN, DMS, VA, CLOUD, GATEWAY})
 
 _COMMAND_SENDERS: Mapping[str, frozenset[str]] = {
     "ca.create": _ADMIN_ONLY,

@@ -18,7 +18,13 @@ from typing import Any
 from contracts.names import Topology
 from contracts.senders import IDENTITIES, OWNERS, SENDERS, Kind
 
-__all__ = ["definitions", "password_hash", "permissions", "topic_permissions"]
+__all__ = [
+    "definitions",
+    "markdown_table",
+    "password_hash",
+    "permissions",
+    "topic_permissions",
+]
 
 # Matches no routing key: a topic permission that allows nothing. An empty regex
 # would not do: RabbitMQ reads a missing topic permission as "everything allowed".
@@ -142,3 +148,17 @@ def definitions(
             )
         ],
     }
+
+
+def markdown_table() -> str:
+    """The README's table of identities, from the same table as everything else."""
+    rows = [
+        "| identity | may send commands | may send events | binds |",
+        "|---|---|---|---|",
+    ]
+    for role, identity in IDENTITIES.items():
+        binds = ", ".join(f"{kind[:-1]} `{key}`" for kind, key in identity.binds)
+        commands = ", ".join(f"`{t}`" for t in _sends(role, "commands")) or "—"
+        events = ", ".join(f"`{t}`" for t in _sends(role, "events")) or "—"
+        rows.append(f"| `{role}` | {commands} | {events} | {binds or '—'} |")
+    return "\n".join(rows) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ from contracts.senders import (
 )
 from lamassu_cli.identities import (
     definitions,
+    markdown_table,
     password_hash,
     permissions,
     topic_permissions,
@@ -178,3 +180,12 @@ def test_definitions_name_users_with_the_prefix() -> None:
     assert [f"run.{role}" for role in IDENTITIES] == names
     assert {"v"} == {entry["vhost"] for entry in document["permissions"]}
     assert [{"name": "v"}] == document["vhosts"]
+
+
+def test_the_readme_table_is_derived_from_the_table() -> None:
+    """README's identity table is what ``markdown_table`` makes of contracts/senders.py."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("<!-- generated from contracts/senders.py")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- end of generated table -->")
+    assert markdown_table() == readme[start:end]
