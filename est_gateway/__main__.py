@@ -115,6 +115,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     runner: web.AppRunner | None = None
     supervisor = Supervisor()
+    bus.warn_if_unchecked()
     try:
         await _follow_cas(bus, trust)
         supervisor.start("trust-catch-up", _catch_up_after_reconnect(bus, trust))

@@ -86,7 +86,7 @@ class Bus:
         self.user = user
         # Senders are checked when this process runs as an identity of the
         # deployment; a bus shared under one user (``guest`` in development) cannot
-        # tell senders apart, and says so at connect.
+        # tell senders apart, and a consuming process says so (warn_if_unchecked).
         self.checks_senders = role_of(user, topology.prefix) is not None
         self._reply_queue: AbstractQueue | None = None
         self._pending: dict[str, tuple[asyncio.Future[Reply], str]] = {}
@@ -113,14 +113,16 @@ class Bus:
             )
         }
         user = unquote(urlsplit(url).username or "") or None
-        bus = cls(connection, channel, topology, exchanges, user)
-        if not bus.checks_senders:
+        return cls(connection, channel, topology, exchanges, user)
+
+    def warn_if_unchecked(self) -> None:
+        """Say once, in a process that consumes, that it cannot tell senders apart."""
+        if not self.checks_senders:
             log.warning(
                 "sender_check_off",
-                user=user,
+                user=self.user,
                 reason="not an identity of contracts/senders.py (lamassu bus setup)",
             )
-        return bus
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (quick and synchronous: set an event) each time the robust

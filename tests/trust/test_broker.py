@@ -21,6 +21,7 @@ from contracts.envelope import new_message
 from contracts.errors import ErrorCode, Reply
 from contracts.names import Topology
 from runtime.bus import Bus
+from tests.conftest import AMQP_URL, Backends
 from tests.trust.conftest import Identities, broker_identities
 
 pytestmark = [pytest.mark.rabbitmq]
@@ -202,3 +203,23 @@ async def test_a_reply_from_a_role_that_does_not_own_the_request_is_ignored(
         assert [f"{PREFIX}dms-worker"] == [e["sender"] for e in refused]
     finally:
         await admin.close()
+
+
+async def test_only_an_identity_checks_senders(
+    identities: Identities, backends: Backends
+) -> None:
+    """A bus connected as a deployment identity checks senders; one connected as any
+    other user (guest) cannot, and a consuming process says so once."""
+    as_admin = await Bus.connect(identities.url("admin"), TOPOLOGY)
+    as_guest = await Bus.connect(AMQP_URL, Topology(backends.prefix))
+    try:
+        assert (as_admin.checks_senders, as_guest.checks_senders) == (True, False)
+        with capture_logs() as logs:
+            as_admin.warn_if_unchecked()
+            as_guest.warn_if_unchecked()
+        assert [("sender_check_off", "guest")] == [
+            (e["event"], e["user"]) for e in logs
+        ]
+    finally:
+        await as_admin.close()
+        await as_guest.close()
