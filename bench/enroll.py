@@ -6,7 +6,11 @@ at each concurrency, runs a fixed number of enrollments with a new TLS connectio
 request and with keep-alive, and prints enrollments/s, p50/p99 latency and the ratio.
 
     .venv/bin/python bench/enroll.py [--count 300] [--concurrency 1,8,32] [--gateways N]
-        [--systems lamassu,openbao] [--modes new,keep-alive]
+        [--systems lamassu,openbao] [--modes new,keep-alive] [--shared-identity]
+
+Our services run under their own broker identities (``lamassu bus setup`` in a vhost
+of the run, with rabbitmqctl), as deployed; ``--shared-identity`` runs them all as
+AMQP_URL's user instead (no sender checks), the set-up before issue 13.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -48,7 +53,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from contracts.names import Topology
+from contracts.senders import IDENTITIES
 from est_gateway.tls import ServerCredentials, server_context
+from lamassu_cli.credentials import read_env
+from lamassu_cli.up import IDENTITY_OF
 from runtime.bus import remove_topology
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +192,7 @@ async def drive(  # noqa: PLR0917 - a benchmark knob list
 
 @contextlib.asynccontextmanager
 async def lamassu_stack(
-    workdir: Path, gateways: int = 1
+    workdir: Path, gateways: int = 1, *, identities: bool = True
 ) -> AsyncIterator[tuple[dict[str, str], Processes]]:
     """The PKI's processes; ``gateways`` EST gateway processes share the port."""
     database = f"lamassu_bench_{uuid.uuid4().hex[:8]}"
@@ -207,9 +215,13 @@ async def lamassu_stack(
     )
     log = (workdir / "services.log").open("ab")
     services = ["ca_worker", "dms_worker", "device_worker"] + ["est_gateway"] * gateways
+    vhost = f"bench-{prefix.rstrip('.')}"
+    own = dict.fromkeys(services, env)
+    if identities:
+        own, env = _identities(workdir, env, vhost, prefix, services)
     children = [
         subprocess.Popen(
-            [PYTHON, "-m", name], env=env, cwd=ROOT, stdout=log, stderr=log
+            [PYTHON, "-m", name], env=own[name], cwd=ROOT, stdout=log, stderr=log
         )
         for name in services
     ]
@@ -270,8 +282,37 @@ async def lamassu_stack(
         log.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.close()
-        topology = Topology(prefix)
-        await remove_topology(AMQP_URL, topology, topology.worker_queues())
+        if identities:
+            users = [["delete_user", f"{prefix}{role}"] for role in IDENTITIES]
+            for command in (["delete_vhost", vhost], *users):
+                subprocess.run(
+                    ["rabbitmqctl", "-q", *command], check=False, capture_output=True
+                )
+        else:
+            topology = Topology(prefix)
+            await remove_topology(AMQP_URL, topology, topology.worker_queues())
+
+
+def _identities(
+    workdir: Path, env: dict[str, str], vhost: str, prefix: str, services: list[str]
+) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """``lamassu bus setup`` for this run; each service's environment, and the
+    admin's (for the CLI)."""
+    credentials = workdir / "credentials"
+    broker = urlsplit(AMQP_URL)
+    subprocess.run(
+        [
+            PYTHON, "-m", "lamassu_cli", "bus", "setup",
+            "--vhost", vhost, "--prefix", prefix, "--credentials", str(credentials),
+            "--host", broker.hostname or "127.0.0.1", "--port", str(broker.port or 5672),
+        ],
+        env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def of(role: str) -> dict[str, str]:
+        return env | read_env(credentials / f"{role}.env")
+
+    return {name: of(IDENTITY_OF[name]) for name in services}, of("admin")
 
 
 def lamassu_context(workdir: Path) -> ssl.SSLContext:
@@ -545,7 +586,9 @@ async def measure(  # noqa: PLR0917 - a benchmark knob list
 
 
 async def run_lamassu(workdir: Path, args: argparse.Namespace) -> list[Result]:
-    async with lamassu_stack(workdir, args.gateways) as (env, processes):
+    async with lamassu_stack(
+        workdir, args.gateways, identities=not args.shared_identity
+    ) as (env, processes):
         url = env["URL"]
         return await measure(
             "lamassu",
@@ -665,6 +708,11 @@ async def main() -> None:
         "--modes",
         default="new,keep-alive",
         help="comma-separated: new (a new TLS connection per request), keep-alive",
+    )
+    parser.add_argument(
+        "--shared-identity",
+        action="store_true",
+        help="every service as AMQP_URL's user (no sender checks): the comparison",
     )
     args = parser.parse_args()
     args.levels = [int(c) for c in args.concurrency.split(",")]

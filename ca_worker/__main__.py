@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
+import structlog
 
 from ca_worker.authorities import close_authorities, open_authorities
 from ca_worker.handlers import (
@@ -30,6 +31,8 @@ from runtime.worker import Plan, QueueSpec, serve_worker
 
 __all__ = ["main", "serve"]
 
+log = structlog.get_logger("ca_worker")
+
 
 async def serve(
     settings: Settings,
@@ -39,6 +42,8 @@ async def serve(
 ) -> None:
     """Run until ``stop`` is set. Tests call this in-process with their own settings
     and, to walk through expiry without waiting, their own ``clock``."""
+    for warning in settings.transport_warnings():
+        log.warning("insecure_setting", reason=warning)
     # Engines first: a wrong engine setting stops the process before anything else.
     authorities = await asyncio.to_thread(
         open_authorities, settings.engine_configs(), settings.va_url_for

@@ -9,8 +9,10 @@ class; ``lamassu engine check`` reads it alone.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, TypeAlias, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -63,6 +65,8 @@ class EngineSettings(BaseSettings):
     pkcs11_driver: Path | None = Field(default=None, validate_default=True)
     pkcs11_label: str | None = Field(default=None, validate_default=True)
     pkcs11_pin: SecretStr | None = Field(default=None, validate_default=True)
+    # Read before VAULT_ADDRESS, whose check it relaxes.
+    vault_allow_plain_http: bool = False
     vault_address: str | None = Field(default=None, validate_default=True)
     vault_token: SecretStr | None = None  # instead of AppRole: development and tests
     vault_role_id: str | None = Field(default=None, validate_default=True)
@@ -108,6 +112,38 @@ class EngineSettings(BaseSettings):
             )
         return value
 
+    @field_validator("vault_address", mode="after")
+    @classmethod
+    def _no_plain_http(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # The token (or AppRole secret) and every signing request would cross the
+        # network in clear: only a Vault on this host may be reached over http://.
+        if (
+            value is not None
+            and urlsplit(value).scheme == "http"
+            and not _loopback(value)
+            and not info.data.get("vault_allow_plain_http")
+        ):
+            raise PydanticCustomError(
+                "plain_http",
+                "http:// to a host other than this one sends the Vault token in "
+                "clear; use https:// (VAULT_CA), or set VAULT_ALLOW_PLAIN_HTTP=true",
+            )
+        return value
+
+    def transport_warnings(self) -> list[str]:
+        """What a deployment should not do, said once at start (DESIGN §2a)."""
+        found = []
+        if self.vault_unseal_key_file is not None and not (
+            self.vault_address is not None and _loopback(self.vault_address)
+        ):
+            found.append(
+                "VAULT_UNSEAL_KEY_FILE: the unseal keys of a Vault on another host are "
+                "kept on the CA host, which defeats sealing; for development only"
+            )
+        if self.vault_allow_plain_http:
+            found.append("VAULT_ALLOW_PLAIN_HTTP: the Vault token may cross in clear")
+        return found
+
     def engine_names(self) -> tuple[EngineName, ...]:
         """The default engine first, then the others, each once."""
         return tuple(dict.fromkeys((self.engine, *self.engines)))
@@ -144,6 +180,16 @@ class EngineSettings(BaseSettings):
             "ca": self.vault_ca,
             "unseal_key_file": self.vault_unseal_key_file,
         }
+
+
+def _loopback(address: str) -> bool:
+    host = urlsplit(address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _given(value: T | None, variable: str) -> T:

@@ -38,7 +38,17 @@ async def _follow_cas(bus: Bus, trust: TrustStore) -> None:
         async with message.process(requeue=False):
             try:
                 event = CloudEvent.model_validate_json(message.body)
-                if event.type == "ca.create":
+                refusal = bus.sender_refusal(message, event.type)
+                if refusal is not None:
+                    # A forged CA event would put a rogue root into the client trust.
+                    log.warning(
+                        "sender_refused",
+                        sender=message.user_id,
+                        type=event.type,
+                        id=event.id,
+                        reason=refusal,
+                    )
+                elif event.type == "ca.create":
                     trust.add(CAView.model_validate(event.data))
                 elif event.type == "ca.status.update":
                     trust.add(CAStatusUpdate.model_validate(event.data).updated)
@@ -155,6 +165,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     )
     runner: web.AppRunner | None = None
     supervisor = Supervisor()
+    bus.warn_if_unchecked()
     try:
         await _follow_cas(bus, trust)
         supervisor.start("trust-catch-up", _catch_up_after_reconnect(bus, trust))

@@ -49,6 +49,8 @@ from lamassu_cli import (
     sweep,
     validation,
 )
+from lamassu_cli.bus_setup import register as register_bus
+from lamassu_cli.bus_setup import run_bus_setup
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import (
     add_command,
@@ -59,6 +61,8 @@ from lamassu_cli.commands import (
     reason,
     warning_days,
 )
+from lamassu_cli.db_setup import register as register_db
+from lamassu_cli.db_setup import run_db_setup
 from lamassu_cli.up import configured_services, up
 from runtime.bus import BusUnavailable, RequestTimeout
 from runtime.dispatch import first_error
@@ -319,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     cloud.register(groups)
     alerts.register(groups)
     validation.register(groups)
+    register_bus(groups)
+    register_db(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True
@@ -344,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     # Groups that do not use the bus: they report and exit themselves.
     offline = {"engine": engine.run_check, "ocsp": validation.run_ocsp_status}
+    offline["bus"] = run_bus_setup
+    offline["db"] = run_db_setup
     if args.group in offline:
         sys.exit(offline[args.group](args))
     try:

@@ -6,23 +6,40 @@ to 1 s once it has run for a minute), and its exit is logged, so one crash does 
 take the site down; a child that cannot start at all (a wrong setting: exit status 2)
 is not restarted, and stops the tree. SIGINT/SIGTERM stop every child and exit 0.
 
+Each child runs under its own identity (DESIGN §2a): the ``<role>.env`` file of the
+credentials directory (``LAMASSU_CREDENTIALS``, default ``.run/credentials``, written by
+``lamassu bus setup`` and ``lamassu db setup``) is laid over its environment, so it gets
+its own AMQP_URL and POSTGRES_USERNAME/POSTGRES_PASSWORD. Without that directory every
+child shares this process's settings, and ``up`` says so.
+
 In production, run each service under its own supervisor instead (systemd units with
-``Restart=on-failure``, Kubernetes, or compose's ``restart: unless-stopped``).
+``Restart=on-failure`` and ``EnvironmentFile=``, Kubernetes, or compose's
+``restart: unless-stopped`` and ``env_file``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from est_gateway.settings import Settings as GatewaySettings
+from lamassu_cli.credentials import env_file, read_env
 from runtime.settings import SettingsError, load_settings
 
-__all__ = ["OPTIONAL_SERVICES", "SERVICES", "configured_services", "up"]
+__all__ = [
+    "IDENTITY_OF",
+    "OPTIONAL_SERVICES",
+    "SERVICES",
+    "child_environment",
+    "configured_services",
+    "up",
+]
 
 SERVICES = (
     "ca_worker",
@@ -34,6 +51,27 @@ SERVICES = (
 )
 # Started only when configured: the cloud proxy when CLOUD_CONNECTORS names one.
 OPTIONAL_SERVICES = {"cloud_proxy": "CLOUD_CONNECTORS"}
+# The broker and database identity (contracts/senders.py role) of each service.
+IDENTITY_OF = {
+    "ca_worker": "ca-worker",
+    "dms_worker": "dms-worker",
+    "device_worker": "device-worker",
+    "va_worker": "va-worker",
+    "est_gateway": "est-gateway",
+    "alerts_worker": "alerts-worker",
+    "cloud_proxy": "cloud-proxy",
+}
+
+
+def child_environment(
+    service: str, environ: Mapping[str, str]
+) -> dict[str, str] | None:
+    """The environment of a service's child: its identity's file over ``environ``;
+    None when there is no credentials directory (every child shares ``environ``)."""
+    directory = Path(environ.get("LAMASSU_CREDENTIALS") or ".run/credentials")
+    if not directory.is_dir():
+        return None
+    return dict(environ) | read_env(env_file(directory, IDENTITY_OF[service]))
 
 
 def configured_services(environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -54,6 +92,12 @@ _MAX_DELAY = 30.0
 async def up(services: tuple[str, ...] = SERVICES) -> int:
     """Start and keep the services running until a signal; return the exit status."""
     gateway = _gateway_settings() if "est_gateway" in services else None
+    if child_environment(services[0], os.environ) is None:
+        sys.stderr.write(
+            "lamassu up: no credentials directory (LAMASSU_CREDENTIALS): every service "
+            "shares AMQP_URL and POSTGRES_USERNAME; run lamassu bus setup and lamassu "
+            "db setup\n"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -81,7 +125,9 @@ async def _keep(name: str, module: str, stop: asyncio.Event) -> None:
     """Run one service until ``stop``, starting it again whenever it dies."""
     delay = 1.0
     while not stop.is_set():
-        child = await asyncio.create_subprocess_exec(sys.executable, "-m", module)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, env=child_environment(module, os.environ)
+        )
         started = time.monotonic()
         sys.stderr.write(f"lamassu up: started {name} (pid {child.pid})\n")
         exited = asyncio.create_task(child.wait())

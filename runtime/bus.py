@@ -3,6 +3,11 @@
 Every worker queue is a durable quorum queue that dead-letters to ``<queue>.dead``
 through the ``lamassu.dead`` exchange; ``x-delivery-limit`` bounds redeliveries of a
 message whose handler keeps failing transiently, so nothing is requeued forever.
+
+Every publish carries the connection's user as ``user_id``, which RabbitMQ verifies
+(a message whose ``user_id`` is not the connection's user is refused), so a consumer
+knows who sent each message; ``sender_refusal`` and the reply check compare it with
+``contracts.senders`` (DESIGN §2a).
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import aiormq
+import structlog
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -30,6 +37,7 @@ from pydantic import ValidationError
 from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode, Reply
 from contracts.names import Topology
+from contracts.senders import Kind, answerers, may_send, role_of
 from runtime.errors import Transient
 
 __all__ = [
@@ -46,6 +54,8 @@ Consumer = Callable[[AbstractIncomingMessage], Awaitable[None]]
 Outgoing = tuple[str, str, str, bytes]
 
 _DELIVERY_LIMIT = 5
+
+log = structlog.get_logger("bus")
 
 
 class BusUnavailable(Transient):
@@ -65,13 +75,21 @@ class Bus:
         channel: AbstractChannel,
         topology: Topology,
         exchanges: Mapping[str, AbstractExchange],
+        user: str | None = None,
     ) -> None:
         self._connection = connection
         self._channel = channel
         self.topology = topology
         self._exchanges = exchanges
+        # The broker user this connection authenticated as (the URL's user name; with
+        # EXTERNAL, put the certificate's user name there): every publish's user_id.
+        self.user = user
+        # Senders are checked when this process runs as an identity of the
+        # deployment; a bus shared under one user (``guest`` in development) cannot
+        # tell senders apart, and a consuming process says so (warn_if_unchecked).
+        self.checks_senders = role_of(user, topology.prefix) is not None
         self._reply_queue: AbstractQueue | None = None
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._pending: dict[str, tuple[asyncio.Future[Reply], str]] = {}
         self._reply_lock = asyncio.Lock()
 
     @classmethod
@@ -87,17 +105,24 @@ class Bus:
             publisher_confirms=True, on_return_raises=True
         )
         exchanges = {
-            topology.commands: await channel.declare_exchange(
-                topology.commands, aio_pika.ExchangeType.TOPIC, durable=True
-            ),
-            topology.events: await channel.declare_exchange(
-                topology.events, aio_pika.ExchangeType.TOPIC, durable=True
-            ),
-            topology.dead: await channel.declare_exchange(
-                topology.dead, aio_pika.ExchangeType.DIRECT, durable=True
-            ),
+            name: await _exchange(connection, channel, name, kind)
+            for name, kind in (
+                (topology.commands, aio_pika.ExchangeType.TOPIC),
+                (topology.events, aio_pika.ExchangeType.TOPIC),
+                (topology.dead, aio_pika.ExchangeType.DIRECT),
+            )
         }
-        return cls(connection, channel, topology, exchanges)
+        user = unquote(urlsplit(url).username or "") or None
+        return cls(connection, channel, topology, exchanges, user)
+
+    def warn_if_unchecked(self) -> None:
+        """Say once, in a process that consumes, that it cannot tell senders apart."""
+        if not self.checks_senders:
+            log.warning(
+                "sender_check_off",
+                user=self.user,
+                reason="not an identity of contracts/senders.py (lamassu bus setup)",
+            )
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (quick and synchronous: set an event) each time the robust
@@ -106,7 +131,7 @@ class Bus:
         self._connection.reconnect_callbacks.add(lambda _connection: callback())
 
     async def close(self) -> None:
-        for future in self._pending.values():
+        for future, _type in self._pending.values():
             future.cancel()
         await self._connection.close()
 
@@ -176,6 +201,29 @@ class Bus:
         await queue.bind(self.topology.events, routing_key=pattern)
         await queue.consume(consumer, no_ack=False)
 
+    # --- senders -------------------------------------------------------------------
+
+    def sender_refusal(
+        self, message: AbstractIncomingMessage, type_: str
+    ) -> str | None:
+        """Why the sender of ``message`` may not send a ``type_`` (None: it may).
+
+        The exchange it came through says whether it is a command or an event; a
+        message put straight into a queue through the default exchange is neither.
+        """
+        if not self.checks_senders:
+            return None
+        kinds: dict[str, Kind] = {
+            self.topology.commands: "commands",
+            self.topology.events: "events",
+        }
+        kind = kinds.get(message.exchange or "")
+        if kind is None:
+            return f"{type_} did not come through the commands or events exchange"
+        if may_send(role_of(message.user_id, self.topology.prefix), kind, type_):
+            return None
+        return f"{message.user_id or 'an unnamed sender'} may not send {kind} {type_}"
+
     # --- publishing ----------------------------------------------------------------
 
     async def publish(
@@ -194,6 +242,7 @@ class Bus:
         properties = _event_properties(
             message.id,
             message.type,
+            user_id=self.user,
             correlation_id=message.correlationid,
             reply_to=reply_to,
         )
@@ -239,7 +288,9 @@ class Bus:
                 )
                 frames.append(
                     ContentHeader(
-                        properties=_event_properties(message_id, routing_key),
+                        properties=_event_properties(
+                            message_id, routing_key, user_id=self.user
+                        ),
                         body_size=len(body),
                     )
                 )
@@ -263,7 +314,9 @@ class Bus:
             reply_to,
             reply.model_dump_json().encode(),
             spec.Basic.Properties(
-                correlation_id=correlation_id, content_type="application/json"
+                correlation_id=correlation_id,
+                content_type="application/json",
+                user_id=self.user,
             ),
             mandatory=False,  # the requester may have timed out and gone
         )
@@ -318,7 +371,7 @@ class Bus:
         if command.correlationid is None:
             command = command.model_copy(update={"correlationid": correlation_id})
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
+        self._pending[correlation_id] = (future, command.type)
         try:
             async with asyncio.timeout(timeout):
                 reply_to = await self._ensure_reply_queue()
@@ -347,9 +400,22 @@ class Bus:
             return self._reply_queue.name
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.get(message.correlation_id or "")
-        if future is None or future.done():
+        pending = self._pending.get(message.correlation_id or "")
+        if pending is None or pending[0].done():
             return  # a late reply to a request that already timed out
+        future, type_ = pending
+        if self.checks_senders:
+            role = role_of(message.user_id, self.topology.prefix)
+            if role not in answerers(type_):
+                # Anyone who may reply at all can route to this queue through the
+                # default exchange: only the worker that owns the request is believed.
+                log.warning(
+                    "sender_refused",
+                    sender=message.user_id,
+                    type=f"reply to {type_}",
+                    id=message.correlation_id,
+                )
+                return
         try:
             future.set_result(Reply.model_validate_json(message.body))
         except ValidationError:
@@ -360,15 +426,37 @@ class Bus:
             )
 
 
+async def _exchange(
+    connection: AbstractRobustConnection,
+    channel: AbstractChannel,
+    name: str,
+    kind: aio_pika.ExchangeType,
+) -> AbstractExchange:
+    """The exchange, declared passively when it exists (``lamassu bus setup`` made it,
+    and services have no configure permission on exchanges), else created."""
+    probe = await connection.channel()
+    try:
+        await probe.declare_exchange(name, kind, passive=True)
+    except aio_pika.exceptions.ChannelClosed:
+        # 404 (AMQP 0-9-1 §1.6.2.1 passive): absent; the probe channel is closed.
+        return await channel.declare_exchange(name, kind, durable=True)
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    return await channel.get_exchange(name, ensure=False)
+
+
 def _event_properties(
     message_id: str,
     type_: str,
     *,
+    user_id: str | None = None,
     correlation_id: str | None = None,
     reply_to: str | None = None,
 ) -> spec.Basic.Properties:
     """A CloudEvents message's properties; delivery mode 2 is persistent."""
     return spec.Basic.Properties(
+        user_id=user_id,
         message_id=message_id,
         correlation_id=correlation_id,
         reply_to=reply_to,

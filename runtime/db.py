@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from dataclasses import dataclass
 from importlib import resources
 
@@ -71,6 +72,7 @@ async def create_pool(
             init=_init_connection,
             reset=_nothing_to_reset,
             timeout=10,
+            ssl=_tls(settings),
         )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         where = f"{settings.postgres_hostname}:{settings.postgres_port}"
@@ -80,6 +82,18 @@ async def create_pool(
         ) from exc
     assert pool is not None  # noqa: S101 - asyncpg types the result as optional
     return pool
+
+
+def _tls(settings: DatabaseSettings) -> str | ssl.SSLContext:
+    """asyncpg's ``ssl``: libpq's mode by name, or a context that verifies the server
+    against POSTGRES_SSLROOTCERT (the system's CAs when unset)."""
+    mode = settings.postgres_sslmode
+    if mode not in {"verify-ca", "verify-full"}:
+        return mode
+    root = settings.postgres_sslrootcert
+    context = ssl.create_default_context(cafile=None if root is None else str(root))
+    context.check_hostname = mode == "verify-full"
+    return context
 
 
 def discover_migrations(package: str) -> list[Migration]:
@@ -97,8 +111,15 @@ def discover_migrations(package: str) -> list[Migration]:
 
 
 def _plumbing(schema: str) -> str:
+    # Not CREATE SCHEMA IF NOT EXISTS: PostgreSQL checks CREATE on the database before
+    # it looks for the schema, and a worker's role (lamassu db setup) owns its schema
+    # but may create none.
     return f"""
-    CREATE SCHEMA IF NOT EXISTS {schema};
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = '{schema}') THEN
+            CREATE SCHEMA {schema};
+        END IF;
+    END $$;
     CREATE TABLE IF NOT EXISTS {schema}.schema_migrations (
         version integer PRIMARY KEY,
         name text NOT NULL,

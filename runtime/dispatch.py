@@ -17,6 +17,8 @@ concurrently.
 How each outcome is settled (one table, house rule 24):
 
 =========================================  =============================================
+a sender not allowed to send its type       reply ``forbidden`` if asked; dead-letter;
+(``contracts.senders``, DESIGN §2a)         one audit line (sender, type, id)
 malformed body, unknown type, bad data      reply ``invalid`` if asked; dead-letter
 handler raises a Failure (not Transient)    its run is undone (to its savepoint, or
                                             the whole transaction) and its messages go
@@ -338,9 +340,8 @@ class Dispatcher:
             )
             return
         _bind(message, envelope)
-        route = self._routes.get(envelope.type)
+        route = await self._route(message, envelope)
         if route is None:
-            await self._dead_letter(message, f"unknown message type {envelope.type!r}")
             return
         try:
             request = route.model.model_validate(envelope.data)
@@ -863,9 +864,36 @@ class Dispatcher:
         else:
             log.info("message_forwarded", to=forward.type)
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
-        log.warning("message_dead_lettered", reason=reason)
-        await self._answer(message, Reply.failure(ErrorCode.INVALID, reason))
+    async def _route(
+        self, message: AbstractIncomingMessage, envelope: CloudEvent
+    ) -> Route | None:
+        """The message's route, or None once it is refused and dead-lettered."""
+        refusal = self._bus.sender_refusal(message, envelope.type)
+        if refusal is not None:
+            # Before anything else: an unauthorized message is not even validated.
+            log.warning(
+                "sender_refused",
+                sender=message.user_id,
+                type=envelope.type,
+                id=envelope.id,
+                reason=refusal,
+            )
+            await self._dead_letter(message, refusal, ErrorCode.FORBIDDEN)
+            return None
+        route = self._routes.get(envelope.type)
+        if route is None:
+            await self._dead_letter(message, f"unknown message type {envelope.type!r}")
+        return route
+
+    async def _dead_letter(
+        self,
+        message: AbstractIncomingMessage,
+        reason: str,
+        code: ErrorCode = ErrorCode.INVALID,
+    ) -> None:
+        if code is ErrorCode.INVALID:  # a refused sender has its audit line already
+            log.warning("message_dead_lettered", reason=reason)
+        await self._answer(message, Reply.failure(code, reason))
         await self._conclude(message, _Verdict.DEAD_LETTER)
 
     async def _answer(self, message: AbstractIncomingMessage, reply: Reply) -> None:

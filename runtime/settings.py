@@ -6,8 +6,9 @@ with one line naming the variable; the value itself is never echoed (it may be s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,19 @@ class DatabaseSettings(_Base):
     postgres_username: str = Field(default="postgres", min_length=1)
     postgres_password: SecretStr = SecretStr("")
     postgres_pool_size: int = Field(default=10, ge=1, le=200)
+    # libpq's sslmode names (PostgreSQL docs §34.19); verify-* check the server's
+    # certificate against POSTGRES_SSLROOTCERT (verify-full also its host name).
+    postgres_sslmode: Literal[
+        "disable", "allow", "prefer", "require", "verify-ca", "verify-full"
+    ] = "prefer"
+    postgres_sslrootcert: Path | None = None
+
+    @field_validator("postgres_sslrootcert")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
 
 
 class BusSettings(_Base):
@@ -48,8 +62,22 @@ class BusSettings(_Base):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_scheme(cls, value: SecretStr) -> SecretStr:
-        if urlsplit(value.get_secret_value()).scheme not in {"amqp", "amqps"}:
+        url = urlsplit(value.get_secret_value())
+        if url.scheme not in {"amqp", "amqps"}:
             raise ValueError("must be an amqp:// or amqps:// URL")
+        query = parse_qs(url.query)
+        # amqps:// takes cafile, certfile and keyfile; auth=external logs in with the
+        # client certificate (RabbitMQ's EXTERNAL mechanism, rabbitmq_auth_mechanism_ssl).
+        for name in ("cafile", "certfile", "keyfile"):
+            for path in query.get(name, []):
+                if not Path(path).is_file():
+                    raise ValueError(f"{name}: no such file: {path}")
+        external = [a.lower() for a in query.get("auth", [])] == ["external"]
+        if external and (url.scheme != "amqps" or not url.username):
+            # The user name is what publishes carry as user_id (DESIGN §2a).
+            raise ValueError(
+                "auth=external needs amqps:// and the certificate's user name before @"
+            )
         return value
 
 

@@ -104,6 +104,7 @@ async def serve_worker(
         bus = await Bus.connect(
             settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix)
         )
+        bus.warn_if_unchecked()
         plan = await setup(pool, bus)
         supervisor = Supervisor(transient=plan.transient)
         relay = OutboxRelay(pool, schema, bus) if settings.outbox_relay else None

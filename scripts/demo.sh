@@ -25,6 +25,14 @@ est() { # est OPERATION CERT KEY CSR-BODY-FILE OUT: one EST POST with curl over 
     base64 -d "$5.b64" | openssl pkcs7 -inform DER -print_certs -out "$5"
 }
 
+# Every service under its own identity (README "Trust"): broker users and database
+# roles made here (idempotent; kept passwords), the CLI below acting as the operator.
+export LAMASSU_CREDENTIALS="${LAMASSU_CREDENTIALS:-$RUN/credentials}"
+.venv/bin/lamassu bus setup --vhost "${AMQP_VHOST:-lamassu}" --prefix "${AMQP_PREFIX:-}"
+.venv/bin/lamassu db setup --role-prefix "${POSTGRES_ROLE_PREFIX:-lamassu_}" \
+    --dsn "postgresql://${POSTGRES_USERNAME:-postgres}@${POSTGRES_HOSTNAME:-127.0.0.1}:${POSTGRES_PORT:-5432}/$POSTGRES_DATABASE"
+set -a; source "$LAMASSU_CREDENTIALS/admin.env"; set +a
+
 .venv/bin/lamassu up 2>>"$RUN/pki.log" &
 UP=$!
 trap 'kill -TERM $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT INT TERM

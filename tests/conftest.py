@@ -72,6 +72,8 @@ class Backends:
             AMQP_URL=AMQP_URL,
             AMQP_PREFIX=self.prefix,
             LOG_FORMAT="json",
+            # No credentials directory: ``lamassu up`` children share these settings.
+            LAMASSU_CREDENTIALS=os.devnull,
         )
         env.update(extra)
         return env
@@ -351,14 +353,15 @@ async def gateway_running(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = Settings(
-        amqp_url=AMQP_URL,
-        amqp_prefix=backends.prefix,
-        est_host="127.0.0.1",
-        est_port=port,
-        est_tls_dir=tls_dir,
-        **({"est_wait_seconds": 15} | overrides),  # type: ignore[arg-type]
-    )
+    values: dict[str, Any] = {
+        "amqp_url": AMQP_URL,
+        "amqp_prefix": backends.prefix,
+        "est_host": "127.0.0.1",
+        "est_port": port,
+        "est_tls_dir": tls_dir,
+        "est_wait_seconds": 15,
+    }
+    settings = Settings(**(values | overrides))
     async with running(serve, settings) as task:
         async with asyncio.timeout(60):
             while True:

@@ -32,3 +32,25 @@ def test_compose_names_only_known_variables() -> None:
     for name, service in workers.items():
         unknown = set(service.get("environment", {})) - known
         assert set() == unknown, f"{name} names unknown variables"
+
+
+def test_compose_uses_an_identity_per_service_and_publishes_no_backend() -> None:
+    """No guest, no shared broker or database credential, each service its own env
+    file, the broker and the database reachable only on the compose network."""
+    from contracts.senders import IDENTITIES
+
+    text = (ROOT / "compose.yaml").read_text()
+    document = yaml.safe_load(text)
+    assert "guest" not in text
+    services = document["services"]
+    for backend in ("rabbitmq", "postgres"):
+        assert "ports" not in services[backend]
+    for name, service in services.items():
+        if name in {"rabbitmq", "postgres"}:
+            continue
+        assert name in IDENTITIES
+        assert [f"credentials/{name}.env"] == service["env_file"]
+        environment = service.get("environment", {})
+        assert not {"AMQP_URL", "POSTGRES_USERNAME", "POSTGRES_PASSWORD"} & set(
+            environment
+        )

@@ -97,7 +97,7 @@ def test_engines_open_after_the_default(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_vault_token_replaces_approle(monkeypatch: pytest.MonkeyPatch) -> None:
     """With VAULT_TOKEN, no AppRole variables are needed."""
-    env = {"ENGINE": "vault-transit", "VAULT_ADDRESS": "http://v", "VAULT_TOKEN": "t"}
+    env = {"ENGINE": "vault-transit", "VAULT_ADDRESS": "https://v", "VAULT_TOKEN": "t"}
     config = settings_from(env, monkeypatch).engine_configs()["vault-transit"]
     assert isinstance(config, VaultTransitConfig)
     assert ("transit", None) == (config.mount, config.role_id)
