@@ -52,6 +52,7 @@ IDENTITIES: Mapping[str, Identity] = {
         (
             ("commands", "ca.*"),
             ("commands", "certificate.*"),
+            ("commands", "profile.*"),
             ("commands", "sweep.run"),
             ("commands", "sweep.get"),
             ("commands", "sweep.shard"),
@@ -68,6 +69,7 @@ IDENTITIES: Mapping[str, Identity] = {
             ("events", "certificate.create"),
             ("events", "certificate.status.update"),
             ("events", "device.decommissioned"),
+            ("events", "device.ownership.update"),
             ("events", "device.status.update"),  # unbound at start (retired binding)
         ),
         "authorizes enrollments and forwards them to the CA worker",
@@ -78,12 +80,15 @@ IDENTITIES: Mapping[str, Identity] = {
             ("commands", "device.*"),
             ("events", "certificate.create"),
             ("events", "certificate.status.update"),
+            ("events", "dms.create"),
+            ("events", "dms.update"),
+            ("events", "device.ownership.update"),
         ),
         "keeps the device inventory; revokes a decommissioned device's certificates",
     ),
     GATEWAY: Identity(
         None,
-        (("events", "ca.#"),),
+        (("events", "ca.#"), ("events", "dms.create"), ("events", "dms.update")),
         "EST front door: turns authenticated HTTP requests into enrollments",
     ),
     VA: Identity(
@@ -145,6 +150,11 @@ _COMMAND_SENDERS: Mapping[str, frozenset[str]] = {
     "certificate.get": _ADMIN_ONLY,
     "certificate.list": frozenset({ADMIN, VA, CLOUD}),
     "certificate.revoke": frozenset({ADMIN, DEVICE}),
+    # Decommissioning revokes every certificate a device held (issue 14).
+    "certificate.revoke-device": frozenset({DEVICE}),
+    "profile.create": _ADMIN_ONLY,
+    "profile.get": _ADMIN_ONLY,
+    "profile.list": _ADMIN_ONLY,
     # Issuance on behalf of a DMS: only the DMS worker, which authorized it.
     "certificate.issue": frozenset({DMS}),
     "sweep.run": _ADMIN_ONLY,
@@ -157,7 +167,12 @@ _COMMAND_SENDERS: Mapping[str, frozenset[str]] = {
     "dms.update-authorized-cas": _ADMIN_ONLY,
     "dms.revoke": _ADMIN_ONLY,
     "dms.get": _ADMIN_ONLY,
-    "dms.list": _ADMIN_ONLY,
+    "dms.list": frozenset({ADMIN, GATEWAY}),
+    "dms.update-policy": _ADMIN_ONLY,
+    "dms.renew": _ADMIN_ONLY,
+    "dms.transfer-device": _ADMIN_ONLY,
+    # serverkeygen asks before it makes a key: only the gateway saw the TLS client.
+    "enrollment.authorize": frozenset({GATEWAY}),
     # Only the gateway has checked the client's TLS certificate (RFC 7030 §3.3.2).
     "enrollment.request": frozenset({GATEWAY}),
     "device.register": _ADMIN_ONLY,
@@ -190,6 +205,8 @@ _EVENT_SENDERS: Mapping[str, frozenset[str]] = {
     "device.status.update": frozenset({DEVICE}),
     "device.identity.update": frozenset({DEVICE}),
     "device.decommissioned": frozenset({DEVICE}),
+    # A registration (device worker) or a transfer (DMS worker) names a device's owner.
+    "device.ownership.update": frozenset({DEVICE, DMS}),
     "cloud.sync.failed": frozenset({CLOUD}),
     "alert.delivery.failed": frozenset({ALERTS}),
 }

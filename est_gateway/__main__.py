@@ -105,7 +105,16 @@ async def _follow_dmss(bus: Bus, policy: PopPolicy) -> None:
         async with message.process(requeue=False):
             try:
                 event = CloudEvent.model_validate_json(message.body)
-                if event.type == DMS_CREATE:
+                refusal = bus.sender_refusal(message, event.type)
+                if refusal is not None:
+                    log.warning(
+                        "sender_refused",
+                        sender=message.user_id,
+                        type=event.type,
+                        id=event.id,
+                        reason=refusal,
+                    )
+                elif event.type == DMS_CREATE:
                     policy.learn(DMSView.model_validate(event.data))
                 elif event.type == DMSUpdate.TYPE:
                     policy.learn(DMSUpdate.model_validate(event.data).updated)
