@@ -93,6 +93,7 @@ class Stack:
     prefix: str
     port: int
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    keep: bool = False  # a failed run's logs stay for a person to read
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -188,7 +189,8 @@ async def stack_running(
         await _admin(
             postgres, f'DROP DATABASE IF EXISTS "{stack.database}" WITH (FORCE)'
         )
-        subprocess.run(["rm", "-rf", str(directory)], check=False)
+        if not stack.keep:
+            subprocess.run(["rm", "-rf", str(directory)], check=False)
 
 
 async def _admin(postgres: OwnPostgres, sql: str) -> None:
@@ -403,7 +405,9 @@ async def test_nothing_lost_nothing_stuck(
             await _every_certificate_has_its_event_and_row(stack, results)
             await _nothing_dead_lettered(stack)
         except BaseException:
+            stack.keep = True
             print(stack.log_tail())  # noqa: T201 - shown by pytest when it fails
+            print(f"full logs kept in {stack.directory}")  # noqa: T201
             raise
     recovered = min((t for t in results.successes if t > fault_over), default=None)
     request.config.stash.setdefault(RECOVERY, []).append(
