@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
 
 from est_gateway.settings import Settings as GatewaySettings
+from runtime.admin import DEFAULT_ADMIN_PORTS
 from runtime.settings import SettingsError, load_settings
 
 __all__ = ["SERVICES", "up"]
@@ -39,7 +41,7 @@ async def up(services: tuple[str, ...] = SERVICES) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     keepers = [
-        asyncio.create_task(_keep(name, module, stop))
+        asyncio.create_task(_keep(name, module, stop, _admin_env(name)))
         for name, module in _processes(services, gateway)
     ]
     if gateway is not None:
@@ -57,11 +59,26 @@ async def up(services: tuple[str, ...] = SERVICES) -> int:
     return status
 
 
-async def _keep(name: str, module: str, stop: asyncio.Event) -> None:
+def _admin_env(name: str) -> dict[str, str] | None:
+    """The environment of a gateway copy beyond the first: its own admin port
+    (9110, 9111, ...), since SO_REUSEPORT would spread scrapes over the copies
+    otherwise. None (inherit) for the rest, or when ADMIN_PORT is set (0: off)."""
+    if not name.startswith("est_gateway[") or "ADMIN_PORT" in os.environ:
+        return None
+    copy = int(name.removeprefix("est_gateway[").removesuffix("]"))
+    port = DEFAULT_ADMIN_PORTS["est_gateway"] if copy == 1 else 9108 + copy
+    return {**os.environ, "ADMIN_PORT": str(port)}
+
+
+async def _keep(
+    name: str, module: str, stop: asyncio.Event, env: dict[str, str] | None = None
+) -> None:
     """Run one service until ``stop``, starting it again whenever it dies."""
     delay = 1.0
     while not stop.is_set():
-        child = await asyncio.create_subprocess_exec(sys.executable, "-m", module)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, env=env
+        )
         started = time.monotonic()
         sys.stderr.write(f"lamassu up: started {name} (pid {child.pid})\n")
         exited = asyncio.create_task(child.wait())

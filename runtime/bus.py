@@ -166,6 +166,24 @@ class Bus:
         result = queue.declaration_result
         return int(result.consumer_count or 0)
 
+    async def message_count(self, queue_name: str) -> int | None:
+        """How many messages a queue holds ready now; None when it does not exist."""
+        channel = await self._connection.channel()
+        try:
+            queue = await channel.declare_queue(queue_name, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return None  # 404, as in consumer_count
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return int(queue.declaration_result.message_count or 0)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up now (readiness); the robust
+        connection clears this while it reconnects."""
+        return self._connection.connected.is_set()
+
     async def subscribe(
         self, pattern: str, consumer: Consumer, *, prefetch: int = 50
     ) -> None:

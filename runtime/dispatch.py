@@ -267,6 +267,19 @@ def _handled(outcome: Outcome) -> _Settlement:
     return _Settlement(reply=Reply.success(outcome.result))
 
 
+def _outcome(settlement: _Settlement) -> str:
+    """A settlement in one word, for ``lamassu_messages_total``."""
+    if settlement.verdict is _Verdict.REQUEUE:
+        return "requeued"
+    if settlement.verdict is _Verdict.DEAD_LETTER:
+        return "dead_lettered"
+    if settlement.forward is not None:
+        return "forwarded"
+    if settlement.reply is not None and not settlement.reply.ok:
+        return "refused"
+    return "ok"
+
+
 def _read_out(outcome: Outcome) -> _Settlement:
     """A read-only route's outcome: its events and commands go out with the answer."""
     settlement = _handled(outcome)
@@ -292,8 +305,11 @@ class Dispatcher:
         clock: Callable[[], datetime] = _now,
         transient: tuple[type[BaseException], ...] = (),
         backoff: Backoff | None = None,
+        observe: Callable[[str, str], None] | None = None,
     ) -> None:
         self._routes = routes
+        # Told (message type, outcome) of each settled message: the metrics hook.
+        self._observe = observe or (lambda _type, _outcome: None)
         self._pool = pool
         self._schema = schema
         self._bus = bus
@@ -778,6 +794,7 @@ class Dispatcher:
         """Send the reply or the forward; False when the channel went meanwhile."""
         message = delivery.message
         _bind(message, delivery.envelope)
+        self._observe(delivery.envelope.type, _outcome(settlement))
         try:
             if settlement.forward is not None:
                 await self._forward(message, settlement.forward)
@@ -848,6 +865,7 @@ class Dispatcher:
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         log.warning("message_dead_lettered", reason=reason)
+        self._observe(message.type or "unknown", "dead_lettered")
         await self._answer(message, Reply.failure(ErrorCode.INVALID, reason))
         await self._conclude(message, _Verdict.DEAD_LETTER)
 

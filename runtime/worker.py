@@ -18,13 +18,17 @@ from typing import Any, Literal
 
 import asyncpg
 import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
 from pydantic import field_validator
 
 from contracts.names import Topology
+from runtime.admin import AdminServer, AdminSettings, Check, serve_admin
 from runtime.bus import Bus
 from runtime.db import create_pool, discover_migrations, migrate
 from runtime.dispatch import ContextFactory, Dispatcher, Route
 from runtime.inbox import prune_inbox
+from runtime.metrics import WorkerMetrics
 from runtime.outbox import OutboxRelay
 from runtime.schedule import Interval, Scheduler, parse_duration
 from runtime.settings import BusSettings, DatabaseSettings
@@ -35,7 +39,7 @@ __all__ = ["Plan", "QueueSpec", "WorkerSettings", "serve_worker"]
 log = structlog.get_logger("worker")
 
 
-class WorkerSettings(DatabaseSettings, BusSettings):
+class WorkerSettings(DatabaseSettings, BusSettings, AdminSettings):
     """What every worker reads: database, bus, and whether it relays its own outbox."""
 
     # Off only where the outbox relay runs in another process (and in the crash test).
@@ -88,16 +92,22 @@ async def serve_worker(
     setup: Callable[[asyncpg.Pool, Bus], Awaitable[Plan]],
     stop: asyncio.Event,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    registry: CollectorRegistry | None = None,
 ) -> None:
     """Run a worker until ``stop`` is set; migrations come from ``<package>/migrations``.
 
     ``clock`` is every handler's ``now``; tests inject one to walk through expiry.
+    ``registry`` takes the worker's metrics (a new one per call when None); they and
+    its readiness are served on the admin port (runtime/admin.py).
     Raises ``Unrecoverable`` when a background loop keeps failing.
     """
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = WorkerMetrics(registry, schema)
     pool = await create_pool(settings)
     bus: Bus | None = None
     plan: Plan | None = None
     supervisor: Supervisor | None = None
+    admin: web.AppRunner | None = None
     dispatchers: list[Dispatcher] = []
     try:
         await migrate(pool, schema, discover_migrations(package))
@@ -132,6 +142,7 @@ async def serve_worker(
                 context=plan.context,
                 clock=clock,
                 transient=plan.transient,
+                observe=metrics.settled,
             )
             dispatchers.append(dispatcher)
             await bus.consume(queue, dispatcher, prefetch=spec.prefetch)
@@ -146,11 +157,25 @@ async def serve_worker(
         )
         for index, task in enumerate(plan.tasks):
             supervisor.start(f"{schema}-task-{index}", _bound(task, wake))
+        admin = await serve_admin(
+            AdminServer(
+                registry,
+                _readiness(pool, bus, supervisor, metrics, settings),
+                refresh=[
+                    lambda: _read_outbox(metrics, pool),
+                    lambda: metrics.read_queues(bus, queues),
+                ],
+            ),
+            settings,
+            package,
+        )
         log.info(
             "worker_started", worker=package, queues=[q.purpose for q in plan.queues]
         )
         await supervisor.watch(stop)
     finally:
+        if admin is not None:
+            await admin.cleanup()
         for dispatcher in dispatchers:
             dispatcher.close()
         if supervisor is not None:
@@ -163,6 +188,38 @@ async def serve_worker(
         for close in plan.on_close if plan is not None else ():
             await close()
         log.info("worker_stopped", worker=package)
+
+
+async def _read_outbox(metrics: WorkerMetrics, pool: asyncpg.Pool) -> None:
+    await metrics.read_outbox(pool)
+
+
+def _readiness(
+    pool: asyncpg.Pool,
+    bus: Bus,
+    supervisor: Supervisor,
+    metrics: WorkerMetrics,
+    settings: WorkerSettings,
+) -> dict[str, Check]:
+    """What /readyz checks: reached only once every queue is consumed, so the
+    consumers are attached while the bus is connected (the robust connection
+    restores them after a reconnect)."""
+
+    async def bus_connected() -> str | None:
+        return None if bus.connected else "not connected to the broker"
+
+    async def database() -> str | None:
+        _backlog, age = await metrics.read_outbox(pool)
+        limit = settings.ready_outbox_age_seconds
+        if age > limit:
+            return f"the oldest outbox row is {age:.0f} s old (limit {limit:g} s)"
+        return None
+
+    async def tasks() -> str | None:
+        dead = sorted(name for name, up in supervisor.alive().items() if not up)
+        return f"not running: {', '.join(dead)}" if dead else None
+
+    return {"bus": bus_connected, "database": database, "tasks": tasks}
 
 
 def _bound(
