@@ -37,7 +37,7 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import engine, enrollment, render, sweep
+from lamassu_cli import dlq, engine, enrollment, render, sweep
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import add_command, days, output, reason, warning_days
 from lamassu_cli.up import up
@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     enrollment.register(groups)
     sweep.register(groups)
     engine.register(groups)
+    dlq.register(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True
@@ -263,12 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(args: argparse.Namespace, settings: CliSettings) -> None:
+async def _run(args: argparse.Namespace, settings: CliSettings) -> int:
     client = await Client.connect(settings)
     try:
         await args.func(args, client)
     finally:
         await client.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     for library in ("aiormq", "aio_pika"):
         logging.getLogger(library).setLevel(logging.CRITICAL)
     try:
-        asyncio.run(_run(args, settings))
+        status = asyncio.run((dlq.run if args.group == "dlq" else _run)(args, settings))
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -302,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(3)
     except KeyboardInterrupt:
         sys.exit(130)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
