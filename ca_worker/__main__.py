@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 
 from ca_worker.authorities import close_authorities, open_authorities
 from ca_worker.handlers import (
@@ -16,6 +17,8 @@ from ca_worker.handlers import (
     ensure_internal_ca,
     report_missing_keys,
 )
+from ca_worker.inspection import inspection_handlers
+from ca_worker.metrics import CAMetrics
 from ca_worker.settings import Settings
 from ca_worker.store import Store
 from ca_worker.sweeps import SHARD_HANDLERS, SWEEP_HANDLERS, fire_scheduled_sweep
@@ -40,9 +43,11 @@ async def serve(
     and, to walk through expiry without waiting, their own ``clock``."""
     # Engines first: a wrong engine setting stops the process before anything else.
     authorities = await asyncio.to_thread(open_authorities, settings.engine_configs())
+    registry = CollectorRegistry()
+    metrics = CAMetrics(registry)
     deps = CaDeps(
         store=Store(),
-        authorities=authorities,
+        authorities=metrics.timed(authorities),
         default_engine=settings.engine,
         sweep_shards=settings.sweep_shards,
     )
@@ -79,7 +84,11 @@ async def serve(
                         ("commands", "sweep.run"),
                         ("commands", "sweep.get"),
                     ],
-                    {**HANDLERS, **SWEEP_HANDLERS},
+                    {
+                        **HANDLERS,
+                        **SWEEP_HANDLERS,
+                        **inspection_handlers(settings.engine_configs()),
+                    },
                     prefetch=settings.ca_prefetch,
                 ),
                 QueueSpec(
@@ -91,6 +100,7 @@ async def serve(
             ],
             tasks=tasks,
             transient=(EngineUnavailable,),
+            refresh=[lambda: metrics.read(pool)],
         )
 
     try:
@@ -101,6 +111,7 @@ async def serve(
             setup=setup,
             stop=stop,
             clock=clock,
+            registry=registry,
         )
     finally:
         # After serve_worker: its consumers and pool are closed, nothing signs any more.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from contracts import ca, devices, dms, sweeps
+from contracts import ca, devices, dms, ops, sweeps
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -54,6 +54,8 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (devices.DecommissionDevice, devices.DeviceView, "devices"),
     (devices.GetDevice, devices.DeviceView, "devices"),
     (devices.ListDevices, devices.Devices, "devices"),
+    (ops.CheckEngines, ops.EngineChecks, "ca"),
+    (ops.GetCAStats, ops.CAStats, "ca"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {

@@ -37,7 +37,7 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from engines.keys import KeyType
-from lamassu_cli import dlq, engine, enrollment, render, sweep
+from lamassu_cli import dlq, engine, enrollment, render, status, sweep
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import add_command, days, output, reason, warning_days
 from lamassu_cli.up import up
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.register(groups)
     engine.register(groups)
     dlq.register(groups)
+    status.register(groups)
     add_command(groups, "up", None, "run every service in one process tree")
     contracts = groups.add_parser("contracts", help="message contracts").add_subparsers(
         dest="action", required=True
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.group == "contracts":
         print(json.dumps(asyncapi_document(Topology()), indent=2))
         return
-    if args.group == "engine":
+    if args.group == "engine" and args.local:
         sys.exit(engine.run_check(args))
     try:
         settings = load_settings(CliSettings)
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     for library in ("aiormq", "aio_pika"):
         logging.getLogger(library).setLevel(logging.CRITICAL)
     try:
-        status = asyncio.run((dlq.run if args.group == "dlq" else _run)(args, settings))
+        code = asyncio.run((dlq.run if args.group == "dlq" else _run)(args, settings))
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(3)
     except KeyboardInterrupt:
         sys.exit(130)
-    sys.exit(status)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

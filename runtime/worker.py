@@ -82,6 +82,9 @@ class Plan:
     # Exceptions of the worker's own backends that mean "retry later" (an engine's
     # EngineUnavailable), beside those runtime.faults knows.
     transient: tuple[type[BaseException], ...] = ()
+    # Run before each /metrics scrape: the worker's own gauges, read from its
+    # tables (on the registry given to serve_worker).
+    refresh: Sequence[Callable[[], Awaitable[None]]] = ()
 
 
 async def serve_worker(
@@ -164,6 +167,7 @@ async def serve_worker(
                 refresh=[
                     lambda: _read_outbox(metrics, pool),
                     lambda: metrics.read_queues(bus, queues),
+                    *plan.refresh,
                 ],
             ),
             settings,

@@ -79,7 +79,8 @@ async def test_dead_letter_listed_shown_replayed_to_success(own: Backends) -> No
             assert replayed.stdout.strip() == "replayed 1 message(s)"
             reply = await asyncio.wait_for(answer, 30)
         assert reply.ok, reply.error
-        assert reply.result == {"items": [], "next": None} or "items" in reply.result
+        assert isinstance(reply.result, dict)
+        assert reply.result["items"] == []
         assert await _dead_letters(own, 0) == []
     finally:
         await bus.close()
