@@ -126,7 +126,7 @@ async def _replay(
         wanted = None if args.all else args.id
         replayed += await _move(channel, name, wanted)
     if not replayed and args.id:
-        raise CliError(f"not-found: no dead letter has the id {args.id!r}")
+        raise CliError(f"not_found: no dead letter has the id {args.id!r}")
     _say(args, {"ok": True, "replayed": replayed}, f"replayed {replayed} message(s)")
     return 0
 
@@ -208,7 +208,7 @@ async def _find(channel: Channels, topology: Topology, id_: str) -> DeadLetter:
         for letter in await _browse(channel, topology, queue, missing_ok=True):
             if letter.id == id_:
                 return letter
-    raise CliError(f"not-found: no dead letter has the id {id_!r}")
+    raise CliError(f"not_found: no dead letter has the id {id_!r}")
 
 
 async def _browse(
@@ -294,7 +294,7 @@ async def _declared(channels: Channels, name: str) -> Any:
     try:
         return await channel.declare_queue(name, passive=True)
     except aio_pika.exceptions.ChannelClosed:
-        raise CliError(f"not-found: there is no queue {name}") from None
+        raise CliError(f"not_found: there is no queue {name}") from None
 
 
 def _print_list(args: argparse.Namespace, found: list[DeadLetter]) -> None:

@@ -14,13 +14,15 @@ import json
 import sys
 from typing import Any
 
+from pydantic import ValidationError
+
 from contracts.ops import CheckEngines, EngineChecks
 from engines.check import CheckLine, check
 from engines.config import AnyEngineConfig, GopemConfig
 from engines.settings import EngineSettings
 from lamassu_cli.client import Client, CliError
 from lamassu_cli.commands import add_command
-from runtime.settings import SettingsError, load_settings
+from lamassu_cli.messages import explain_setting
 
 __all__ = ["check_worker", "register", "run_check"]
 
@@ -59,9 +61,10 @@ def run_check(args: argparse.Namespace) -> int:
     """``--local``: the check lines of every engine this shell configures; 0 if all
     hold, else 1."""
     try:
-        settings = load_settings(EngineSettings)
-    except SettingsError as exc:
-        results = [("-", CheckLine("settings", ok=False, detail=str(exc)))]
+        settings = EngineSettings()
+    except ValidationError as exc:
+        detail = explain_setting(exc)
+        results = [("-", CheckLine("settings", ok=False, detail=detail))]
     else:
         results = [
             (name, line)

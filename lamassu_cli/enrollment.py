@@ -33,7 +33,16 @@ from contracts.dms import (
 )
 from lamassu_cli import render
 from lamassu_cli.client import Client, CliError
-from lamassu_cli.commands import add_command, output, reason
+from lamassu_cli.commands import (
+    REASONS_HELP,
+    add_command,
+    add_paging,
+    choices,
+    enum_type,
+    listing,
+    output,
+    reason,
+)
 
 __all__ = ["register"]
 
@@ -124,12 +133,17 @@ async def dms_show(args: argparse.Namespace, client: Client) -> None:
 
 
 async def dms_list(args: argparse.Namespace, client: Client) -> None:
-    result = await client.call(ListDMSs())
+    result = {**await client.call(ListDMSs()), "next": None}  # every DMS, never cut
     output(args, result, lambda r: render.dms_table(DMSs.model_validate(r).items))
 
 
 async def device_list(args: argparse.Namespace, client: Client) -> None:
-    result = await client.call(ListDevices(status=args.status, limit=args.limit))
+    async def page(limit: int, after: str | None) -> list[dict[str, Any]]:
+        request = ListDevices(status=args.status, limit=limit, after=after)
+        items: list[dict[str, Any]] = (await client.call(request))["items"]
+        return items
+
+    result = await listing(args, page, "id")
     output(
         args, result, lambda r: render.devices_table(Devices.model_validate(r).items)
     )
@@ -179,7 +193,12 @@ def register(groups: Any) -> None:
         sub, "revoke", dms_revoke, "revoke a DMS; its enrollments are refused"
     )
     p.add_argument("name")
-    p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+    p.add_argument(
+        "--reason",
+        type=reason,
+        default=RevocationReason.UNSPECIFIED,
+        help=REASONS_HELP,
+    )
     p = add_command(sub, "show", dms_show, "show a DMS")
     p.add_argument("name")
     add_command(sub, "list", dms_list, "list DMSs")
@@ -187,8 +206,12 @@ def register(groups: Any) -> None:
     device = groups.add_parser("device", help="devices and their status")
     sub = device.add_subparsers(dest="action", required=True)
     p = add_command(sub, "list", device_list, "list devices")
-    p.add_argument("--status", type=DeviceStatus, choices=list(DeviceStatus))
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument(
+        "--status",
+        type=enum_type(DeviceStatus, "device status"),
+        help=f"one of: {choices(DeviceStatus)} (any case)",
+    )
+    add_paging(p)
     p = add_command(sub, "show", device_show, "show a device and its slots")
     p.add_argument("id")
     p = add_command(

@@ -143,7 +143,11 @@ async def test_create_sign_verify_and_tail(
             "error: not_found: no CA named 'no-such-ca'",
         ),
         (["sweep", "run", "--shards", "0"], 2, "is not a number from 1 to 1024"),
-        (["sweep", "show", "nope"], 2, "error: invalid: id: String should match"),
+        (
+            ["sweep", "show", "nope"],
+            2,
+            "error: invalid: id: 'nope' is not valid: a sweep id",
+        ),
     ],
     ids=[
         "unknown-ca",

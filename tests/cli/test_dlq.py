@@ -90,7 +90,7 @@ async def test_unknown_id_and_purge_with_confirmation(own: Backends) -> None:
     missing = await lamassu(own, "dlq", "show", "no-such-id")
     assert missing.returncode == 1
     assert missing.stderr.strip() == (
-        "error: not-found: no dead letter has the id 'no-such-id'"
+        "error: not_found: no dead letter has the id 'no-such-id'"
     )
     bus = await Bus.connect(AMQP_URL, Topology(own.prefix))
     try:
