@@ -47,11 +47,11 @@ from lamassu_cli.commands import (
     add_paging,
     choices,
     days,
-    duration,
     enum_type,
     listing,
     output,
     reason,
+    seconds,
     warning_days,
 )
 from lamassu_cli.messages import explain, explain_setting
@@ -307,9 +307,9 @@ def _add_others(groups: Any) -> None:
     p = add_command(groups, "wait", wait_ready, "wait until the workers answer")
     p.add_argument(
         "--timeout",
-        type=lambda text: duration(text).total_seconds(),
+        type=seconds,
         default=60.0,
-        help="e.g. 60s, 5m (default 60s)",
+        help="e.g. 90s, 5m, or seconds (default 60)",
     )
     enrollment.register(groups)
     sweep.register(groups)

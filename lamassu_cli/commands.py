@@ -27,6 +27,7 @@ __all__ = [
     "listing",
     "output",
     "reason",
+    "seconds",
     "warning_days",
 ]
 
@@ -88,6 +89,17 @@ def duration(text: str) -> timedelta:
     if int(match[1]) == 0:
         raise argparse.ArgumentTypeError(f"{text!r}: a duration must be positive")
     return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+
+
+def seconds(text: str) -> float:
+    """A wait: a duration (``90s``, ``5m``), or a bare number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        return duration(text).total_seconds()
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be positive")
+    return value
 
 
 def days(text: str) -> int:

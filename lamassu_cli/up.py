@@ -20,7 +20,6 @@ import sys
 import time
 
 from est_gateway.settings import Settings as GatewaySettings
-from runtime.admin import DEFAULT_ADMIN_PORTS
 from runtime.settings import SettingsError, load_settings
 
 __all__ = ["SERVICES", "up"]
@@ -60,13 +59,27 @@ async def up(services: tuple[str, ...] = SERVICES) -> int:
 
 
 def _admin_env(name: str) -> dict[str, str] | None:
-    """The environment of a gateway copy beyond the first: its own admin port
-    (9110, 9111, ...), since SO_REUSEPORT would spread scrapes over the copies
-    otherwise. None (inherit) for the rest, or when ADMIN_PORT is set (0: off)."""
-    if not name.startswith("est_gateway[") or "ADMIN_PORT" in os.environ:
+    """The environment of one child, with its own admin port (README "Health and
+    metrics"): ADMIN_PORT unset, each service's default (9101...) and 9110, 9111...
+    for gateway copies beyond the first, since SO_REUSEPORT would spread scrapes over
+    the copies; ADMIN_PORT=N, consecutive ports from N in SERVICES order, gateway
+    copies last; ADMIN_PORT=0, none. None: the child inherits this environment."""
+    setting = os.environ.get("ADMIN_PORT", "").strip()
+    if setting == "0":
         return None
-    copy = int(name.removeprefix("est_gateway[").removesuffix("]"))
-    port = DEFAULT_ADMIN_PORTS["est_gateway"] if copy == 1 else 9108 + copy
+    service, _, copy_text = name.partition("[")
+    copy = int(copy_text.rstrip("]") or 1)
+    if setting:
+        try:
+            base = int(setting)
+        except ValueError:
+            return None  # the service itself reports the bad setting
+        offset = SERVICES.index(service) if service in SERVICES else 0
+        port = base + (offset if copy == 1 else len(SERVICES) + copy - 2)
+    elif copy > 1:
+        port = 9108 + copy
+    else:
+        return None
     return {**os.environ, "ADMIN_PORT": str(port)}
 
 
