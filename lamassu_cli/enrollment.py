@@ -95,9 +95,11 @@ async def dms_create(args: argparse.Namespace, client: Client) -> None:
                 name=args.name, authorized_cas=args.authorized_ca, csr_pem=csr_pem
             )
         )
-    except CliError:
+    except Exception:
+        # Refused (by the DMS worker, or by the contract before anything was sent):
+        # nothing was created, so leave no orphan key behind.
         if key_file is not None:
-            key_file.unlink()  # nothing was created: leave no orphan key behind
+            key_file.unlink()
         raise
     cert_file = out / f"{args.name}.pem"
     cert_file.write_text(result["certificate_pem"])

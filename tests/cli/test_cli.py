@@ -17,13 +17,18 @@ pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 
 async def lamassu(
-    backends: Backends, *args: str, timeout: str = "30", **env: str
+    backends: Backends,
+    *args: str,
+    timeout: str = "30",
+    cwd: Path | None = None,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "lamassu_cli",
         *args,
+        cwd=cwd,
         env=backends.env(LOG_LEVEL="warning", LAMASSU_TIMEOUT=timeout, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -143,14 +143,14 @@ ERROR_PATHS = [
 
 @pytest.mark.parametrize(("args", "code"), ERROR_PATHS, ids=str)
 async def test_error_paths_speak_plainly_in_text_and_json(
-    backends: Backends, ca_service: object, args: list[str], code: int
+    backends: Backends, ca_service: object, args: list[str], code: int, tmp_path: Path
 ) -> None:
-    text = await lamassu(backends, *args)
+    text = await lamassu(backends, *args, cwd=tmp_path)
     assert text.returncode == code, text.stderr
     said = [line for line in text.stderr.splitlines() if line.startswith("error: ")]
     assert len(said) == 1, text.stderr
     assert text.stdout == ""
-    as_json = await lamassu(backends, "--json", *args)
+    as_json = await lamassu(backends, "--json", *args, cwd=tmp_path)
     assert as_json.returncode == code
     assert as_json.stderr == ""
     document = json.loads(as_json.stdout)
@@ -159,6 +159,7 @@ async def test_error_paths_speak_plainly_in_text_and_json(
     assert document["error"]["message"]
     for leak in LEAKS:
         assert leak not in text.stderr + as_json.stdout, leak
+    assert list(tmp_path.iterdir()) == []  # a refused command leaves nothing behind
 
 
 async def test_wait_without_workers_says_what_it_waited_for(
