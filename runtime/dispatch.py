@@ -240,9 +240,13 @@ def _bind(message: AbstractIncomingMessage, envelope: CloudEvent | None) -> None
     structlog.contextvars.bind_contextvars(
         message_id=message.message_id, correlation_id=message.correlation_id
     )
+    if message.user_id:
+        # The broker-verified identity of the publisher (AMQP 0-9-1 user-id,
+        # which RabbitMQ checks against the connection's user): the audit's sender.
+        structlog.contextvars.bind_contextvars(sender=message.user_id)
     if envelope is not None:
         structlog.contextvars.bind_contextvars(
-            message_type=envelope.type, subject=envelope.subject
+            message_type=envelope.type, subject=envelope.subject, source=envelope.source
         )
 
 

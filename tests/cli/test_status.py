@@ -10,11 +10,14 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aio_pika
 import aiohttp
 import pytest
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
 
 from ca_worker.__main__ import serve as serve_ca
-from contracts.ca import CreateCA, SignCertificate
+from contracts.ca import CreateCA, ListCAs, SignCertificate
 from contracts.devices import ListDevices
 from contracts.envelope import new_message
 from contracts.names import Topology
@@ -189,3 +192,33 @@ async def test_ca_worker_metrics_after_signing(own: Backends, site: str) -> None
         'lamassu_messages_total{outcome="ok",type="certificate.sign",worker="ca"} 2.0'
     )
     assert signed_ok in lines
+
+
+async def test_a_command_is_logged_with_its_sender(own: Backends, site: str) -> None:
+    """The broker-checked user-id of the publisher is on the worker's log line."""
+    assert site
+    connection = await aio_pika.connect(AMQP_URL)
+    topology = Topology(own.prefix)
+    query = new_message(
+        type_="ca.list", source="test/audit", data=ListCAs(), now=datetime.now(UTC)
+    )
+    # The worker binds a message's context (ids, sender) with contextvars.
+    with capture_logs(processors=[merge_contextvars]) as logs:
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(topology.commands)
+            await exchange.publish(
+                aio_pika.Message(
+                    query.model_dump_json().encode(),
+                    message_id=query.id,
+                    user_id="guest",  # RabbitMQ refuses any other on this connection
+                ),
+                routing_key="ca.list",
+            )
+        async with asyncio.timeout(30):
+            while not any(e.get("message_id") == query.id for e in logs):
+                await asyncio.sleep(0.02)
+    [handled] = [e for e in logs if e.get("message_id") == query.id]
+    assert handled["event"] == "message_handled"
+    assert handled["sender"] == "guest"
+    assert handled["source"] == "test/audit"
