@@ -86,6 +86,10 @@ class TimedAuthority:
         self._histogram = histogram.labels(inner.engine)
 
     @property
+    def inner(self) -> Authority:
+        return self._inner
+
+    @property
     def engine(self) -> str:
         return self._inner.engine
 
@@ -94,6 +98,10 @@ class TimedAuthority:
         return self._inner.in_process
 
     def create_ca(self, spec: CASpec, parent: Parent | None) -> CreatedCA:
+        # The engines check what kind of authority keeps the parent's key (a Vault
+        # CA signs only under a Vault parent): they must see it, not this wrapper.
+        if parent is not None and isinstance(parent.authority, TimedAuthority):
+            parent = Parent(parent.ca, parent.authority.inner)
         return self._inner.create_ca(spec, parent)
 
     def has_key(self, ca: CAView) -> bool:

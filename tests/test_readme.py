@@ -14,7 +14,7 @@ from cryptography import x509
 from contracts.ca import CreateCA
 from contracts.dms import CreateDMS, DMSView
 from runtime.bus import Bus
-from tests.conftest import Gateway
+from tests.conftest import Backends, Gateway, gateway_running
 from tests.est_gateway.test_gateway import make_dms_identity
 from tests.pki import call
 
@@ -43,12 +43,18 @@ def test_recipe_marks_its_placeholders() -> None:
 
 @pytest.mark.timeout(120)
 async def test_est_recipe_enrolls_a_device(
+    backends: Backends,
     bus: Bus,
-    gateway: Gateway,
     dms_service: None,
     device_service: None,
     tmp_path: Path,
 ) -> None:
+    # A gateway of its own, started after the CA exists: it lists the CA at start.
+    async with gateway_running(backends, tmp_path / "est-tls") as gateway:
+        await _run_recipe(bus, gateway, tmp_path)
+
+
+async def _run_recipe(bus: Bus, gateway: Gateway, tmp_path: Path) -> None:
     ca = f"readme-{uuid.uuid4().hex[:8]}"
     assert (await call(bus, CreateCA(name=ca))).ok
     name = f"readme-dms-{uuid.uuid4().hex[:8]}"
