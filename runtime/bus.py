@@ -73,6 +73,8 @@ class Bus:
         self._reply_queue: AbstractQueue | None = None
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._reply_lock = asyncio.Lock()
+        # The channel of each queue this process consumes (readiness).
+        self._consuming: dict[str, AbstractChannel] = {}
 
     @classmethod
     async def connect(cls, url: str, topology: Topology) -> Bus:
@@ -151,7 +153,14 @@ class Bus:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         queue = await channel.get_queue(queue_name, ensure=True)
-        return await queue.consume(consumer, no_ack=False)
+        tag = await queue.consume(consumer, no_ack=False)
+        self._consuming[queue_name] = channel
+        return tag
+
+    def detached(self) -> list[str]:
+        """The queues whose consumer channel is closed now (readiness): the robust
+        connection reopens them after a reconnect, not after a channel error."""
+        return sorted(q for q, ch in self._consuming.items() if ch.is_closed)
 
     async def consumer_count(self, queue_name: str) -> int | None:
         """How many consumers a queue has now; None when it does not exist."""

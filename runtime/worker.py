@@ -205,12 +205,14 @@ def _readiness(
     metrics: WorkerMetrics,
     settings: WorkerSettings,
 ) -> dict[str, Check]:
-    """What /readyz checks: reached only once every queue is consumed, so the
-    consumers are attached while the bus is connected (the robust connection
-    restores them after a reconnect)."""
+    """What /readyz checks (served once every queue is consumed)."""
 
     async def bus_connected() -> str | None:
         return None if bus.connected else "not connected to the broker"
+
+    async def consumers() -> str | None:
+        detached = bus.detached()
+        return f"not consuming: {', '.join(detached)}" if detached else None
 
     async def database() -> str | None:
         _backlog, age = await metrics.read_outbox(pool)
@@ -223,7 +225,12 @@ def _readiness(
         dead = sorted(name for name, up in supervisor.alive().items() if not up)
         return f"not running: {', '.join(dead)}" if dead else None
 
-    return {"bus": bus_connected, "database": database, "tasks": tasks}
+    return {
+        "bus": bus_connected,
+        "consumers": consumers,
+        "database": database,
+        "tasks": tasks,
+    }
 
 
 def _bound(

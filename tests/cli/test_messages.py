@@ -285,3 +285,14 @@ def test_a_closed_pipe_ends_quietly() -> None:
         err = process.stderr.read().decode()
     assert process.wait(timeout=60) == 0
     assert err == ""
+
+
+def test_admin_urls_setting_is_checked() -> None:
+    from lamassu_cli.client import CliError
+    from lamassu_cli.status import admin_urls
+
+    assert admin_urls("")["ca_worker"] == "http://127.0.0.1:9101"
+    assert admin_urls("ca_worker=http://ca:9101/") == {"ca_worker": "http://ca:9101"}
+    with pytest.raises(CliError, match="is not name=http://host:port") as caught:
+        admin_urls("ca_worker=ftp://x")
+    assert caught.value.exit_code == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -89,6 +90,14 @@ class Stage:
 
 @pytest.fixture
 async def stage(own_backends: Backends) -> AsyncIterator[Stage]:
+    async with running_stage(own_backends) as found:
+        yield found
+
+
+@contextlib.asynccontextmanager
+async def running_stage(
+    own_backends: Backends, **overrides: object
+) -> AsyncIterator[Stage]:
     """A worker (the device worker's schema) with one background task that dies
     each time ``die`` is set, reached through a relay, its admin port open."""
     relay = Relay(free_port())
@@ -102,6 +111,7 @@ async def stage(own_backends: Backends) -> AsyncIterator[Stage]:
             netloc=f"{url.netloc.split('@')[0]}@127.0.0.1:{relay.port}"
         ).geturl(),
         admin_port=port,
+        **overrides,
     )
     die = asyncio.Event()
 
@@ -180,11 +190,13 @@ async def test_ready_turns_false_without_the_broker_and_true_after(
     await stage.relay.close()
     body = await _until(stage.admin, None, lambda s, _b: s == 503)
     assert '"bus": "not connected to the broker"' in body
+    assert '"consumers": "not consuming: ' in body
     status, _ = await _get(stage.admin + "/healthz")
     assert status == 200  # alive: only not ready
     await stage.relay.open()
     body = await _until(stage.admin, None, lambda s, _b: s == 200)
     assert '"bus": "ok"' in body
+    assert '"consumers": "ok"' in body
 
 
 async def test_metrics_report_outbox_inbox_and_dead_letter_queues(
@@ -234,3 +246,50 @@ async def test_admin_port_in_use_is_one_line() -> None:
             AdminPortError, match=rf"^ADMIN_PORT: cannot listen on 127.0.0.1:{port}: "
         ):
             await server.start("127.0.0.1", port)
+
+
+async def test_admin_answers_garbage_with_client_errors(stage: Stage) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(stage.admin + "/nothing-here") as response:
+            assert response.status == 404
+        async with session.post(
+            stage.admin + "/readyz", data=b"\x00" * 100
+        ) as response:
+            assert response.status == 405
+        async with session.get(stage.admin + "/metrics?format=<script>") as response:
+            assert response.status == 200
+    status, _ = await _get(stage.admin + "/healthz")
+    assert status == 200  # still serving
+
+
+def test_bad_readiness_threshold_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("READY_OUTBOX_AGE_SECONDS", "-5")
+    with pytest.raises(SettingsError, match=r"^READY_OUTBOX_AGE_SECONDS: "):
+        load_settings(AdminSettings)
+
+
+async def test_ready_turns_false_while_the_outbox_lags(own_backends: Backends) -> None:
+    """An outbox row older than READY_OUTBOX_AGE_SECONDS: events are not leaving."""
+    # No relay in this process (as when another one relays), so the row stays.
+    async with running_stage(
+        own_backends, outbox_relay=False, ready_outbox_age_seconds=30
+    ) as stage:
+        pool = await own_backends.pool()
+        try:
+            await pool.execute(
+                "INSERT INTO devices.outbox (id, routing_key, body, created_at) "
+                "VALUES ('lagging', 'device.none', '\\x7b7d', now() - interval '1 hour')"
+            )
+            body = await _until(stage.admin, None, lambda s, _b: s == 503)
+            lag = r'"database": "the oldest outbox row is 360\d s old \(limit 30 s\)"'
+            assert re.search(lag, body), body
+            metrics = await _until(
+                stage.admin, None, lambda s, _b: s == 200, "/metrics"
+            )
+            assert (
+                'lamassu_outbox_backlog{worker="devices"} 1.0' in metrics.splitlines()
+            )
+            await pool.execute("DELETE FROM devices.outbox WHERE id = 'lagging'")
+            await _until(stage.admin, None, lambda s, _b: s == 200)
+        finally:
+            await pool.close()
