@@ -368,13 +368,13 @@ def _main(arguments: list[str], *, as_json: bool) -> int:
     except ValidationError as exc:
         return fail(as_json, "invalid", explain_setting(exc), 1)
     configure_logging(settings.log_level, settings.log_format)
+    if args.group == "up":
+        return asyncio.run(up())
     return _online(args, settings, as_json=as_json)
 
 
 def _online(args: argparse.Namespace, settings: CliSettings, *, as_json: bool) -> int:
     """Run a command that talks to the PKI; failures reported, as exit statuses."""
-    if args.group == "up":
-        return asyncio.run(up())
     # The CLI reports connection failures itself, in one line; the client libraries'
     # own retry chatter would only repeat it.
     for library in ("aiormq", "aio_pika"):
@@ -382,6 +382,8 @@ def _online(args: argparse.Namespace, settings: CliSettings, *, as_json: bool) -
     try:
         return asyncio.run((dlq.run if args.group == "dlq" else _run)(args, settings))
     except CliError as exc:
+        if exc.reported and as_json:  # its JSON answer is out already
+            return exc.exit_code
         return fail(as_json, exc.code, exc.detail, exc.exit_code, human=str(exc))
     except ValidationError as exc:  # an argument the contract refuses, caught here
         return fail(as_json, "invalid", explain(exc), 2)

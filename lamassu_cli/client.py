@@ -37,9 +37,14 @@ class CliError(Exception):
     ``code`` and ``detail`` are the JSON error's: a message ``"<error code>: ..."``
     (a worker's refusal, ``unavailable: ...``) is split there."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(
+        self, message: str, exit_code: int = 1, *, reported: bool = False
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        # The command printed its own JSON answer already (``ok: false``): only the
+        # exit status is left to give.
+        self.reported = reported
         head, separator, rest = message.partition(": ")
         known = {c.value for c in ErrorCode}
         if separator and head in known:

@@ -28,7 +28,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from contracts.names import Topology
 from lamassu_cli.client import CliError, CliSettings
-from lamassu_cli.commands import add_command
+from lamassu_cli.commands import add_command, count
 
 __all__ = ["DeadLetter", "register", "run"]
 
@@ -76,7 +76,7 @@ def register(groups: Any) -> None:
     ).add_subparsers(dest="action", required=True)
     p = add_command(dlq, "list", None, "list dead letters (every .dead queue)")
     p.add_argument("queue", nargs="?", help="one queue, e.g. devices.commands")
-    p.add_argument("--limit", type=int, default=100, help="at most this many")
+    p.add_argument("--limit", type=count, default=100, help="at most this many")
     p = add_command(dlq, "show", None, "show one dead letter: type, sender, reason")
     p.add_argument("id", help="its message id (from dlq list)")
     p = add_command(dlq, "replay", None, "send dead letters back to their queue")
@@ -301,7 +301,10 @@ def _print_list(args: argparse.Namespace, found: list[DeadLetter]) -> None:
     shown = found[: args.limit]
     cut = len(found) > len(shown)
     if args.json:
-        document = {"items": [letter.summary() for letter in shown], "next": None}
+        document = {
+            "items": [letter.summary() for letter in shown],
+            "next": shown[-1].id if cut else None,
+        }
         print(json.dumps(document, indent=2))
     elif not shown:
         print("no dead letters")

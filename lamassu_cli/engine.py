@@ -54,7 +54,7 @@ async def check_worker(args: argparse.Namespace, client: Client) -> None:
     _print(args, results, "the running CA worker's engines")
     failed = [f"{name}: {line.name}" for name, line in results if not line.ok]
     if failed:
-        raise CliError(f"engine check failed ({', '.join(failed)})")
+        raise CliError(f"engine check failed ({', '.join(failed)})", reported=True)
 
 
 def run_check(args: argparse.Namespace) -> int:

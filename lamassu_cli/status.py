@@ -117,7 +117,9 @@ async def status(args: argparse.Namespace, client: Client) -> None:
     else:
         print(_render(report))
     if report.problems:
-        raise CliError("unhealthy: " + "; ".join(report.problems), exit_code=1)
+        raise CliError(
+            "unhealthy: " + "; ".join(report.problems), exit_code=1, reported=True
+        )
 
 
 async def _probe(session: aiohttp.ClientSession, name: str, url: str) -> Service:

@@ -135,6 +135,12 @@ async def test_status_unhealthy_names_what_is_wrong(own: Backends, site: str) ->
     assert out.splitlines()[-1] == "UNHEALTHY (2)"
     assert err.startswith("error: unhealthy: est_gateway: unreachable")
     assert "1 dead letter(s) in devices.commands.dead (lamassu dlq list)" in err
+    code, out, err = await status(own, urls, "--json")
+    assert code == 1
+    assert err == ""
+    document = json.loads(out)  # one JSON document, nothing after it
+    assert document["ok"] is False
+    assert len(document["problems"]) == 2
     purged = await lamassu(own, "dlq", "purge", "devices.commands", "--yes")
     assert purged.returncode == 0, purged.stderr
 

@@ -38,12 +38,14 @@ async def test_enrollments_counted_timed_and_audited(
             body, _ = openssl_csr(tmp_path, "no-identity")
             status, _, _ = await stage.est.enroll(stage.ca.name, body, None)
             assert status == 401
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{admin}/metrics") as response,
-        ):
-            assert response.status == 200
-            lines = (await response.text()).splitlines()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{admin}/metrics") as response:
+                assert response.status == 200
+                lines = (await response.text()).splitlines()
+            async with session.get(f"http://127.0.0.1:{admin}/readyz") as response:
+                assert response.status == 200
+                ready = await response.json()
+    assert ready == {"ready": True, "checks": {"bus": "ok", "tasks": "ok"}}
     ok = 'lamassu_est_requests_total{operation="simpleenroll",outcome="ok"} 3.0'
     refused = (
         'lamassu_est_requests_total{operation="simpleenroll",outcome="refused"} 1.0'
