@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import structlog
@@ -111,12 +112,13 @@ async def run(args: argparse.Namespace, settings: CliSettings) -> int:
                     print(f"{key + ':':8} {value}")
             return 0
         if args.action == "replay":
-            return await _replay(args, channel, topology)
+            user = urlsplit(settings.amqp_url.get_secret_value()).username
+            return await _replay(args, channel, topology, user or "guest")
         return await _purge(args, channel, topology)
 
 
 async def _replay(
-    args: argparse.Namespace, channel: Channels, topology: Topology
+    args: argparse.Namespace, channel: Channels, topology: Topology, user: str
 ) -> int:
     if (args.id is None) == (args.all is None):
         raise CliError("usage: give a message id, or --all QUEUE", exit_code=2)
@@ -124,7 +126,7 @@ async def _replay(
     replayed = 0
     for name in [queue] if queue else _all(topology):
         wanted = None if args.all else args.id
-        replayed += await _move(channel, name, wanted)
+        replayed += await _move(channel, name, wanted, user)
     if not replayed and args.id:
         raise CliError(f"not_found: no dead letter has the id {args.id!r}")
     _say(args, {"ok": True, "replayed": replayed}, f"replayed {replayed} message(s)")
@@ -155,8 +157,12 @@ async def _purge(
     return 0
 
 
-async def _move(channels: Channels, dead: str, wanted: str | None) -> int:
-    """Publish the matching messages of ``dead`` back to their queue, then ack them."""
+async def _move(channels: Channels, dead: str, wanted: str | None, user: str) -> int:
+    """Publish the matching messages of ``dead`` back to their queue, then ack them.
+
+    The original ``user_id`` is kept only when it is the replaying connection's own:
+    RabbitMQ refuses a publish whose user-id is another user's, and a worker must
+    see who sends a replayed message, not whom it claims to come from."""
     try:
         queue = await _declared(channels, dead)
     except CliError:
@@ -184,7 +190,7 @@ async def _move(channels: Channels, dead: str, wanted: str | None) -> int:
                 correlation_id=message.correlation_id,
                 reply_to=message.reply_to,
                 type=message.type,
-                user_id=message.user_id,
+                user_id=message.user_id if message.user_id == user else None,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key=origin,
