@@ -155,11 +155,15 @@ def _readiness(bus: Bus, supervisor: Supervisor) -> dict[str, Check]:
     async def bus_connected() -> str | None:
         return None if bus.connected else "not connected to the broker"
 
+    async def consumers() -> str | None:
+        detached = bus.detached()  # the CA events it follows
+        return f"not consuming: {', '.join(detached)}" if detached else None
+
     async def tasks() -> str | None:
         dead = sorted(name for name, up in supervisor.alive().items() if not up)
         return f"not running: {', '.join(dead)}" if dead else None
 
-    return {"bus": bus_connected, "tasks": tasks}
+    return {"bus": bus_connected, "consumers": consumers, "tasks": tasks}
 
 
 def main() -> None:

@@ -45,6 +45,11 @@ async def up(services: tuple[str, ...] = SERVICES) -> int:
     ]
     if gateway is not None:
         _describe_gateway(gateway)
+    if os.environ.get("ADMIN_PORT", "").strip() != "0":
+        sys.stderr.write(
+            "lamassu up: each service serves /healthz, /readyz and /metrics on its "
+            "admin port (ADMIN_PORT); `lamassu status` sums them up\n"
+        )
     done, _ = await asyncio.wait(
         [asyncio.create_task(stop.wait()), *keepers],
         return_when=asyncio.FIRST_COMPLETED,

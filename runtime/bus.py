@@ -202,6 +202,7 @@ class Bus:
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(self.topology.events, routing_key=pattern)
         await queue.consume(consumer, no_ack=False)
+        self._consuming[f"events {pattern}"] = channel
 
     # --- publishing ----------------------------------------------------------------
 

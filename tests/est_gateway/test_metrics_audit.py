@@ -45,7 +45,8 @@ async def test_enrollments_counted_timed_and_audited(
             async with session.get(f"http://127.0.0.1:{admin}/readyz") as response:
                 assert response.status == 200
                 ready = await response.json()
-    assert ready == {"ready": True, "checks": {"bus": "ok", "tasks": "ok"}}
+    checks = {"bus": "ok", "consumers": "ok", "tasks": "ok"}
+    assert ready == {"ready": True, "checks": checks}
     ok = 'lamassu_est_requests_total{operation="simpleenroll",outcome="ok"} 3.0'
     refused = (
         'lamassu_est_requests_total{operation="simpleenroll",outcome="refused"} 1.0'
