@@ -25,5 +25,5 @@ test: services lint typecheck
 	$(VENV)/pytest $(PYTEST_ARGS)
 
 run: services
-	scripts/services.sh ensure-db lamassu
+	scripts/services.sh ensure-db "$${POSTGRES_DATABASE:-lamassu}"
 	scripts/demo.sh

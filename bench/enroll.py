@@ -212,6 +212,9 @@ async def lamassu_stack(
         EST_WAIT_SECONDS="60",
         LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "warning"),
         LOG_FORMAT="json",
+        # No admin servers: their default ports belong to whatever else runs here,
+        # and several gateway processes would share one.
+        ADMIN_PORT="0",
     )
     log = (workdir / "services.log").open("ab")
     services = ["ca_worker", "dms_worker", "device_worker"] + ["est_gateway"] * gateways

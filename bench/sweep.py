@@ -159,6 +159,9 @@ async def stack(
         SWEEP_SHARDS=str(shards),
         LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "warning"),
         LOG_FORMAT="json",
+        # No admin servers: their default ports belong to whatever else runs here,
+        # and several gateway processes would share one.
+        ADMIN_PORT="0",
     )
     log = (workdir / "services.log").open("ab")
     children = [

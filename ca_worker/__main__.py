@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import structlog
+from prometheus_client import CollectorRegistry
 
 from ca_worker.authorities import close_authorities, open_authorities
 from ca_worker.handlers import (
@@ -17,6 +18,8 @@ from ca_worker.handlers import (
     ensure_internal_ca,
     report_missing_keys,
 )
+from ca_worker.inspection import inspection_handlers
+from ca_worker.metrics import CAMetrics
 from ca_worker.publication import VA_HANDLERS
 from ca_worker.settings import Settings
 from ca_worker.store import Store
@@ -48,9 +51,11 @@ async def serve(
     authorities = await asyncio.to_thread(
         open_authorities, settings.engine_configs(), settings.va_url_for
     )
+    registry = CollectorRegistry()
+    metrics = CAMetrics(registry)
     deps = CaDeps(
         store=Store(),
-        authorities=authorities,
+        authorities=metrics.timed(authorities),
         default_engine=settings.engine,
         sweep_shards=settings.sweep_shards,
     )
@@ -89,7 +94,12 @@ async def serve(
                         ("commands", "sweep.get"),
                         *(("commands", type_) for type_ in VA_HANDLERS),
                     ],
-                    {**HANDLERS, **SWEEP_HANDLERS, **VA_HANDLERS},
+                    {
+                        **HANDLERS,
+                        **SWEEP_HANDLERS,
+                        **VA_HANDLERS,
+                        **inspection_handlers(settings.engine_configs()),
+                    },
                     prefetch=settings.ca_prefetch,
                 ),
                 QueueSpec(
@@ -101,6 +111,7 @@ async def serve(
             ],
             tasks=tasks,
             transient=(EngineUnavailable,),
+            refresh=[lambda: metrics.read(pool)],
         )
 
     try:
@@ -111,6 +122,7 @@ async def serve(
             setup=setup,
             stop=stop,
             clock=clock,
+            registry=registry,
         )
     finally:
         # After serve_worker: its consumers and pool are closed, nothing signs any more.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from contracts import alerts, ca, cloud, devices, dms, profiles, sweeps, va
+from contracts import alerts, ca, cloud, devices, dms, ops, profiles, sweeps, va
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -74,6 +74,8 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (profiles.CreateProfile, profiles.ProfileView, "ca"),
     (profiles.GetProfile, profiles.ProfileView, "ca"),
     (profiles.ListProfiles, profiles.Profiles, "ca"),
+    (ops.CheckEngines, ops.EngineChecks, "ca"),
+    (ops.GetCAStats, ops.CAStats, "ca"),
 )
 
 EVENTS: Mapping[str, type[BaseModel]] = {

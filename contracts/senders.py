@@ -146,6 +146,9 @@ _COMMAND_SENDERS: Mapping[str, frozenset[str]] = {
     "ca.list": frozenset({ADMIN, GATEWAY, VA}),
     "ca.revoke": _ADMIN_ONLY,
     "ca.update": _ADMIN_ONLY,
+    # The operator's tools (lamassu status, engine check).
+    "ca.engines": _ADMIN_ONLY,
+    "ca.stats": _ADMIN_ONLY,
     "certificate.sign": frozenset({ADMIN, DMS, CLOUD}),
     "certificate.get": _ADMIN_ONLY,
     "certificate.list": frozenset({ADMIN, VA, CLOUD}),

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from contracts.ca import CAs, CAStatusUpdate, CAView, ListCAs
@@ -17,11 +18,13 @@ from contracts.dms import DMS_CREATE, DMSs, DMSUpdate, DMSView, ListDMSs
 from contracts.envelope import CloudEvent, new_message
 from contracts.names import Topology
 from est_gateway.app import SOURCE, GatewayDeps, create_app
+from est_gateway.metrics import GatewayMetrics
 from est_gateway.pop import PopPolicy
 from est_gateway.server import EstSite, quiet_client_disconnects
 from est_gateway.settings import Settings
 from est_gateway.tls import ServerCredentials, server_context
 from est_gateway.trust import TrustStore
+from runtime.admin import AdminServer, Check, serve_admin
 from runtime.bus import Bus, BusUnavailable, RequestTimeout
 from runtime.service import run_service
 from runtime.supervise import Supervisor
@@ -173,12 +176,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         settings.amqp_url.get_secret_value(), Topology(settings.amqp_prefix)
     )
     runner: web.AppRunner | None = None
+    admin: web.AppRunner | None = None
     supervisor = Supervisor()
     bus.warn_if_unchecked()
+    registry = CollectorRegistry()
     try:
         await _follow_cas(bus, trust)
         supervisor.start("trust-catch-up", _catch_up_after_reconnect(bus, trust))
-        deps = GatewayDeps(settings, bus, trust)
+        deps = GatewayDeps(settings, bus, trust, metrics=GatewayMetrics(registry))
         await _follow_dmss(bus, deps.pop)
         supervisor.start("dms-listing", lambda: _list_dmss(bus, deps.pop))
         runner = web.AppRunner(
@@ -196,6 +201,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             max_connections=settings.est_max_connections,
         )
         await site.start()
+        # Its own port, never the EST one: the endpoints are not for devices.
+        admin = await serve_admin(
+            AdminServer(registry, _readiness(bus, supervisor)), settings, "est_gateway"
+        )
         log.info(
             "est_gateway_started",
             url=f"https://{settings.est_server_names[0]}:{settings.est_port}/.well-known/est/",
@@ -204,11 +213,28 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         )
         await supervisor.watch(stop)
     finally:
+        if admin is not None:
+            await admin.cleanup()
         await supervisor.close()
         if runner is not None:
             await runner.cleanup()
         await bus.close()
         log.info("est_gateway_stopped")
+
+
+def _readiness(bus: Bus, supervisor: Supervisor) -> dict[str, Check]:
+    async def bus_connected() -> str | None:
+        return None if bus.connected else "not connected to the broker"
+
+    async def consumers() -> str | None:
+        detached = bus.detached()  # the CA events it follows
+        return f"not consuming: {', '.join(detached)}" if detached else None
+
+    async def tasks() -> str | None:
+        dead = sorted(name for name, up in supervisor.alive().items() if not up)
+        return f"not running: {', '.join(dead)}" if dead else None
+
+    return {"bus": bus_connected, "consumers": consumers, "tasks": tasks}
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from contracts.ca import CertificateView
@@ -35,6 +35,7 @@ from est_gateway.errors import (
     Unavailable,
 )
 from est_gateway.keygen import KeyGenerator
+from est_gateway.metrics import GatewayMetrics, outcome
 from est_gateway.pop import PopPolicy
 from est_gateway.settings import Settings
 from est_gateway.trust import TrustStore
@@ -71,6 +72,7 @@ class GatewayDeps:
     generated_keys: OrderedDict[str, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey] = (
         field(default_factory=OrderedDict)
     )
+    metrics: GatewayMetrics | None = None
     # Made from settings when not given: serverkeygen's threads, a few at a time.
     keygen: KeyGenerator | None = None
     # Labels whose DMSs require proof-of-possession linking, fed by DMS events.
@@ -395,14 +397,49 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             )
         )
         reason = f"{type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - started
+    label, operation = _where(request)
+    metrics = request.app[DEPS].metrics
+    if metrics is not None:
+        metrics.observe(operation, response.status, seconds)
+    # The audit line (README "Audit"): who asked what, and what they were told.
     log.info(
         "est_request",
         status=response.status,
+        outcome=outcome(response.status),
         client=request.remote,
-        ms=round((time.perf_counter() - started) * 1000, 2),
+        label=label,
+        operation=operation,
+        **_presented(request),
+        ms=round(seconds * 1000, 2),
         **({"reason": reason} if reason else {}),
     )
     return response
+
+
+def _where(request: web.Request) -> tuple[str, str]:
+    """The label and operation a request named, or "-" for a path that is not EST."""
+    try:
+        label, operation = wire.parse_est_path(
+            request.path, request.app[DEPS].settings.est_default_label
+        )
+    except EstError:
+        return "-", "other"
+    return label, operation.value
+
+
+def _presented(request: web.Request) -> dict[str, str]:
+    """The presented client certificate's subject and SHA-256 fingerprint, if any."""
+    try:
+        chain = _client_chain(request)
+    except (EstError, ValueError):
+        return {"client_certificate": "unreadable"}
+    if not chain:
+        return {}
+    return {
+        "client_subject": chain[0].subject.rfc4514_string(),
+        "client_sha256": chain[0].fingerprint(hashes.SHA256()).hex(),
+    }
 
 
 def _failure_response(exc: EstError) -> web.Response:

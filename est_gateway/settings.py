@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from est_gateway.proxies import fingerprint
+from runtime.admin import AdminSettings
 from runtime.settings import BusSettings, LogSettings
 
 __all__ = ["Settings"]
@@ -22,7 +23,7 @@ def _comma_list(value: object) -> object:
     return value
 
 
-class Settings(BusSettings, LogSettings):
+class Settings(BusSettings, LogSettings, AdminSettings):
     est_host: str = "0.0.0.0"  # noqa: S104 - a server for devices on the network
     est_port: int = Field(default=8443, gt=0, lt=65536)
     # Gateway processes that ``lamassu up`` starts on the port (SO_REUSEPORT: the

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,13 @@ from engines.keys import KeyType
 from lamassu_cli import (
     alerts,
     cloud,
+    completion,
+    dlq,
     engine,
     enrollment,
     profiles,
     render,
+    status,
     sweep,
     validation,
 )
@@ -53,21 +57,27 @@ from lamassu_cli.bus_setup import register as register_bus
 from lamassu_cli.bus_setup import run_bus_setup
 from lamassu_cli.client import Client, CliError, CliSettings
 from lamassu_cli.commands import (
+    REASONS_HELP,
     add_command,
+    add_paging,
+    choices,
     confirmed,
     days,
     destructive,
+    enum_type,
+    listing,
     output,
     reason,
+    seconds,
     warning_days,
 )
 from lamassu_cli.db_setup import register as register_db
 from lamassu_cli.db_setup import run_db_setup
+from lamassu_cli.messages import explain, explain_setting
+from lamassu_cli.parser import Parser, UsageError, fail
 from lamassu_cli.up import configured_services, up
 from runtime.bus import BusUnavailable, RequestTimeout
-from runtime.dispatch import first_error
 from runtime.log import configure_logging
-from runtime.settings import SettingsError, load_settings
 
 __all__ = ["main"]
 
@@ -91,7 +101,7 @@ async def ca_create(args: argparse.Namespace, client: Client) -> None:
 
 
 async def ca_list(args: argparse.Namespace, client: Client) -> None:
-    result = await client.call(ListCAs())
+    result = {**await client.call(ListCAs()), "next": None}  # every CA, never cut
     output(args, result, lambda r: render.cas_table(CAs.model_validate(r).items))
 
 
@@ -151,9 +161,14 @@ async def cert_show(args: argparse.Namespace, client: Client) -> None:
 
 
 async def cert_list(args: argparse.Namespace, client: Client) -> None:
-    result = await client.call(
-        ListCertificates(ca=args.ca, status=args.status, limit=args.limit)
-    )
+    async def page(limit: int, after: str | None) -> list[dict[str, Any]]:
+        request = ListCertificates(
+            ca=args.ca, status=args.status, limit=limit, after=after
+        )
+        items: list[dict[str, Any]] = (await client.call(request))["items"]
+        return items
+
+    result = await listing(args, page, "serial")
     output(
         args,
         result,
@@ -205,61 +220,36 @@ async def events_tail(args: argparse.Namespace, client: Client) -> None:
 
 async def wait_ready(args: argparse.Namespace, client: Client) -> None:
     """Return once the CA worker answers, retrying until ``--timeout``."""
-    async with asyncio.timeout(args.timeout):
-        while True:
-            try:
-                await client.bus.request(client.message(ListCAs()), timeout=5.0)
-            except (BusUnavailable, RequestTimeout):
-                await asyncio.sleep(0.5)
-            else:
-                print("ready", file=sys.stderr)
-                return
-
-
-def _register_certificates(groups: Any) -> None:
-    """``cert`` and ``events``: what the CA worker issues, and the stream of events."""
-    cert = groups.add_parser("cert", help="certificates").add_subparsers(
-        dest="action", required=True
-    )
-    p = add_command(
-        cert, "sign", cert_sign, "sign a PKCS#10 CSR; prints the certificate PEM"
-    )
-    p.add_argument("--ca", required=True)
-    p.add_argument("--csr", required=True, help="PEM or DER file")
-    p.add_argument("--validity", type=days, default=365)
-    p.add_argument("--profile", help="issuance profile (default: the CA's)")
-    p.add_argument(
-        "--cap-validity",
-        action="store_true",
-        help="cut a validity beyond the profile's or the CA's instead of refusing",
-    )
-    p = add_command(cert, "show", cert_show, "show a certificate")
-    p.add_argument("serial")
-    p.add_argument("--pem", action="store_true")
-    p = add_command(cert, "list", cert_list, "list certificates")
-    p.add_argument("--ca")
-    p.add_argument("--status", type=CertificateStatus, choices=list(CertificateStatus))
-    p.add_argument("--limit", type=int, default=100)
-    p = add_command(cert, "revoke", cert_revoke, "revoke a certificate")
-    p.add_argument("serial")
-    p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
-    destructive(p, lambda a: f"Revoke certificate {a.serial}?")
-
-    events = groups.add_parser("events", help="event stream").add_subparsers(
-        dest="action", required=True
-    )
-    p = add_command(events, "tail", events_tail, "print events as they arrive")
-    p.add_argument("--type", default="#", help="topic pattern, e.g. 'certificate.#'")
-    p.add_argument("--count", type=int, default=0, help="exit after this many events")
+    try:
+        async with asyncio.timeout(args.timeout):
+            while True:
+                try:
+                    await client.bus.request(client.message(ListCAs()), timeout=5.0)
+                except (BusUnavailable, RequestTimeout):
+                    await asyncio.sleep(0.5)
+                else:
+                    print("ready", file=sys.stderr)
+                    return
+    except TimeoutError:
+        raise CliError(
+            f"unavailable: the CA worker did not answer within {args.timeout:g} s "
+            "(is it running, with the same AMQP_URL and AMQP_PREFIX?)",
+            exit_code=3,
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lamassu", description="Operate the Lamassu PKI."
-    )
+    parser = Parser(prog="lamassu", description="Operate the Lamassu PKI.")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    _add_ca(groups)
+    _add_cert(groups)
+    _add_others(groups)
+    return parser
 
+
+def _add_ca(groups: Any) -> None:
     ca = groups.add_parser("ca", help="certificate authorities").add_subparsers(
         dest="action", required=True
     )
@@ -267,9 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     p.add_argument("--parent", help="issue from this CA (a subordinate CA)")
     p.add_argument(
-        "--key-type", type=KeyType, choices=list(KeyType), default=KeyType.EC_P256
+        "--key-type",
+        type=enum_type(KeyType, "key type"),
+        default=KeyType.EC_P256,
+        help=f"one of: {choices(KeyType)} (default ec-p256)",
     )
-    p.add_argument("--validity", type=days, default=3650, help="e.g. 3650d, 520w, 10y")
+    p.add_argument(
+        "--validity", type=days, default=3650, help="e.g. 3650d, 520w, 10y (default)"
+    )
     p.add_argument(
         "--engine",
         help="engine that keeps the key: one of the CA worker's ENGINE/ENGINES "
@@ -306,16 +301,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pem", action="store_true", help="print only its certificate, PEM")
     p = add_command(ca, "revoke", ca_revoke, "revoke a CA and everything it issued")
     p.add_argument("name")
-    p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+    p.add_argument(
+        "--reason",
+        type=reason,
+        default=RevocationReason.UNSPECIFIED,
+        help=REASONS_HELP,
+    )
     destructive(
         p,
         lambda a: f"Revoke CA {a.name} and every certificate it and its CAs issued?",
         force=f"needed for {INTERNAL_CA}: revoking it revokes every DMS",
     )
 
-    _register_certificates(groups)
+
+def _add_cert(groups: Any) -> None:
+    cert = groups.add_parser("cert", help="certificates").add_subparsers(
+        dest="action", required=True
+    )
+    p = add_command(
+        cert, "sign", cert_sign, "sign a PKCS#10 CSR; prints the certificate PEM"
+    )
+    p.add_argument("--ca", required=True)
+    p.add_argument("--csr", required=True, help="PEM or DER file")
+    p.add_argument("--validity", type=days, default=365, help="e.g. 365d, 52w, 1y")
+    p.add_argument("--profile", help="issuance profile (default: the CA's)")
+    p.add_argument(
+        "--cap-validity",
+        action="store_true",
+        help="cut a validity beyond the profile's or the CA's instead of refusing",
+    )
+    p = add_command(cert, "show", cert_show, "show a certificate")
+    p.add_argument("serial")
+    p.add_argument("--pem", action="store_true")
+    p = add_command(cert, "list", cert_list, "list certificates")
+    p.add_argument("--ca")
+    p.add_argument(
+        "--status",
+        type=enum_type(CertificateStatus, "certificate status"),
+        help=f"one of: {choices(CertificateStatus)} (any case)",
+    )
+    add_paging(p)
+    p = add_command(cert, "revoke", cert_revoke, "revoke a certificate")
+    p.add_argument("serial")
+    p.add_argument(
+        "--reason",
+        type=reason,
+        default=RevocationReason.UNSPECIFIED,
+        help=REASONS_HELP,
+    )
+    destructive(p, lambda a: f"Revoke certificate {a.serial}?")
+
+
+def _add_others(groups: Any) -> None:
+    events = groups.add_parser("events", help="event stream").add_subparsers(
+        dest="action", required=True
+    )
+    p = add_command(events, "tail", events_tail, "print events as they arrive")
+    p.add_argument("--type", default="#", help="topic pattern, e.g. 'certificate.#'")
+    p.add_argument("--count", type=int, default=0, help="exit after this many events")
+
     p = add_command(groups, "wait", wait_ready, "wait until the workers answer")
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=60.0,
+        help="e.g. 90s, 5m, or seconds (default 60)",
+    )
     enrollment.register(groups)
     profiles.register(groups)
     sweep.register(groups)
@@ -330,10 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     add_command(contracts, "asyncapi", None, "print the AsyncAPI document")
-    return parser
+    dlq.register(groups)
+    status.register(groups)
+    completion.register(groups)
 
 
-async def _run(args: argparse.Namespace, settings: CliSettings) -> None:
+def _version() -> str:
+    try:
+        return version("lamassu-pki")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+async def _run(args: argparse.Namespace, settings: CliSettings) -> int:
     if (refusal := confirmed(args)) is not None:  # before anything is sent
         raise CliError(refusal, exit_code=2)
     client = await Client.connect(settings)
@@ -341,43 +401,80 @@ async def _run(args: argparse.Namespace, settings: CliSettings) -> None:
         await args.func(args, client)
     finally:
         await client.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.group == "contracts":
-        print(json.dumps(asyncapi_document(Topology()), indent=2))
-        return
-    # Groups that do not use the bus: they report and exit themselves.
-    offline = {"engine": engine.run_check, "ocsp": validation.run_ocsp_status}
-    offline["bus"] = run_bus_setup
-    offline["db"] = run_db_setup
-    if args.group in offline:
-        sys.exit(offline[args.group](args))
+    """Run one command; a closed stdout (``lamassu ... | head``) ends it quietly."""
+    arguments = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in arguments
     try:
-        settings = load_settings(CliSettings)
-    except SettingsError as exc:
-        sys.exit(f"lamassu: {exc}")
+        sys.exit(_main(arguments, as_json=as_json))
+    except BrokenPipeError:
+        # The reader went away: nothing more to say, and nowhere to say it. Point
+        # stdout at /dev/null so that the interpreter's final flush fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+
+
+def _main(arguments: list[str], *, as_json: bool) -> int:
+    try:
+        args = build_parser().parse_args(arguments)
+    except UsageError as exc:
+        if not as_json:
+            sys.stderr.write(exc.usage)
+        return fail(as_json, "usage", str(exc), 2, human=str(exc))
+    offline = _offline(args)
+    if offline is not None:
+        return offline
+    try:
+        settings = CliSettings()
+    except ValidationError as exc:
+        return fail(as_json, "invalid", explain_setting(exc), 1)
     configure_logging(settings.log_level, settings.log_format)
     if args.group == "up":
-        sys.exit(asyncio.run(up(configured_services(os.environ))))
+        return asyncio.run(up(configured_services(os.environ)))
+    return _online(args, settings, as_json=as_json)
+
+
+def _online(args: argparse.Namespace, settings: CliSettings, *, as_json: bool) -> int:
+    """Run a command that talks to the PKI; failures reported, as exit statuses."""
     # The CLI reports connection failures itself, in one line; the client libraries'
     # own retry chatter would only repeat it.
     for library in ("aiormq", "aio_pika"):
         logging.getLogger(library).setLevel(logging.CRITICAL)
     try:
-        asyncio.run(_run(args, settings))
+        return asyncio.run((dlq.run if args.group == "dlq" else _run)(args, settings))
     except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        if exc.reported and as_json:  # its JSON answer is out already
+            return exc.exit_code
+        return fail(as_json, exc.code, exc.detail, exc.exit_code, human=str(exc))
     except ValidationError as exc:  # an argument the contract refuses, caught here
-        print(f"error: invalid: {first_error(exc)}", file=sys.stderr)
-        sys.exit(2)
-    except (BusUnavailable, RequestTimeout, TimeoutError) as exc:
-        print(f"error: unavailable: {str(exc) or 'timed out'}", file=sys.stderr)
-        sys.exit(3)
+        return fail(as_json, "invalid", explain(exc), 2)
+    except (BusUnavailable, RequestTimeout) as exc:
+        return fail(as_json, "unavailable", str(exc) or "the broker went away", 3)
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
+
+
+def _offline(args: argparse.Namespace) -> int | None:
+    """Run a command that needs neither settings nor the bus; None for the others."""
+    if args.group == "contracts":
+        print(json.dumps(asyncapi_document(Topology()), indent=2))
+        return 0
+    if args.group == "completion":
+        return completion.run(args, build_parser())
+    if args.group == "engine" and args.local:
+        return engine.run_check(args)
+    # Groups that do not use the bus: they report and exit themselves.
+    offline = {
+        "ocsp": validation.run_ocsp_status,
+        "bus": run_bus_setup,
+        "db": run_db_setup,
+    }
+    if args.group in offline:
+        return offline[args.group](args)
+    return None
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from contracts.catalog import COMMANDS
 from contracts.envelope import CloudEvent, new_message
-from contracts.errors import Reply
+from contracts.errors import ErrorCode, Reply
 from contracts.names import Topology
 from runtime.bus import Bus, RequestTimeout
 from runtime.settings import BusSettings, LogSettings
@@ -27,12 +27,30 @@ class CliSettings(BusSettings, LogSettings):
     lamassu_timeout: float = 30.0
 
 
-class CliError(Exception):
-    """Printed as ``error: <message>``; ``exit_code`` is the process status."""
+# What a failure is, when its message does not start with an ErrorCode.
+_CODE_OF_EXIT = {1: "failed", 2: "usage", 3: "unavailable"}
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+
+class CliError(Exception):
+    """Printed as ``error: <message>``; ``exit_code`` is the process status.
+
+    ``code`` and ``detail`` are the JSON error's: a message ``"<error code>: ..."``
+    (a worker's refusal, ``unavailable: ...``) is split there."""
+
+    def __init__(
+        self, message: str, exit_code: int = 1, *, reported: bool = False
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        # The command printed its own JSON answer already (``ok: false``): only the
+        # exit status is left to give.
+        self.reported = reported
+        head, separator, rest = message.partition(": ")
+        known = {c.value for c in ErrorCode}
+        if separator and head in known:
+            self.code, self.detail = head, rest
+        else:
+            self.code, self.detail = _CODE_OF_EXIT.get(exit_code, "failed"), message
 
 
 class Client:

@@ -40,8 +40,13 @@ from contracts.dms import (
 from lamassu_cli import render
 from lamassu_cli.client import Client, CliError
 from lamassu_cli.commands import (
+    REASONS_HELP,
     add_command,
+    add_paging,
+    choices,
     destructive,
+    enum_type,
+    listing,
     output,
     reason,
     warning_days,
@@ -98,9 +103,11 @@ async def _issue_dms_certificate(
     csr_pem, key_file = _dms_csr(args, out / f"{args.name}{suffix}.key")
     try:
         result = await client.call(request(csr_pem))
-    except CliError:
+    except Exception:
+        # Refused (by the DMS worker, or by the contract before anything was sent):
+        # nothing was created, so leave no orphan key behind.
         if key_file is not None:
-            key_file.unlink()  # nothing was issued: leave no orphan key behind
+            key_file.unlink()
         raise
     cert_file = out / f"{args.name}{suffix}.pem"
     cert_file.write_text(result["certificate_pem"])
@@ -182,12 +189,17 @@ async def dms_show(args: argparse.Namespace, client: Client) -> None:
 
 
 async def dms_list(args: argparse.Namespace, client: Client) -> None:
-    result = await client.call(ListDMSs())
+    result = {**await client.call(ListDMSs()), "next": None}  # every DMS, never cut
     output(args, result, lambda r: render.dms_table(DMSs.model_validate(r).items))
 
 
 async def device_list(args: argparse.Namespace, client: Client) -> None:
-    result = await client.call(ListDevices(status=args.status, limit=args.limit))
+    async def page(limit: int, after: str | None) -> list[dict[str, Any]]:
+        request = ListDevices(status=args.status, limit=limit, after=after)
+        items: list[dict[str, Any]] = (await client.call(request))["items"]
+        return items
+
+    result = await listing(args, page, "id")
     output(
         args, result, lambda r: render.devices_table(Devices.model_validate(r).items)
     )
@@ -303,7 +315,12 @@ def register(groups: Any) -> None:
         sub, "revoke", dms_revoke, "revoke a DMS; its enrollments are refused"
     )
     p.add_argument("name")
-    p.add_argument("--reason", type=reason, default=RevocationReason.UNSPECIFIED)
+    p.add_argument(
+        "--reason",
+        type=reason,
+        default=RevocationReason.UNSPECIFIED,
+        help=REASONS_HELP,
+    )
     destructive(p, lambda a: f"Revoke DMS {a.name}? Its devices can no longer enroll.")
     p = add_command(sub, "show", dms_show, "show a DMS")
     p.add_argument("name")
@@ -312,8 +329,12 @@ def register(groups: Any) -> None:
     device = groups.add_parser("device", help="devices and their status")
     sub = device.add_subparsers(dest="action", required=True)
     p = add_command(sub, "list", device_list, "list devices")
-    p.add_argument("--status", type=DeviceStatus, choices=list(DeviceStatus))
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument(
+        "--status",
+        type=enum_type(DeviceStatus, "device status"),
+        help=f"one of: {choices(DeviceStatus)} (any case)",
+    )
+    add_paging(p)
     p = add_command(sub, "show", device_show, "show a device and its slots")
     p.add_argument("id")
     p = add_command(

@@ -103,11 +103,16 @@ async def up(services: tuple[str, ...] = SERVICES) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     keepers = [
-        asyncio.create_task(_keep(name, module, stop))
+        asyncio.create_task(_keep(name, module, stop, _admin_port(name)))
         for name, module in _processes(services, gateway)
     ]
     if gateway is not None:
         _describe_gateway(gateway)
+    if os.environ.get("ADMIN_PORT", "").strip() != "0":
+        sys.stderr.write(
+            "lamassu up: each service serves /healthz, /readyz and /metrics on its "
+            "admin port (ADMIN_PORT); `lamassu status` sums them up\n"
+        )
     done, _ = await asyncio.wait(
         [asyncio.create_task(stop.wait()), *keepers],
         return_when=asyncio.FIRST_COMPLETED,
@@ -121,12 +126,49 @@ async def up(services: tuple[str, ...] = SERVICES) -> int:
     return status
 
 
-async def _keep(name: str, module: str, stop: asyncio.Event) -> None:
+def _admin_port(name: str) -> str | None:
+    """One child's own admin port (README "Health and
+    metrics"): ADMIN_PORT unset, each service's default (9101...) and 9110, 9111...
+    for gateway copies beyond the first, since SO_REUSEPORT would spread scrapes over
+    the copies; ADMIN_PORT=N, consecutive ports from N in SERVICES order, gateway
+    copies last; ADMIN_PORT=0, none. None: the child inherits this environment."""
+    setting = os.environ.get("ADMIN_PORT", "").strip()
+    if setting == "0":
+        return None
+    service, _, copy_text = name.partition("[")
+    copy = int(copy_text.rstrip("]") or 1)
+    if setting:
+        try:
+            base = int(setting)
+        except ValueError:
+            return None  # the service itself reports the bad setting
+        every = (*SERVICES, *OPTIONAL_SERVICES)
+        offset = every.index(service) if service in every else 0
+        port = base + (offset if copy == 1 else len(every) + copy - 2)
+    elif copy > 1:
+        port = 9108 + copy
+    else:
+        return None
+    return str(port)
+
+
+def _environment(module: str, admin_port: str | None) -> dict[str, str] | None:
+    """A child's environment at each start: its identity's file (read again, so that
+    rotated credentials take effect on a restart) and its admin port."""
+    environment = child_environment(module, os.environ)
+    if admin_port is None:
+        return environment
+    return (environment or dict(os.environ)) | {"ADMIN_PORT": admin_port}
+
+
+async def _keep(
+    name: str, module: str, stop: asyncio.Event, admin_port: str | None = None
+) -> None:
     """Run one service until ``stop``, starting it again whenever it dies."""
     delay = 1.0
     while not stop.is_set():
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, env=child_environment(module, os.environ)
+            sys.executable, "-m", module, env=_environment(module, admin_port)
         )
         started = time.monotonic()
         sys.stderr.write(f"lamassu up: started {name} (pid {child.pid})\n")

@@ -91,6 +91,8 @@ class Bus:
         self._reply_queue: AbstractQueue | None = None
         self._pending: dict[str, tuple[asyncio.Future[Reply], str]] = {}
         self._reply_lock = asyncio.Lock()
+        # The channel of each queue this process consumes (readiness).
+        self._consuming: dict[str, AbstractChannel] = {}
 
     @classmethod
     async def connect(cls, url: str, topology: Topology) -> Bus:
@@ -176,7 +178,14 @@ class Bus:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
         queue = await channel.get_queue(queue_name, ensure=True)
-        return await queue.consume(consumer, no_ack=False)
+        tag = await queue.consume(consumer, no_ack=False)
+        self._consuming[queue_name] = channel
+        return tag
+
+    def detached(self) -> list[str]:
+        """The queues whose consumer channel is closed now (readiness): the robust
+        connection reopens them after a reconnect, not after a channel error."""
+        return sorted(q for q, ch in self._consuming.items() if ch.is_closed)
 
     async def consumer_count(self, queue_name: str) -> int | None:
         """How many consumers a queue has now; None when it does not exist."""
@@ -191,6 +200,24 @@ class Bus:
         result = queue.declaration_result
         return int(result.consumer_count or 0)
 
+    async def message_count(self, queue_name: str) -> int | None:
+        """How many messages a queue holds ready now; None when it does not exist."""
+        channel = await self._connection.channel()
+        try:
+            queue = await channel.declare_queue(queue_name, passive=True)
+        except aio_pika.exceptions.ChannelClosed:
+            return None  # 404, as in consumer_count
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return int(queue.declaration_result.message_count or 0)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up now (readiness); the robust
+        connection clears this while it reconnects."""
+        return self._connection.connected.is_set()
+
     async def subscribe(
         self, pattern: str, consumer: Consumer, *, prefetch: int = 50
     ) -> None:
@@ -200,6 +227,7 @@ class Bus:
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(self.topology.events, routing_key=pattern)
         await queue.consume(consumer, no_ack=False)
+        self._consuming[f"events {pattern}"] = channel
 
     # --- senders -------------------------------------------------------------------
 

@@ -252,9 +252,13 @@ def _bind(message: AbstractIncomingMessage, envelope: CloudEvent | None) -> None
     structlog.contextvars.bind_contextvars(
         message_id=message.message_id, correlation_id=message.correlation_id
     )
+    if message.user_id:
+        # The broker-verified identity of the publisher (AMQP 0-9-1 user-id,
+        # which RabbitMQ checks against the connection's user): the audit's sender.
+        structlog.contextvars.bind_contextvars(sender=message.user_id)
     if envelope is not None:
         structlog.contextvars.bind_contextvars(
-            message_type=envelope.type, subject=envelope.subject
+            message_type=envelope.type, subject=envelope.subject, source=envelope.source
         )
 
 
@@ -277,6 +281,19 @@ def _handled(outcome: Outcome) -> _Settlement:
     if outcome.forward is not None:
         return _Settlement(forward=outcome.forward)
     return _Settlement(reply=Reply.success(outcome.result))
+
+
+def _outcome(settlement: _Settlement) -> str:
+    """A settlement in one word, for ``lamassu_messages_total``."""
+    if settlement.verdict is _Verdict.REQUEUE:
+        return "requeued"
+    if settlement.verdict is _Verdict.DEAD_LETTER:
+        return "dead_lettered"
+    if settlement.forward is not None:
+        return "forwarded"
+    if settlement.reply is not None and not settlement.reply.ok:
+        return "refused"
+    return "ok"
 
 
 def _read_out(outcome: Outcome) -> _Settlement:
@@ -304,8 +321,11 @@ class Dispatcher:
         clock: Callable[[], datetime] = _now,
         transient: tuple[type[BaseException], ...] = (),
         backoff: Backoff | None = None,
+        observe: Callable[[str, str], None] | None = None,
     ) -> None:
         self._routes = routes
+        # Told (message type, outcome) of each settled message: the metrics hook.
+        self._observe = observe or (lambda _type, _outcome: None)
         self._pool = pool
         self._schema = schema
         self._bus = bus
@@ -793,6 +813,7 @@ class Dispatcher:
         """Send the reply or the forward; False when the channel went meanwhile."""
         message = delivery.message
         _bind(message, delivery.envelope)
+        self._observe(delivery.envelope.type, _outcome(settlement))
         try:
             if settlement.forward is not None:
                 await self._forward(message, settlement.forward)
@@ -893,6 +914,7 @@ class Dispatcher:
     ) -> None:
         if code is ErrorCode.INVALID:  # a refused sender has its audit line already
             log.warning("message_dead_lettered", reason=reason)
+        self._observe(message.type or "unknown", "dead_lettered")
         await self._answer(message, Reply.failure(code, reason))
         await self._conclude(message, _Verdict.DEAD_LETTER)
 

@@ -11,6 +11,7 @@ from typing import TypeVar
 import uvloop
 
 from engines.errors import EngineError
+from runtime.admin import AdminPortError
 from runtime.bus import BusUnavailable
 from runtime.db import DatabaseUnavailable
 from runtime.log import configure_logging
@@ -29,6 +30,7 @@ STARTUP_ERRORS = (
     DatabaseUnavailable,
     BusUnavailable,
     Unrecoverable,
+    AdminPortError,
 )
 
 

@@ -18,13 +18,17 @@ from typing import Any, Literal
 
 import asyncpg
 import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
 from pydantic import field_validator
 
 from contracts.names import Topology
+from runtime.admin import AdminServer, AdminSettings, Check, serve_admin
 from runtime.bus import Bus
 from runtime.db import create_pool, discover_migrations, migrate
 from runtime.dispatch import ContextFactory, Dispatcher, Route
 from runtime.inbox import prune_inbox
+from runtime.metrics import WorkerMetrics
 from runtime.outbox import OutboxRelay
 from runtime.schedule import Interval, Scheduler, parse_duration
 from runtime.settings import BusSettings, DatabaseSettings
@@ -35,7 +39,7 @@ __all__ = ["Plan", "QueueSpec", "WorkerSettings", "serve_worker"]
 log = structlog.get_logger("worker")
 
 
-class WorkerSettings(DatabaseSettings, BusSettings):
+class WorkerSettings(DatabaseSettings, BusSettings, AdminSettings):
     """What every worker reads: database, bus, and whether it relays its own outbox."""
 
     # Off only where the outbox relay runs in another process (and in the crash test).
@@ -78,6 +82,9 @@ class Plan:
     # Exceptions of the worker's own backends that mean "retry later" (an engine's
     # EngineUnavailable), beside those runtime.faults knows.
     transient: tuple[type[BaseException], ...] = ()
+    # Run before each /metrics scrape: the worker's own gauges, read from its
+    # tables (on the registry given to serve_worker).
+    refresh: Sequence[Callable[[], Awaitable[None]]] = ()
 
 
 async def serve_worker(
@@ -88,16 +95,22 @@ async def serve_worker(
     setup: Callable[[asyncpg.Pool, Bus], Awaitable[Plan]],
     stop: asyncio.Event,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    registry: CollectorRegistry | None = None,
 ) -> None:
     """Run a worker until ``stop`` is set; migrations come from ``<package>/migrations``.
 
     ``clock`` is every handler's ``now``; tests inject one to walk through expiry.
+    ``registry`` takes the worker's metrics (a new one per call when None); they and
+    its readiness are served on the admin port (runtime/admin.py).
     Raises ``Unrecoverable`` when a background loop keeps failing.
     """
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = WorkerMetrics(registry, schema)
     pool = await create_pool(settings)
     bus: Bus | None = None
     plan: Plan | None = None
     supervisor: Supervisor | None = None
+    admin: web.AppRunner | None = None
     dispatchers: list[Dispatcher] = []
     try:
         await migrate(pool, schema, discover_migrations(package))
@@ -133,6 +146,7 @@ async def serve_worker(
                 context=plan.context,
                 clock=clock,
                 transient=plan.transient,
+                observe=metrics.settled,
             )
             dispatchers.append(dispatcher)
             await bus.consume(queue, dispatcher, prefetch=spec.prefetch)
@@ -147,11 +161,26 @@ async def serve_worker(
         )
         for index, task in enumerate(plan.tasks):
             supervisor.start(f"{schema}-task-{index}", _bound(task, wake))
+        admin = await serve_admin(
+            AdminServer(
+                registry,
+                _readiness(pool, bus, supervisor, metrics, settings),
+                refresh=[
+                    lambda: _read_outbox(metrics, pool),
+                    lambda: metrics.read_queues(bus, queues),
+                    *plan.refresh,
+                ],
+            ),
+            settings,
+            package,
+        )
         log.info(
             "worker_started", worker=package, queues=[q.purpose for q in plan.queues]
         )
         await supervisor.watch(stop)
     finally:
+        if admin is not None:
+            await admin.cleanup()
         for dispatcher in dispatchers:
             dispatcher.close()
         if supervisor is not None:
@@ -164,6 +193,45 @@ async def serve_worker(
         for close in plan.on_close if plan is not None else ():
             await close()
         log.info("worker_stopped", worker=package)
+
+
+async def _read_outbox(metrics: WorkerMetrics, pool: asyncpg.Pool) -> None:
+    await metrics.read_outbox(pool)
+
+
+def _readiness(
+    pool: asyncpg.Pool,
+    bus: Bus,
+    supervisor: Supervisor,
+    metrics: WorkerMetrics,
+    settings: WorkerSettings,
+) -> dict[str, Check]:
+    """What /readyz checks (served once every queue is consumed)."""
+
+    async def bus_connected() -> str | None:
+        return None if bus.connected else "not connected to the broker"
+
+    async def consumers() -> str | None:
+        detached = bus.detached()
+        return f"not consuming: {', '.join(detached)}" if detached else None
+
+    async def database() -> str | None:
+        _backlog, age = await metrics.read_outbox(pool)
+        limit = settings.ready_outbox_age_seconds
+        if age > limit:
+            return f"the oldest outbox row is {age:.0f} s old (limit {limit:g} s)"
+        return None
+
+    async def tasks() -> str | None:
+        dead = sorted(name for name, up in supervisor.alive().items() if not up)
+        return f"not running: {', '.join(dead)}" if dead else None
+
+    return {
+        "bus": bus_connected,
+        "consumers": consumers,
+        "database": database,
+        "tasks": tasks,
+    }
 
 
 def _bound(

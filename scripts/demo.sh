@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # `make run`: start the PKI with `lamassu up`, enroll a device over EST with curl and
-# openssl, re-enroll it, show its status; then keep the PKI running until Ctrl-C.
-# State lives in the database named by POSTGRES_DATABASE (default lamassu) and in .run/.
+# openssl, re-enroll it, show its status; then keep the PKI running until Ctrl-C, which
+# stops it and exits 0. Run it again and it reuses its CA and DMS (or replaces the DMS
+# when its files and the PKI no longer agree); each run enrolls a new device.
+# State lives in the database named by POSTGRES_DATABASE (default lamassu) and in .run/
+# (LAMASSU_RUN_DIR); AMQP_PREFIX, EST_PORT and ADMIN_PORT (see README) are honoured, so a
+# second demo can run beside the first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-RUN="$PWD/.run"
+RUN="${LAMASSU_RUN_DIR:-$PWD/.run}"
 export POSTGRES_DATABASE="${POSTGRES_DATABASE:-lamassu}"
 export GOPEM_DATA="${GOPEM_DATA:-$RUN/keys}"
 export EST_TLS_DIR="${EST_TLS_DIR:-$RUN/est-tls}"
@@ -19,9 +23,12 @@ mkdir -p "$DEMO"
 lamassu() { .venv/bin/lamassu "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 est() { # est OPERATION CERT KEY CSR-BODY-FILE OUT: one EST POST with curl over mTLS
-    curl --silent --show-error --fail-with-body --cacert "$EST_TLS_DIR/server.pem" \
+    if ! curl --silent --show-error --fail-with-body --cacert "$EST_TLS_DIR/server.pem" \
         --cert "$2" --key "$3" -H 'Content-Type: application/pkcs10' \
-        --data-binary "@$4" -o "$5.b64" "https://localhost:$EST_PORT/.well-known/est/demo-ca/$1"
+        --data-binary "@$4" -o "$5.b64" "https://localhost:$EST_PORT/.well-known/est/demo-ca/$1"; then
+        echo "demo: EST $1 refused: $(cat "$5.b64" 2>/dev/null)" >&2
+        exit 1
+    fi
     base64 -d "$5.b64" | openssl pkcs7 -inform DER -print_certs -out "$5"
 }
 
@@ -35,8 +42,16 @@ set -a; source "$LAMASSU_CREDENTIALS/admin.env"; set +a
 
 .venv/bin/lamassu up 2>>"$RUN/pki.log" &
 UP=$!
-trap 'kill -TERM $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT INT TERM
-lamassu wait --timeout 120
+RECEIVER=""  # the alerts webhook receiver, once started
+stop() {
+    [[ -z "$RECEIVER" ]] || kill -TERM "$RECEIVER" 2>/dev/null || true
+    kill -TERM "$UP" 2>/dev/null || true
+    wait "$UP" 2>/dev/null || true
+}
+trap stop EXIT
+# Ctrl-C is how the demo ends: stop the PKI and exit 0.
+trap 'trap - EXIT; stop; echo; echo "demo: stopped"; exit 0' INT TERM
+lamassu wait --timeout 120s
 for _ in $(seq 100); do [[ -s "$EST_TLS_DIR/server.pem" ]] && break; sleep 0.2; done
 
 step "A CA for devices (LAMASSU-DMS-MANAGER, the internal CA, exists from the first start)"
@@ -44,9 +59,19 @@ lamassu ca show demo-ca >/dev/null 2>&1 || lamassu ca create --name demo-ca --va
 lamassu ca list
 
 step "A DMS allowed to enroll for demo-ca; its key is made here, mode 0600"
-if ! lamassu dms show demo-dms >/dev/null 2>&1; then
-    rm -f "$DEMO/demo-dms.key"
-    lamassu dms create --name demo-dms --authorized-ca demo-ca --out "$DEMO"
+# Reused when the PKI has it ACTIVE with the certificate in $DEMO; otherwise (a new
+# database, deleted files, a revoked DMS) a new one replaces it.
+DMS="$(cat "$DEMO/dms-name" 2>/dev/null || echo demo-dms)"
+dms_serial() { lamassu --json dms show "$1" 2>/dev/null | .venv/bin/python -c \
+    'import json, sys; d = json.load(sys.stdin); print(d["certificate_serial"] if d["status"] == "ACTIVE" else "")'; }
+file_serial() { openssl x509 -in "$DEMO/$1.pem" -noout -serial 2>/dev/null | cut -d= -f2 | tr A-F a-f; }
+if [[ -s "$DEMO/$DMS.key" && -n "$(file_serial "$DMS")" && "$(dms_serial "$DMS" || true)" == "$(file_serial "$DMS")" ]]; then
+    echo "reusing DMS $DMS ($DEMO/$DMS.pem)"
+else
+    lamassu dms show "$DMS" >/dev/null 2>&1 && DMS="demo-dms-$(date +%s)"
+    rm -f "$DEMO/$DMS.key"
+    lamassu dms create --name "$DMS" --authorized-ca demo-ca --out "$DEMO"
+    echo "$DMS" > "$DEMO/dms-name"
 fi
 lamassu dms list
 
@@ -59,7 +84,6 @@ fi
 .venv/bin/python scripts/webhook_receiver.py --port "$ALERT_PORT" \
     --secret-file "$DEMO/alerts.secret" > "$DEMO/alerts.log" 2>&1 &
 RECEIVER=$!
-trap 'kill -TERM $RECEIVER $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT INT TERM
 for id in $(lamassu alert list --json | .venv/bin/python -c 'import json, sys
 print(*[s["id"] for s in json.load(sys.stdin)["items"] if s["target"] == sys.argv[1]])' \
     "http://127.0.0.1:$ALERT_PORT/"); do
@@ -76,7 +100,7 @@ for _ in $(seq 100); do  # the gateway learns new CAs from ca.create events
         "https://localhost:$EST_PORT/.well-known/est/demo-ca/cacerts" | grep -q 200 && break
     sleep 0.2
 done
-est simpleenroll "$DEMO/demo-dms.pem" "$DEMO/demo-dms.key" "$DEMO/device.csr.b64" "$DEMO/device.pem"
+est simpleenroll "$DEMO/$DMS.pem" "$DEMO/$DMS.key" "$DEMO/device.csr.b64" "$DEMO/device.pem"
 openssl x509 -in "$DEMO/device.pem" -noout -subject -serial -enddate
 
 step "The chain from /cacerts verifies it"
@@ -105,7 +129,7 @@ ocsp() { openssl ocsp -issuer "$DEMO/demo-ca.pem" -cert "$DEMO/device-renewed.pe
 for _ in $(seq 100); do ocsp | grep -q ": good" && break; sleep 0.2; done  # responder ready
 lamassu ocsp status --cert "$DEMO/device-renewed.pem"
 SERIAL=$(openssl x509 -in "$DEMO/device-renewed.pem" -noout -serial | cut -d= -f2)
-lamassu cert revoke "$SERIAL" --reason key-compromise >/dev/null
+lamassu cert revoke "$SERIAL" --reason key-compromise --yes >/dev/null
 for _ in $(seq 50); do ocsp | grep -q ": revoked" && break; sleep 0.2; done
 echo "openssl ocsp says:"; ocsp | grep -E "revoked|Reason|verify"
 lamassu crl publish demo-ca >/dev/null
@@ -125,5 +149,5 @@ fi
 step "An expiry sweep, fanned out into shards (nothing is due yet, so nothing changes)"
 lamassu sweep run --wait
 
-step "The PKI is running: EST on https://localhost:$EST_PORT (server certificate $EST_TLS_DIR/server.pem), OCSP and CRLs on $VA_URL, logs in .run/pki.log. Try .venv/bin/lamassu --help. Ctrl-C stops it."
-wait $UP
+step "The PKI is running: EST on https://localhost:$EST_PORT (server certificate $EST_TLS_DIR/server.pem), OCSP and CRLs on $VA_URL, logs in $RUN/pki.log. Try .venv/bin/lamassu status, or --help. Ctrl-C stops it."
+wait "$UP"

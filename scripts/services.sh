@@ -84,8 +84,11 @@ ensure_venv() {
         [[ -n "$py" ]] || die "no python3 >= 3.11 found"
         quiet "$py" -m venv .venv
     fi
-    if [[ ! -f .venv/.installed || pyproject.toml -nt .venv/.installed ]]; then
-        quiet .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+    if [[ ! -f .venv/.installed || pyproject.toml -nt .venv/.installed ||
+        requirements.lock -nt .venv/.installed ]]; then
+        # The runtime dependencies at the versions the image uses (scripts/lock.sh).
+        quiet .venv/bin/python -m pip install -q --disable-pip-version-check \
+            -c requirements.lock -e '.[dev]'
         touch .venv/.installed
         echo "venv: installed .[dev] into .venv"
     else

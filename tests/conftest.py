@@ -27,6 +27,10 @@ from ca_worker.settings import Settings as CaSettings
 from contracts.names import Topology
 from runtime.bus import Bus, remove_topology
 
+# Admin servers stay off in tests unless a test gives one a free port: the default
+# ports (runtime/admin.py) belong to whatever stack runs on this machine.
+os.environ["ADMIN_PORT"] = "0"
+
 PG_DSN = os.environ.get(
     "PKI_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
 )

@@ -17,14 +17,19 @@ pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 
 async def lamassu(
-    backends: Backends, *args: str, timeout: str = "30"
+    backends: Backends,
+    *args: str,
+    timeout: str = "30",
+    cwd: Path | None = None,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "lamassu_cli",
         *args,
-        env=backends.env(LOG_LEVEL="warning", LAMASSU_TIMEOUT=timeout),
+        cwd=cwd,
+        env=backends.env(LOG_LEVEL="warning", LAMASSU_TIMEOUT=timeout, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -143,7 +148,11 @@ async def test_create_sign_verify_and_tail(
             "error: not_found: no CA named 'no-such-ca'",
         ),
         (["sweep", "run", "--shards", "0"], 2, "is not a number from 1 to 1024"),
-        (["sweep", "show", "nope"], 2, "error: invalid: id: String should match"),
+        (
+            ["sweep", "show", "nope"],
+            2,
+            "error: invalid: id: 'nope' is not valid: a sweep id",
+        ),
     ],
     ids=[
         "unknown-ca",

@@ -105,7 +105,7 @@ def test_vault_token_replaces_approle(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def lamassu_engine_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lamassu_cli", "engine", "check"],
+        [sys.executable, "-m", "lamassu_cli", "engine", "check", "--local"],
         env={**clean_environment(), **env},
         capture_output=True,
         text=True,
@@ -121,6 +121,18 @@ def test_engine_check_passes_for_a_working_engine(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert 4 == len(lines)
     assert all(line.startswith("ok   ") for line in lines)
+    assert "not the running worker's" in done.stderr
+
+
+def test_engine_check_local_never_creates_the_key_directory(tmp_path: Path) -> None:
+    """A missing GOPEM_DATA fails at 'reachable' and is left missing."""
+    missing = tmp_path / "keys"
+    done = lamassu_engine_check({"ENGINE": "gopem", "GOPEM_DATA": str(missing)})
+    assert 1 == done.returncode
+    assert done.stdout.splitlines()[-1].startswith(
+        f"FAIL reachable: GOPEM_DATA: {missing} does not exist"
+    )
+    assert not missing.exists()
 
 
 def test_engine_check_fails_on_a_missing_variable(tmp_path: Path) -> None:
