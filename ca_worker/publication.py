@@ -49,6 +49,8 @@ async def _signer(ctx: CaContext, name: str) -> tuple[CAView, SignerAuthority]:
     if ca.status not in _USABLE or ca.not_after <= ctx.now:
         raise CAUnusable(f"CA {name!r} cannot sign: it is {ca.status.value.lower()}")
     authority = ctx.deps.authorities.get(ca.engine)
+    # The authorities may be wrapped (ca_worker/metrics.py times their signing).
+    authority = getattr(authority, "inner", authority)
     if not isinstance(authority, SignerAuthority):
         raise CAUnusable(
             f"CA {name!r} is kept by engine {ca.engine!r}, which does not sign "

@@ -156,9 +156,9 @@ async def _queues(client: Client, report: Report) -> None:
             await client.bus.message_count(f"{name}.dead"),
         )
         report.queues.append(state)
-        if state.consumers is None:
-            report.problems.append(f"queue {state.name} does not exist")
-        elif state.consumers == 0:
+        # A queue that was never declared is a service not deployed here (the cloud
+        # proxy is optional); one that exists with nobody consuming is a service down.
+        if state.consumers == 0:
             report.problems.append(f"nothing consumes {state.name}")
         if state.dead_letters:
             report.problems.append(

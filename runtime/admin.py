@@ -40,9 +40,6 @@ DEFAULT_ADMIN_PORTS: Mapping[str, int] = {
     "dms_worker": 9102,
     "device_worker": 9103,
     "est_gateway": 9104,
-    "va_worker": 9105,
-    "alerts_worker": 9106,
-    "cloud_proxy": 9107,
 }
 
 # A readiness check: None when it holds, else a one-line reason.

@@ -61,7 +61,8 @@ class Supervisor:
         self._tasks[name] = asyncio.create_task(self._keep(name, loop), name=name)
 
     def alive(self) -> dict[str, bool]:
-        """Each task's name and whether it is running now (not waiting to restart)."""
+        """Each unfinished task's name and whether it is running now (not waiting to
+        restart after a failure); a task that ended normally is not listed."""
         return dict(self._running)
 
     async def failed(self) -> str:
@@ -125,6 +126,7 @@ class Supervisor:
                     return
                 await asyncio.sleep(delay)
             else:
-                self._running[name] = False
+                # Done, not dead (a one-off catch-up): no longer reported by alive().
+                del self._running[name]
                 log.info("task_finished", task=name)
                 return

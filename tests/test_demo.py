@@ -17,7 +17,7 @@ import pytest
 
 from contracts.senders import IDENTITIES
 from lamassu_cli.up import _admin_port
-from tests.conftest import PG_DSN, Backends, isolated_backends
+from tests.conftest import Backends, isolated_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 READY = "The PKI is running"
@@ -51,13 +51,17 @@ def identities(own: Backends) -> Iterator[dict[str, str]]:
         )
 
     async def drop_roles() -> None:
-        conn = await asyncpg.connect(PG_DSN)
+        # What the roles own lives in the module's database: dropped there first.
+        conn = await asyncpg.connect(
+            host=own.pg_host, port=own.pg_port, user=own.pg_user, database=own.database
+        )
         try:
             roles = await conn.fetch(
                 "SELECT rolname FROM pg_roles WHERE rolname LIKE $1",
                 names["POSTGRES_ROLE_PREFIX"] + "%",
             )
             for row in roles:
+                await conn.execute(f'DROP OWNED BY "{row["rolname"]}" CASCADE')
                 await conn.execute(f'DROP ROLE IF EXISTS "{row["rolname"]}"')
         finally:
             await conn.close()
@@ -150,7 +154,7 @@ def test_up_gives_each_process_its_admin_port(monkeypatch: pytest.MonkeyPatch) -
         return [_admin_port(n) for n in names]
 
     monkeypatch.delenv("ADMIN_PORT", raising=False)
-    assert ports() == [None] * 7 + ["9110"]  # each its default, then 9110...
+    assert ports() == [None] * 7 + ["9110"]  # each its default (if any), then 9110...
     monkeypatch.setenv("ADMIN_PORT", "0")
     assert ports() == [None] * 8
     monkeypatch.setenv("ADMIN_PORT", "19100")

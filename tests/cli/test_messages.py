@@ -269,7 +269,7 @@ def test_completion_offers_commands_and_options() -> None:
         ["bash", "-c", probe], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["--status", "device dlq dms"]
+    assert done.stdout.splitlines() == ["--status", "db device dlq dms"]
 
 
 def test_a_closed_pipe_ends_quietly() -> None:
