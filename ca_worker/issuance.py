@@ -34,13 +34,16 @@ __all__ = [
     "LEAF_EXTENDED_KEY_USAGE",
     "CSRRejected",
     "Issuer",
+    "authority_key_identifier",
     "build_ca_certificate",
     "build_leaf_certificate",
     "csr_fingerprint",
+    "end_entity_builder",
     "leaf_key_usage",
     "load_csr",
     "new_serial",
     "serial_hex",
+    "signature_hash",
     "validation_extensions",
     "verbatim_conflicts",
 ]
@@ -74,8 +77,9 @@ def serial_hex(serial: int) -> str:
     return text if len(text) % 2 == 0 else "0" + text
 
 
-def _hash_for(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384:
-    # RFC 5480 §4: pair P-384 with SHA-384; SHA-256 otherwise.
+def signature_hash(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384:
+    """The hash a signature by ``key`` uses: RFC 5480 §4 pairs P-384 with SHA-384,
+    SHA-256 otherwise (certificates, CRLs and OCSP responses alike)."""
     if isinstance(
         key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey
     ) and isinstance(key.curve, ec.SECP384R1):
@@ -144,7 +148,7 @@ def build_ca_certificate(
     aki = (
         x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
         if issuer is None
-        else _aki(issuer.certificate)
+        else authority_key_identifier(issuer.certificate)
     )
     builder = (
         x509.CertificateBuilder()
@@ -177,7 +181,39 @@ def build_ca_certificate(
     )
     for extension in extensions:
         builder = builder.add_extension(extension, critical=False)
-    return builder.sign(signer, _hash_for(signer))
+    return builder.sign(signer, signature_hash(signer))
+
+
+def end_entity_builder(
+    *,
+    csr: x509.CertificateSigningRequest,
+    issuer: Issuer,
+    serial: int,
+    now: datetime,
+    validity: timedelta,
+) -> tuple[x509.CertificateBuilder, ec.EllipticCurvePublicKey | rsa.RSAPublicKey]:
+    """What every end-entity certificate issued here starts from (a device's, a
+    delegated OCSP responder's): the CSR's subject and key, not CA (RFC 5280
+    §4.2.1.9), a validity within the issuer's, SKI and AKI; with the CSR's key."""
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise CSRRejected("the CSR key must be EC or RSA")
+    not_after = min(now + validity, issuer.certificate.not_valid_after_utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(issuer.certificate.subject)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+        )
+        .add_extension(authority_key_identifier(issuer.certificate), critical=False)
+    )
+    return builder, public_key
 
 
 def build_leaf_certificate(
@@ -193,30 +229,16 @@ def build_leaf_certificate(
     """An end-entity certificate for a device: the CSR's subject and SAN, our extensions
     (key usages from ``usage``, the issuance profile; a client certificate without),
     plus ``extensions``, non-critical: ``validation_extensions``."""
-    public_key = csr.public_key()
-    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-        raise CSRRejected("the CSR key must be EC or RSA")
-    not_after = min(now + validity, issuer.certificate.not_valid_after_utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(csr.subject)
-        .issuer_name(issuer.certificate.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(now)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(leaf_key_usage(public_key, usage), critical=True)
-        .add_extension(
-            LEAF_EXTENDED_KEY_USAGE
-            if usage is None
-            else usage.extended_key_usage_extension(),
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
-        )
-        .add_extension(_aki(issuer.certificate), critical=False)
+    builder, public_key = end_entity_builder(
+        csr=csr, issuer=issuer, serial=serial, now=now, validity=validity
+    )
+    builder = builder.add_extension(
+        leaf_key_usage(public_key, usage), critical=True
+    ).add_extension(
+        LEAF_EXTENDED_KEY_USAGE
+        if usage is None
+        else usage.extended_key_usage_extension(),
+        critical=False,
     )
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -226,7 +248,7 @@ def build_leaf_certificate(
         builder = builder.add_extension(san.value, critical=san.critical)
     for extension in extensions:
         builder = builder.add_extension(extension, critical=False)
-    return builder.sign(issuer.signer, _hash_for(issuer.signer))
+    return builder.sign(issuer.signer, signature_hash(issuer.signer))
 
 
 def leaf_key_usage(
@@ -271,7 +293,8 @@ def verbatim_conflicts(
     return conflicts
 
 
-def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+def authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The issuer's SKI as AKI (RFC 5280 §4.2.1.1, §5.2.1), its key's hash without one."""
     try:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     except x509.ExtensionNotFound:

@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ca_worker.issuance import CSRRejected, Issuer
+from ca_worker.issuance import (
+    Issuer,
+    authority_key_identifier,
+    end_entity_builder,
+    signature_hash,
+)
 from contracts.ca import RevocationReason
 from contracts.x509 import REASON_FLAGS
-from engines import PrivateKey
 
 __all__ = [
     "RevokedEntry",
@@ -42,28 +44,6 @@ class RevokedEntry:
     serial: int
     revoked_at: datetime
     reason: RevocationReason | None
-
-
-def _digest(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
-    # RFC 5480 §4: P-384 goes with SHA-384; SHA-256 otherwise.
-    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(
-        key.curve, ec.SECP384R1
-    ):
-        return hashes.SHA384()
-    return hashes.SHA256()
-
-
-def _aki(certificate: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    """The issuer's SKI as AKI (RFC 5280 §4.2.1.1, §5.2.1), its key's hash without one."""
-    try:
-        ski = certificate.extensions.get_extension_for_class(
-            x509.SubjectKeyIdentifier
-        ).value
-    except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            certificate.public_key()  # type: ignore[arg-type]
-        )
-    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
 def freshest_crl(delta_url: str) -> x509.FreshestCRL:
@@ -105,7 +85,9 @@ def build_crl(
     """A full CRL (``delta_base`` None) or a delta CRL against full CRL ``delta_base``."""
     extensions = [
         x509.Extension(
-            x509.AuthorityKeyIdentifier.oid, False, _aki(issuer.certificate)
+            x509.AuthorityKeyIdentifier.oid,
+            False,
+            authority_key_identifier(issuer.certificate),
         ),
         x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
     ]
@@ -128,7 +110,7 @@ def build_crl(
         extensions=extensions,
         revoked_certificates=[_entry(e) for e in entries],
     )
-    return builder.sign(issuer.signer, _digest(issuer.signer))
+    return builder.sign(issuer.signer, signature_hash(issuer.signer))
 
 
 def build_responder_certificate(
@@ -142,20 +124,11 @@ def build_responder_certificate(
     """A delegated OCSP responder certificate for the CSR's key (RFC 6960 §4.2.2.2):
     EKU id-kp-OCSPSigning, id-pkix-ocsp-nocheck (§4.2.2.2.1: relying parties need not
     check its revocation, so it is short-lived instead), digitalSignature only."""
-    public_key = csr.public_key()
-    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-        raise CSRRejected("the CSR key must be EC or RSA")
-    not_after = min(now + validity, issuer.certificate.not_valid_after_utc)
+    builder, _ = end_entity_builder(
+        csr=csr, issuer=issuer, serial=serial, now=now, validity=validity
+    )
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(csr.subject)
-        .issuer_name(issuer.certificate.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(now)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
+        builder.add_extension(
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
@@ -173,9 +146,5 @@ def build_responder_certificate(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False
         )
         .add_extension(x509.OCSPNoCheck(), critical=False)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
-        )
-        .add_extension(_aki(issuer.certificate), critical=False)
     )
-    return builder.sign(issuer.signer, _digest(issuer.signer))
+    return builder.sign(issuer.signer, signature_hash(issuer.signer))
