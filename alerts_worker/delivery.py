@@ -181,7 +181,6 @@ class Deliverer:
     @staticmethod
     def _failure(claimed: Claimed, error: str, now: datetime) -> CloudEvent:
         return new_message(
-            type_=AlertDeliveryFailed.TYPE,
             source=SOURCE,
             subject=f"subscription/{claimed.subscription_id}",
             data=AlertDeliveryFailed(

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from string import Template
 from typing import Any
 
+from contracts.alerts import AlertDeliveryFailed
+
 __all__ = [
     "Notice",
     "digest_notice",
@@ -91,7 +93,7 @@ def event_notice(event: Mapping[str, Any]) -> Notice:
             if status == "ABOUT_TO_EXPIRE"
             else _NO_ACTION
         )
-    elif type_ == "alert.delivery.failed":
+    elif type_ == AlertDeliveryFailed.TYPE:
         title = f"An alert of subscription {data.get('subscription_id', '?')} was not delivered"
         facts += [("Last error", str(data.get("last_error", "")))]
         action = (

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from alerts_worker import conditions, digests, signing
 from alerts_worker.errors import InvalidSubscription
-from contracts.alerts import ALERT_DELIVERY_FAILED, Channel, Subscribe, SubscriptionView
+from contracts.alerts import AlertDeliveryFailed, Channel, Subscribe, SubscriptionView
 
 __all__ = ["Matcher", "NewDelivery", "Routed", "Subscription", "new_subscription"]
 
@@ -189,7 +189,7 @@ def _own_failure(sub: Subscription, event: Mapping[str, Any]) -> bool:
     fail too, and fail again a retry period later, for ever."""
     data = event.get("data")
     return (
-        event.get("type") == ALERT_DELIVERY_FAILED
+        event.get("type") == AlertDeliveryFailed.TYPE
         and isinstance(data, Mapping)
         and data.get("subscription_id") == sub.id
     )

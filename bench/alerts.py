@@ -122,7 +122,6 @@ def certificate(serial: str, ca: str, status: CertificateStatus) -> CertificateV
 
 def transition(serial: str, ca: str) -> CloudEvent:
     return new_message(
-        type_=CertificateStatusUpdate.TYPE,
         source="/ca_worker",
         subject=f"certificate/{serial}",
         data=CertificateStatusUpdate(
@@ -136,9 +135,7 @@ def transition(serial: str, ca: str) -> CloudEvent:
 async def call(
     bus: Bus, request: Subscribe | ListSubscriptions | DeleteSubscription
 ) -> dict[str, object]:
-    message = new_message(
-        type_=request.TYPE, source="bench", data=request, now=datetime.now(UTC)
-    )
+    message = new_message(source="bench", data=request, now=datetime.now(UTC))
     reply = await bus.request(message, timeout=30)
     if not reply.ok or not isinstance(reply.result, dict):
         raise RuntimeError(f"{request.TYPE} failed: {reply.error}")
@@ -240,7 +237,7 @@ async def latency(
                 await call(
                     bus,
                     Subscribe(
-                        event="certificate.status.update",
+                        event=CertificateStatusUpdate.TYPE,
                         condition=f'data.updated.ca == "ca-{i}"',
                         channel="webhook",
                         target=url,
@@ -277,7 +274,7 @@ async def anchor(
                 except aiohttp.ClientError:
                     lost += 1  # as in the original: a failed delivery is gone
 
-        await bus.subscribe("certificate.status.update", forward, prefetch=100)
+        await bus.subscribe(CertificateStatusUpdate.TYPE, forward, prefetch=100)
         sent = await paced(bus, args.rate, args.seconds, args.subscriptions)
         async with asyncio.timeout(120):
             while len(receiver.arrived) + lost < len(sent):
@@ -313,7 +310,7 @@ async def digest(
     made = await call(
         bus,
         Subscribe(
-            event="certificate.status.update",
+            event=CertificateStatusUpdate.TYPE,
             condition='data.updated.status == "ABOUT_TO_EXPIRE"',
             channel="webhook",
             target=url,
@@ -344,7 +341,7 @@ async def fan_out(bus: Bus, receiver: Receiver, url: str, count: int) -> float:
     made = await call(
         bus,
         Subscribe(
-            event="certificate.status.update",
+            event=CertificateStatusUpdate.TYPE,
             condition='data.updated.status == "ABOUT_TO_EXPIRE"',
             channel="webhook",
             target=url,

@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200_000)
     count = parser.parse_args().count
     body = new_message(
-        type_=ListCAs.TYPE, source="bench", data=ListCAs(), now=datetime.now(UTC)
+        source="bench", data=ListCAs(), now=datetime.now(UTC)
     ).model_dump_json()
     worker = WorkerMetrics(CollectorRegistry(), "ca")
     gateway = GatewayMetrics(CollectorRegistry())
@@ -56,7 +56,7 @@ def main() -> None:
         ("anchor: parse one envelope", anchor),
         (
             "a message settled (lamassu_messages_total)",
-            per_call(count, lambda: worker.settled("ca.list", "ok")),
+            per_call(count, lambda: worker.settled(ListCAs.TYPE, "ok")),
         ),
         (
             "an EST request (counter and histogram)",

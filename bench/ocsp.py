@@ -99,9 +99,7 @@ def ocsp_body(certificate: x509.Certificate, issuer: x509.Certificate) -> bytes:
 
 
 async def call(bus: Bus, request: Any) -> dict[str, Any]:
-    message = new_message(
-        type_=request.TYPE, source="bench", data=request, now=datetime.now(UTC)
-    )
+    message = new_message(source="bench", data=request, now=datetime.now(UTC))
     reply = await bus.request(message, timeout=120)
     if not reply.ok:
         raise RuntimeError(f"{request.TYPE}: {reply.error}")
@@ -222,7 +220,6 @@ async def _connect(topology: Topology) -> Bus:
             bus = await Bus.connect(AMQP_URL, topology)
             await bus.request(
                 new_message(
-                    type_=ListCAs.TYPE,
                     source="bench",
                     data=ListCAs(),
                     now=datetime.now(UTC),

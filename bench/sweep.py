@@ -131,9 +131,7 @@ async def _answered(bus: Bus, request: ListCAs | ListDevices) -> None:
     async with asyncio.timeout(90):
         while True:
             with contextlib.suppress(BusUnavailable, RequestTimeout):
-                message = new_message(
-                    type_=request.TYPE, source="bench", data=request, now=_now()
-                )
+                message = new_message(source="bench", data=request, now=_now())
                 await bus.request(message, timeout=2)
                 return
             await asyncio.sleep(0.1)
@@ -211,7 +209,7 @@ def _now() -> datetime:
 
 
 async def _call(bus: Bus, request: CreateCA | RunSweep) -> dict[str, object]:
-    message = new_message(type_=request.TYPE, source="bench", data=request, now=_now())
+    message = new_message(source="bench", data=request, now=_now())
     reply = await bus.request(message, timeout=60)
     if not reply.ok or not isinstance(reply.result, dict):
         raise RuntimeError(f"{request.TYPE} failed: {reply.error}")

@@ -25,7 +25,7 @@ from ca_worker.settings import Settings
 from ca_worker.store import Store
 from ca_worker.sweeps import SHARD_HANDLERS, SWEEP_HANDLERS, fire_scheduled_sweep
 from contracts.envelope import CloudEvent
-from contracts.sweeps import SweepShard
+from contracts.sweeps import GetSweep, RunSweep, SweepShard
 from engines import EngineUnavailable
 from runtime.bus import Bus
 from runtime.schedule import Scheduler
@@ -90,8 +90,8 @@ async def serve(
                         ("commands", "ca.*"),
                         ("commands", "certificate.*"),
                         ("commands", "profile.*"),
-                        ("commands", "sweep.run"),
-                        ("commands", "sweep.get"),
+                        ("commands", RunSweep.TYPE),
+                        ("commands", GetSweep.TYPE),
                         *(("commands", type_) for type_ in VA_HANDLERS),
                     ],
                     {

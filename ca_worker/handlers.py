@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 import asyncpg
 import structlog
 from cryptography import x509
-from pydantic import BaseModel
 
 from ca_worker.authorities import Authority, CASpec, Parent
 from ca_worker.errors import (
@@ -49,10 +48,12 @@ from ca_worker.slots import SlotHolder
 from ca_worker.store import NewCA, NewCertificate, StatusChange, Store
 from contracts.ca import (
     INTERNAL_CA,
+    CACreated,
     CAs,
     CAStatusUpdate,
     CAUpdate,
     CAView,
+    CertificateCreated,
     Certificates,
     CertificateStatus,
     CertificateStatusUpdate,
@@ -71,6 +72,7 @@ from contracts.ca import (
     UpdateCA,
 )
 from contracts.envelope import CloudEvent, new_message
+from contracts.message import Message
 from contracts.profiles import CreateProfile, GetProfile, ListProfiles, ProfileSpec
 from engines import KeyNotFound, KeyType
 from runtime.dispatch import Outcome, Route
@@ -120,9 +122,8 @@ class CaContext:
     deps: CaDeps
 
 
-def _event(ctx: CaContext, type_: str, subject: str, data: BaseModel) -> CloudEvent:
+def _event(ctx: CaContext, subject: str, data: Message) -> CloudEvent:
     return new_message(
-        type_=type_,
         source=SOURCE,
         subject=subject,
         data=data,
@@ -140,19 +141,16 @@ def status_events(
     for change in changes:
         previous, updated = change.previous, change.updated
         if isinstance(previous, CAView) and isinstance(updated, CAView):
-            data: BaseModel = CAStatusUpdate(previous=previous, updated=updated)
-            type_, subject = CAStatusUpdate.TYPE, f"ca/{updated.name}"
+            data: Message = CAStatusUpdate(previous=previous, updated=updated)
+            subject = f"ca/{updated.name}"
         elif isinstance(previous, CertificateView) and isinstance(
             updated, CertificateView
         ):
             data = CertificateStatusUpdate(previous=previous, updated=updated)
-            type_, subject = (
-                CertificateStatusUpdate.TYPE,
-                f"certificate/{updated.serial}",
-            )
+            subject = f"certificate/{updated.serial}"
         else:  # pragma: no cover - StatusChange is only built for the two views
             raise TypeError(type(updated))
-        events.append(_event(ctx, type_, subject, data))
+        events.append(_event(ctx, subject, data))
     return events
 
 
@@ -290,7 +288,7 @@ async def _create(
     except asyncpg.UniqueViolationError:
         await asyncio.to_thread(authority.discard_ca, name, created.key_id)
         raise CAExists(name) from None
-    return Outcome(view, [_event(ctx, "ca.create", f"ca/{name}", view)])
+    return Outcome(view, [_event(ctx, f"ca/{name}", CACreated.of(view))])
 
 
 async def create_ca(cmd: CreateCA, ctx: CaContext) -> Outcome:
@@ -325,7 +323,6 @@ async def update_ca(cmd: UpdateCA, ctx: CaContext) -> Outcome:
         return Outcome(updated)
     event = _event(
         ctx,
-        CAUpdate.TYPE,
         f"ca/{cmd.name}",
         CAUpdate(previous=previous, updated=updated),
     )
@@ -395,7 +392,8 @@ async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
     )
     assert view is not None  # noqa: S101 - no request id, so nothing to conflict with
     return Outcome(
-        view, [_event(ctx, "certificate.create", f"certificate/{view.serial}", view)]
+        view,
+        [_event(ctx, f"certificate/{view.serial}", CertificateCreated.of(view))],
     )
 
 
@@ -473,7 +471,9 @@ async def issue_certificates(
             answered[cmd.request_id] = view
             events[cmd.request_id] = [
                 _event(
-                    item_ctx, "certificate.create", f"certificate/{view.serial}", view
+                    item_ctx,
+                    f"certificate/{view.serial}",
+                    CertificateCreated.of(view),
                 )
             ]
     superseded = await _revoke_superseded(

@@ -24,14 +24,19 @@ from ca_worker.handlers import SOURCE, CaContext
 from ca_worker.issuance import CSRRejected, csr_fingerprint, load_csr, new_serial
 from ca_worker.revocation import RevokedEntry, build_crl, build_responder_certificate
 from ca_worker.store import NewCertificate
-from contracts.ca import CAView, CertificateStatus
+from contracts.ca import CAView, CertificateCreated, CertificateStatus
 from contracts.envelope import CloudEvent, new_message
-from contracts.va import CRLScope, CRLView, IssueResponderCertificate, SignCRL
+from contracts.va import (
+    CRLCreated,
+    CRLScope,
+    CRLView,
+    IssueResponderCertificate,
+    SignCRL,
+)
 from runtime.dispatch import Outcome, Route
 
-__all__ = ["CRL_CREATED", "VA_HANDLERS", "issue_responder_certificate", "sign_crl"]
+__all__ = ["VA_HANDLERS", "issue_responder_certificate", "sign_crl"]
 
-CRL_CREATED = "crl.create"
 
 _USABLE = {CertificateStatus.ACTIVE, CertificateStatus.ABOUT_TO_EXPIRE}
 
@@ -80,10 +85,9 @@ def _view(
 
 def _event(ctx: CaContext, view: CRLView) -> CloudEvent:
     return new_message(
-        type_=CRL_CREATED,
         source=SOURCE,
         subject=f"crl/{view.ca}/{view.number}",
-        data=view,
+        data=CRLCreated.of(view),
         now=ctx.now,
         correlation_id=ctx.correlation_id,
     )
@@ -185,10 +189,9 @@ async def issue_responder_certificate(
     )
     assert view is not None  # noqa: S101 - no request id, so nothing to conflict with
     event = new_message(
-        type_="certificate.create",
         source=SOURCE,
         subject=f"certificate/{view.serial}",
-        data=view,
+        data=CertificateCreated.of(view),
         now=ctx.now,
         correlation_id=ctx.correlation_id,
     )

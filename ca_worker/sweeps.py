@@ -48,7 +48,6 @@ async def start_sweep(
     await store.insert_sweep(ctx.conn, sweep)
     commands = [
         new_message(
-            type_=SweepShard.TYPE,
             source=SOURCE,
             subject=f"sweep/{sweep.id}",
             data=SweepShard(

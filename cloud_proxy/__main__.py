@@ -21,6 +21,13 @@ from cloud_proxy.provider import CloudProvider
 from cloud_proxy.settings import Settings
 from cloud_proxy.store import SCHEMA, Store
 from cloud_proxy.syncer import Syncer, Timing
+from contracts.ca import (
+    CACreated,
+    CAStatusUpdate,
+    CertificateCreated,
+    CertificateStatusUpdate,
+)
+from contracts.devices import DeviceDecommissioned
 from contracts.envelope import CloudEvent
 from runtime.bus import Bus
 from runtime.schedule import Scheduler
@@ -104,11 +111,11 @@ async def serve(
                 QueueSpec(
                     "events",
                     [
-                        ("events", "ca.create"),
-                        ("events", "ca.status.update"),
-                        ("events", "certificate.create"),
-                        ("events", "certificate.status.update"),
-                        ("events", "device.decommissioned"),
+                        ("events", CACreated.TYPE),
+                        ("events", CAStatusUpdate.TYPE),
+                        ("events", CertificateCreated.TYPE),
+                        ("events", CertificateStatusUpdate.TYPE),
+                        ("events", DeviceDecommissioned.TYPE),
                     ],
                     EVENT_HANDLERS,
                     prefetch=settings.cloud_prefetch,

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from pydantic import BaseModel
-
 from cloud_proxy.errors import ProviderRefused, ProviderUnavailable
 from cloud_proxy.ownership import verification_csr
 from contracts.ca import (
@@ -24,6 +22,7 @@ from contracts.ca import (
     SignCertificate,
 )
 from contracts.envelope import new_message
+from contracts.message import Message
 from runtime.bus import Bus, BusUnavailable, RequestTimeout
 
 __all__ = ["SOURCE", "CAClient"]
@@ -63,13 +62,11 @@ class CAClient:
         )
         return CertificateView.model_validate(await self._ask(request)).certificate_pem
 
-    async def _ask(self, request: BaseModel) -> object:
-        type_ = str(getattr(request, "TYPE", ""))
+    async def _ask(self, request: Message) -> object:
+        type_ = request.TYPE
         try:
             reply = await self._bus.request(
-                new_message(
-                    type_=type_, source=SOURCE, data=request, now=self._clock()
-                ),
+                new_message(source=SOURCE, data=request, now=self._clock()),
                 timeout=self._timeout,
             )
         except (BusUnavailable, RequestTimeout) as exc:

@@ -18,8 +18,10 @@ from cloud_proxy.errors import UnknownConnector
 from cloud_proxy.items import Items
 from cloud_proxy.store import Store
 from contracts.ca import (
+    CACreated,
     CAStatusUpdate,
     CAView,
+    CertificateCreated,
     CertificateStatusUpdate,
     CertificateView,
 )
@@ -30,7 +32,7 @@ from contracts.cloud import (
     GetCloudStatus,
     Reconcile,
 )
-from contracts.devices import DEVICE_DECOMMISSIONED, DeviceView
+from contracts.devices import DeviceDecommissioned, DeviceView
 from runtime.dispatch import Outcome, Route
 from runtime.errors import Invalid
 
@@ -134,11 +136,11 @@ COMMAND_HANDLERS: Mapping[str, Route] = {
 }
 
 EVENT_HANDLERS: Mapping[str, Route] = {
-    "ca.create": Route(CAView, record_ca),
+    CACreated.TYPE: Route(CAView, record_ca),
     CAStatusUpdate.TYPE: Route(CAStatusUpdate, record_ca_status),
-    "certificate.create": Route(CertificateView, record_certificate),
+    CertificateCreated.TYPE: Route(CertificateView, record_certificate),
     CertificateStatusUpdate.TYPE: Route(
         CertificateStatusUpdate, record_certificate_status
     ),
-    DEVICE_DECOMMISSIONED: Route(DeviceView, record_decommission),
+    DeviceDecommissioned.TYPE: Route(DeviceView, record_decommission),
 }

@@ -212,7 +212,6 @@ class Syncer:
                     next_attempt_at=retry_at,
                 )
                 event = new_message(
-                    type_=CloudSyncFailed.TYPE,
                     source=SOURCE,
                     subject=f"cloud/{item.connector}/{item.kind.value}/{item.key}",
                     data=data,

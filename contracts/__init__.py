@@ -5,10 +5,12 @@ No I/O here: nothing in this package imports aio-pika, asyncpg or structlog.
 
 from contracts.asyncapi import asyncapi_document
 from contracts.ca import (
+    CACreated,
     CAs,
     CAStatusUpdate,
     CAUpdate,
     CAView,
+    CertificateCreated,
     Certificates,
     CertificateStatus,
     CertificateStatusUpdate,
@@ -29,6 +31,8 @@ from contracts.ca import (
 from contracts.catalog import COMMANDS, EVENTS, Operation
 from contracts.devices import (
     DecommissionDevice,
+    DeviceCreated,
+    DeviceDecommissioned,
     DeviceIdentityUpdate,
     Devices,
     DeviceStatus,
@@ -44,6 +48,7 @@ from contracts.dms import (
     CreateDMS,
     DeviceOwnership,
     DeviceOwnershipUpdate,
+    DMSCreated,
     DMSEnrolled,
     DMSReenrolled,
     DMSs,
@@ -64,20 +69,31 @@ from contracts.dms import (
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorBody, ErrorCode, Reply
 from contracts.keys import KeyType
+from contracts.message import Message, Model, Update
 from contracts.names import Topology
 from contracts.sweeps import GetSweep, RunSweep, SweepShard, SweepTrigger, SweepView
-from contracts.va import CRLScope, CRLView, GetCRL, IssueResponderCertificate, SignCRL
+from contracts.va import (
+    CRLCreated,
+    CRLScope,
+    CRLView,
+    GetCRL,
+    IssueResponderCertificate,
+    SignCRL,
+)
 
 __all__ = [
     "COMMANDS",
     "EVENTS",
     "AuthorizeEnrollment",
+    "CACreated",
     "CAStatusUpdate",
     "CAUpdate",
     "CAView",
     "CAs",
+    "CRLCreated",
     "CRLScope",
     "CRLView",
+    "CertificateCreated",
     "CertificateStatus",
     "CertificateStatusUpdate",
     "CertificateView",
@@ -85,6 +101,7 @@ __all__ = [
     "CloudEvent",
     "CreateCA",
     "CreateDMS",
+    "DMSCreated",
     "DMSEnrolled",
     "DMSReenrolled",
     "DMSStatus",
@@ -92,6 +109,8 @@ __all__ = [
     "DMSView",
     "DMSs",
     "DecommissionDevice",
+    "DeviceCreated",
+    "DeviceDecommissioned",
     "DeviceIdentityUpdate",
     "DeviceOwnership",
     "DeviceOwnershipUpdate",
@@ -117,6 +136,8 @@ __all__ = [
     "ListCertificates",
     "ListDMSs",
     "ListDevices",
+    "Message",
+    "Model",
     "Operation",
     "RegisterDevice",
     "RenewDMS",
@@ -135,6 +156,7 @@ __all__ = [
     "SweepView",
     "Topology",
     "TransferDevice",
+    "Update",
     "UpdateAuthorizedCAs",
     "UpdateCA",
     "UpdateDMSPolicy",

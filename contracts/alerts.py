@@ -9,10 +9,11 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
+
+from contracts.message import Message, Model
 
 __all__ = [
-    "ALERT_DELIVERY_FAILED",
     "ALERT_DIGEST",
     "ALERT_TEST",
     "AlertDeliveryFailed",
@@ -31,17 +32,12 @@ __all__ = [
     "Subscriptions",
 ]
 
-ALERT_DELIVERY_FAILED = "alert.delivery.failed"
 # Sent to a subscription's target only, never on the bus: a digest, and ``alert test``.
 ALERT_DIGEST = "alert.digest"
 ALERT_TEST = "alert.test"
 # An AMQP topic pattern (AMQP 0-9-1 topic exchange): dot-separated words, ``*`` one
 # word, ``#`` zero or more.
 _PATTERN = r"^(#|\*|[a-z0-9][a-z0-9\-]*)(\.(#|\*|[a-z0-9][a-z0-9\-]*))*$"
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class Channel(enum.StrEnum):
@@ -59,7 +55,7 @@ class DeliveryStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-class Subscribe(_Message):
+class Subscribe(Message):
     """``alert.subscribe``: notify ``target`` of events matching the pattern and condition.
 
     ``condition`` is a CEL expression over the CloudEvent (``type``, ``subject``,
@@ -77,34 +73,34 @@ class Subscribe(_Message):
     digest: str | None = Field(default=None, max_length=100)
 
 
-class ListSubscriptions(_Message):
+class ListSubscriptions(Message):
     TYPE: ClassVar[str] = "alert.list"
 
 
-class GetSubscription(_Message):
+class GetSubscription(Message):
     TYPE: ClassVar[str] = "alert.get"
     id: str = Field(min_length=1, max_length=100)
 
 
-class DeleteSubscription(_Message):
+class DeleteSubscription(Message):
     TYPE: ClassVar[str] = "alert.delete"
     id: str = Field(min_length=1, max_length=100)
 
 
-class AlertTest(_Message):
+class AlertTest(Message):
     """``alert.test``: queue a sample notification to the subscription's target now."""
 
     TYPE: ClassVar[str] = "alert.test"
     id: str = Field(min_length=1, max_length=100)
 
 
-class ListDeliveries(_Message):
+class ListDeliveries(Message):
     TYPE: ClassVar[str] = "alert.deliveries"
     id: str = Field(min_length=1, max_length=100)
     limit: int = Field(default=50, ge=1, le=1000)
 
 
-class SubscriptionView(_Message):
+class SubscriptionView(Model):
     """A subscription; ``secret`` is only ever set in the reply to ``alert.subscribe``."""
 
     id: str
@@ -117,18 +113,18 @@ class SubscriptionView(_Message):
     secret: str | None = None
 
 
-class Subscriptions(_Message):
+class Subscriptions(Model):
     items: list[SubscriptionView]
 
 
-class DeliveryAttempt(_Message):
+class DeliveryAttempt(Model):
     number: int
     at: AwareDatetime
     ok: bool
     error: str | None = None
 
 
-class DeliveryView(_Message):
+class DeliveryView(Model):
     """One notification and its attempts; ``message_id`` is the idempotency key."""
 
     id: int
@@ -141,14 +137,14 @@ class DeliveryView(_Message):
     attempts: list[DeliveryAttempt]
 
 
-class Deliveries(_Message):
+class Deliveries(Model):
     items: list[DeliveryView]
 
 
-class AlertDeliveryFailed(_Message):
+class AlertDeliveryFailed(Message):
     """``alert.delivery.failed``: a notification was given up after its retry period."""
 
-    TYPE: ClassVar[str] = ALERT_DELIVERY_FAILED
+    TYPE: ClassVar[str] = "alert.delivery.failed"
     subscription_id: str
     delivery_id: int
     message_id: str

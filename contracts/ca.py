@@ -9,16 +9,19 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
 
 from contracts.keys import KeyType
+from contracts.message import Message, Model, Update
 
 __all__ = [
     "INTERNAL_CA",
+    "CACreated",
     "CAStatusUpdate",
     "CAUpdate",
     "CAView",
     "CAs",
+    "CertificateCreated",
     "CertificateStatus",
     "CertificateStatusUpdate",
     "CertificateView",
@@ -48,10 +51,6 @@ _SERIAL = r"^[0-9a-f]{2,40}$"
 _ABOUT_TO_EXPIRE = Field(default=30, ge=0, le=3650)
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
 class CertificateStatus(enum.StrEnum):
     ACTIVE = "ACTIVE"
     ABOUT_TO_EXPIRE = "ABOUT_TO_EXPIRE"
@@ -77,7 +76,7 @@ class RevocationReason(enum.StrEnum):
 # --- commands and queries (routed on lamassu.commands) -----------------------------
 
 
-class CreateCA(_Message):
+class CreateCA(Message):
     """Create a root CA, or a subordinate CA when ``parent`` names an existing CA."""
 
     TYPE: ClassVar[str] = "ca.create"
@@ -95,7 +94,7 @@ class CreateCA(_Message):
     path_length: int | None = Field(default=None, ge=0, le=10)
 
 
-class UpdateCA(_Message):
+class UpdateCA(Message):
     """Change what may change of a CA: for now its about-to-expire threshold.
 
     Statuses only move forward (ACTIVE, ABOUT_TO_EXPIRE, EXPIRED), so a shorter
@@ -110,16 +109,16 @@ class UpdateCA(_Message):
     force: bool = False
 
 
-class GetCA(_Message):
+class GetCA(Message):
     TYPE: ClassVar[str] = "ca.get"
     name: str = Field(min_length=1, max_length=64)
 
 
-class ListCAs(_Message):
+class ListCAs(Message):
     TYPE: ClassVar[str] = "ca.list"
 
 
-class RevokeCA(_Message):
+class RevokeCA(Message):
     """Revoke a CA and, with it, everything it issued (RFC 5280 §6: the chain breaks)."""
 
     TYPE: ClassVar[str] = "ca.revoke"
@@ -129,7 +128,7 @@ class RevokeCA(_Message):
     force: bool = False
 
 
-class SignCertificate(_Message):
+class SignCertificate(Message):
     """Sign a PKCS#10 CSR (RFC 2986) with the named CA."""
 
     TYPE: ClassVar[str] = "certificate.sign"
@@ -143,7 +142,7 @@ class SignCertificate(_Message):
     cap_validity: bool = False
 
 
-class IssueCertificate(_Message):
+class IssueCertificate(Message):
     """Sign for an enrollment the DMS worker has authorized (the EST pipeline's hop).
 
     ``request_id`` makes it idempotent: a retried request gets the certificate the first
@@ -169,12 +168,12 @@ class IssueCertificate(_Message):
     profile: str | None = None
 
 
-class GetCertificate(_Message):
+class GetCertificate(Message):
     TYPE: ClassVar[str] = "certificate.get"
     serial: str = Field(pattern=_SERIAL)
 
 
-class ListCertificates(_Message):
+class ListCertificates(Message):
     TYPE: ClassVar[str] = "certificate.list"
     ca: str | None = None
     status: CertificateStatus | None = None
@@ -182,13 +181,13 @@ class ListCertificates(_Message):
     after: str | None = Field(default=None, description="Serial to page after.")
 
 
-class RevokeCertificate(_Message):
+class RevokeCertificate(Message):
     TYPE: ClassVar[str] = "certificate.revoke"
     serial: str = Field(pattern=_SERIAL)
     reason: RevocationReason = RevocationReason.UNSPECIFIED
 
 
-class RevokeDeviceCertificates(_Message):
+class RevokeDeviceCertificates(Message):
     """Revoke every live certificate ever issued to a device (its decommissioning)."""
 
     TYPE: ClassVar[str] = "certificate.revoke-device"
@@ -199,7 +198,7 @@ class RevokeDeviceCertificates(_Message):
 # --- results and event payloads ------------------------------------------------------
 
 
-class CAView(_Message):
+class CAView(Model):
     """A CA as replies and events show it (``ca.create`` data)."""
 
     name: str
@@ -220,7 +219,7 @@ class CAView(_Message):
     profile: str | None = None
 
 
-class CertificateView(_Message):
+class CertificateView(Model):
     """An issued certificate (``certificate.create`` data)."""
 
     serial: str
@@ -241,33 +240,42 @@ class CertificateView(_Message):
     replaces: str | None = None
 
 
-class CAs(_Message):
+class CAs(Model):
     items: list[CAView]
 
 
-class Certificates(_Message):
+class Certificates(Model):
     items: list[CertificateView]
 
 
-class CertificateStatusUpdate(_Message):
-    """``certificate.status.update`` data: ``{"previous": ..., "updated": ...}``."""
+# --- events (published on lamassu.events) -------------------------------------------
+
+
+class CACreated(CAView, Message):
+    """``ca.create``: a CA was created (its data is the CA's view)."""
+
+    TYPE: ClassVar[str] = "ca.create"
+
+
+class CertificateCreated(CertificateView, Message):
+    """``certificate.create``: a certificate was issued (its data is its view)."""
+
+    TYPE: ClassVar[str] = "certificate.create"
+
+
+class CertificateStatusUpdate(Update[CertificateView]):
+    """``certificate.status.update``: a certificate's status moved."""
 
     TYPE: ClassVar[str] = "certificate.status.update"
-    previous: CertificateView
-    updated: CertificateView
 
 
-class CAStatusUpdate(_Message):
-    """``ca.status.update`` data."""
+class CAStatusUpdate(Update[CAView]):
+    """``ca.status.update``: a CA's status moved."""
 
     TYPE: ClassVar[str] = "ca.status.update"
-    previous: CAView
-    updated: CAView
 
 
-class CAUpdate(_Message):
-    """``ca.update`` data: a CA's settings changed (not its status)."""
+class CAUpdate(Update[CAView]):
+    """``ca.update``: a CA's settings changed (not its status)."""
 
     TYPE: ClassVar[str] = "ca.update"
-    previous: CAView
-    updated: CAView

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pydantic import BaseModel
-
 from contracts import alerts, ca, cloud, devices, dms, ops, profiles, sweeps, va
+from contracts.message import Message, Model
 
 __all__ = ["COMMANDS", "EVENTS", "Operation"]
 
@@ -19,15 +18,15 @@ __all__ = ["COMMANDS", "EVENTS", "Operation"]
 class Operation:
     """A command or query: its request model, the result it replies with, its owner."""
 
-    request: type[BaseModel]
-    result: type[BaseModel] | None
+    request: type[Message]
+    result: type[Model] | None
     worker: str
 
 
 def _ops(
-    *entries: tuple[type[BaseModel], type[BaseModel] | None, str],
+    *entries: tuple[type[Message], type[Model] | None, str],
 ) -> dict[str, Operation]:
-    return {req.TYPE: Operation(req, res, worker) for req, res, worker in entries}  # type: ignore[attr-defined]
+    return {req.TYPE: Operation(req, res, worker) for req, res, worker in entries}
 
 
 COMMANDS: Mapping[str, Operation] = _ops(
@@ -78,22 +77,25 @@ COMMANDS: Mapping[str, Operation] = _ops(
     (ops.GetCAStats, ops.CAStats, "ca"),
 )
 
-EVENTS: Mapping[str, type[BaseModel]] = {
-    "ca.create": ca.CAView,
-    "ca.status.update": ca.CAStatusUpdate,
-    "ca.update": ca.CAUpdate,
-    "certificate.create": ca.CertificateView,
-    "certificate.status.update": ca.CertificateStatusUpdate,
-    "dms.create": dms.DMSView,
-    "dms.update": dms.DMSUpdate,
-    "dms.enroll": dms.DMSEnrolled,
-    "dms.reenroll": dms.DMSReenrolled,
-    "device.create": devices.DeviceView,
-    "device.status.update": devices.DeviceStatusUpdate,
-    "device.identity.update": devices.DeviceIdentityUpdate,
-    devices.DEVICE_DECOMMISSIONED: devices.DeviceView,
-    cloud.CloudSyncFailed.TYPE: cloud.CloudSyncFailed,
-    alerts.ALERT_DELIVERY_FAILED: alerts.AlertDeliveryFailed,
-    "crl.create": va.CRLView,
-    dms.DeviceOwnershipUpdate.TYPE: dms.DeviceOwnershipUpdate,
+EVENTS: Mapping[str, type[Message]] = {
+    event.TYPE: event
+    for event in (
+        ca.CACreated,
+        ca.CAStatusUpdate,
+        ca.CAUpdate,
+        ca.CertificateCreated,
+        ca.CertificateStatusUpdate,
+        dms.DMSCreated,
+        dms.DMSUpdate,
+        dms.DMSEnrolled,
+        dms.DMSReenrolled,
+        dms.DeviceOwnershipUpdate,
+        devices.DeviceCreated,
+        devices.DeviceStatusUpdate,
+        devices.DeviceIdentityUpdate,
+        devices.DeviceDecommissioned,
+        cloud.CloudSyncFailed,
+        alerts.AlertDeliveryFailed,
+        va.CRLCreated,
+    )
 }

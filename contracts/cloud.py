@@ -9,7 +9,9 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
+
+from contracts.message import Message, Model
 
 __all__ = [
     "CloudStatus",
@@ -27,10 +29,6 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 # AWS IoT policy and thing-group names: [a-zA-Z0-9:_-]+, at most 128 characters.
 _AWS_NAME = r"^[A-Za-z0-9:_\-]{1,128}$"
 _ROLE_ARN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_\-/]{1,512}$"
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class ConnectionMode(enum.StrEnum):
@@ -58,7 +56,7 @@ class SyncKind(enum.StrEnum):
 # --- commands and queries (routed on lamassu.commands) -----------------------------
 
 
-class ConnectCA(_Message):
+class ConnectCA(Message):
     """Keep the devices of ``ca`` in step with ``connector``; repeating it updates it."""
 
     TYPE: ClassVar[str] = "cloud.connect"
@@ -71,14 +69,14 @@ class ConnectCA(_Message):
     provisioning_role_arn: str | None = Field(default=None, pattern=_ROLE_ARN)
 
 
-class GetCloudStatus(_Message):
+class GetCloudStatus(Message):
     """Per connector: connections, items synced, pending and failed, the last error."""
 
     TYPE: ClassVar[str] = "cloud.status"
     connector: str | None = Field(default=None, pattern=_NAME)
 
 
-class Reconcile(_Message):
+class Reconcile(Message):
     """Compare what the connector's platform holds with what it should, now."""
 
     TYPE: ClassVar[str] = "cloud.reconcile"
@@ -88,7 +86,7 @@ class Reconcile(_Message):
 # --- results and events --------------------------------------------------------------
 
 
-class ConnectionView(_Message):
+class ConnectionView(Model):
     ca: str
     connector: str
     mode: ConnectionMode
@@ -98,7 +96,7 @@ class ConnectionView(_Message):
     created_at: AwareDatetime
 
 
-class ConnectorStatus(_Message):
+class ConnectorStatus(Model):
     connector: str
     configured: bool
     connections: list[ConnectionView]
@@ -110,11 +108,11 @@ class ConnectorStatus(_Message):
     last_reconciled_at: AwareDatetime | None = None
 
 
-class CloudStatus(_Message):
+class CloudStatus(Model):
     items: list[ConnectorStatus]
 
 
-class CloudSyncFailed(_Message):
+class CloudSyncFailed(Message):
     """``cloud.sync.failed`` data: an item could not be brought in step; it is retried."""
 
     TYPE: ClassVar[str] = "cloud.sync.failed"

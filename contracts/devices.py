@@ -12,14 +12,15 @@ import enum
 from collections import Counter
 from typing import Annotated, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 
 from contracts.ca import CertificateStatus
+from contracts.message import Message, Model, Update
 
 __all__ = [
-    "DEVICE_CREATE",
-    "DEVICE_DECOMMISSIONED",
     "DecommissionDevice",
+    "DeviceCreated",
+    "DeviceDecommissioned",
     "DeviceIdentityUpdate",
     "DeviceStatus",
     "DeviceStatusUpdate",
@@ -38,17 +39,6 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 _DeviceId = Annotated[str, Field(pattern=_NAME)]
 _SlotName = Annotated[str, Field(pattern=_NAME)]
 
-# A device was retired for good; data is its ``DeviceView``. Published besides its
-# ``device.status.update`` so that a consumer needing only decommissions (the DMS
-# worker) binds this key and is not sent every enrollment's status change.
-DEVICE_DECOMMISSIONED = "device.decommissioned"
-# A device was registered, or created by its first certificate; data is its DeviceView.
-DEVICE_CREATE = "device.create"
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
 
 class DeviceStatus(enum.StrEnum):
     """DESIGN §4; precedence, highest first: DECOMMISSIONED, PROVISIONED_WITH_WARNINGS,
@@ -65,7 +55,7 @@ class DeviceStatus(enum.StrEnum):
 # --- commands and queries (routed on lamassu.commands) -----------------------------
 
 
-class RegisterDevice(_Message):
+class RegisterDevice(Message):
     """Register a device ahead of its first enrollment, with the slots it will fill."""
 
     TYPE: ClassVar[str] = "device.register"
@@ -81,19 +71,19 @@ class RegisterDevice(_Message):
         return slots
 
 
-class DecommissionDevice(_Message):
+class DecommissionDevice(Message):
     """Retire a device for good; its certificates are revoked (cessationOfOperation)."""
 
     TYPE: ClassVar[str] = "device.decommission"
     id: str = Field(min_length=1, max_length=64)
 
 
-class GetDevice(_Message):
+class GetDevice(Message):
     TYPE: ClassVar[str] = "device.get"
     id: str = Field(min_length=1, max_length=64)
 
 
-class ListDevices(_Message):
+class ListDevices(Message):
     TYPE: ClassVar[str] = "device.list"
     status: DeviceStatus | None = None
     limit: int = Field(default=100, gt=0, le=1000)
@@ -103,7 +93,7 @@ class ListDevices(_Message):
 # --- results and event payloads ------------------------------------------------------
 
 
-class SlotView(_Message):
+class SlotView(Model):
     """A slot and its current certificate, if it has one yet."""
 
     name: str
@@ -112,7 +102,7 @@ class SlotView(_Message):
     not_after: AwareDatetime | None = None
 
 
-class DeviceView(_Message):
+class DeviceView(Model):
     """A device as replies and events show it (``device.create`` data)."""
 
     id: str
@@ -123,21 +113,35 @@ class DeviceView(_Message):
     decommissioned_at: AwareDatetime | None = None
 
 
-class Devices(_Message):
+class Devices(Model):
     items: list[DeviceView]
 
 
-class DeviceStatusUpdate(_Message):
-    """``device.status.update`` data: ``{"previous": ..., "updated": ...}``."""
+# --- events (published on lamassu.events) -------------------------------------------
+
+
+class DeviceCreated(DeviceView, Message):
+    """``device.create``: a device was registered, or created by its first
+    certificate (its data is the device's view)."""
+
+    TYPE: ClassVar[str] = "device.create"
+
+
+class DeviceDecommissioned(DeviceView, Message):
+    """``device.decommissioned``: a device was retired for good. Published besides its
+    ``device.status.update`` so that a consumer needing only decommissions (the DMS
+    worker) binds this key and is not sent every enrollment's status change."""
+
+    TYPE: ClassVar[str] = "device.decommissioned"
+
+
+class DeviceStatusUpdate(Update[DeviceView]):
+    """``device.status.update``: a device's status moved."""
 
     TYPE: ClassVar[str] = "device.status.update"
-    previous: DeviceView
-    updated: DeviceView
 
 
-class DeviceIdentityUpdate(_Message):
-    """``device.identity.update`` data: a slot took a new certificate."""
+class DeviceIdentityUpdate(Update[DeviceView]):
+    """``device.identity.update``: a slot took a new certificate."""
 
     TYPE: ClassVar[str] = "device.identity.update"
-    previous: DeviceView
-    updated: DeviceView

@@ -13,19 +13,18 @@ from typing import Annotated, ClassVar
 
 from pydantic import (
     AwareDatetime,
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
 from contracts.ca import RevocationReason
+from contracts.message import Message, Model, Update
 
 __all__ = [
-    "DMS_CREATE",
     "AuthorizeEnrollment",
     "CreateDMS",
+    "DMSCreated",
     "DMSEnrolled",
     "DMSReenrolled",
     "DMSStatus",
@@ -46,8 +45,6 @@ __all__ = [
     "UpdateDMSPolicy",
 ]
 
-# A DMS was created; data is its DMSView (the original system's type string).
-DMS_CREATE = "dms.create"
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 _SERIAL = r"^[0-9a-f]{2,40}$"
@@ -57,10 +54,6 @@ _PEM_MAX = 65536
 _CAName = Annotated[str, Field(pattern=_NAME)]
 _WINDOW = Field(default=0, ge=0, le=36500)
 _Pem = Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class DMSStatus(enum.StrEnum):
@@ -79,7 +72,7 @@ class EnrollmentKind(enum.StrEnum):
 # --- commands and queries (routed on lamassu.commands) -----------------------------
 
 
-class CreateDMS(_Message):
+class CreateDMS(Message):
     """Register a DMS; LAMASSU-DMS-MANAGER signs its CSR.
 
     When the operator has no key yet, the ``lamassu`` CLI generates one locally and
@@ -109,7 +102,7 @@ class CreateDMS(_Message):
         return names
 
 
-class UpdateAuthorizedCAs(_Message):
+class UpdateAuthorizedCAs(Message):
     """Add CAs to and remove CAs from a DMS's allow-list, in one step."""
 
     TYPE: ClassVar[str] = "dms.update-authorized-cas"
@@ -126,7 +119,7 @@ class UpdateAuthorizedCAs(_Message):
         return self
 
 
-class UpdateDMSPolicy(_Message):
+class UpdateDMSPolicy(Message):
     """Change a DMS's enrollment policy; fields left out keep their value."""
 
     TYPE: ClassVar[str] = "dms.update-policy"
@@ -150,7 +143,7 @@ class UpdateDMSPolicy(_Message):
         return self
 
 
-class RenewDMS(_Message):
+class RenewDMS(Message):
     """Issue a DMS a new certificate (LAMASSU-DMS-MANAGER signs its CSR); the one it
     replaces keeps authenticating it for ``overlap_days`` (at most until it expires)."""
 
@@ -160,7 +153,7 @@ class RenewDMS(_Message):
     overlap_days: int = Field(default=7, ge=0, le=365)
 
 
-class RevokeDMS(_Message):
+class RevokeDMS(Message):
     """Revoke a DMS: it authorizes no more enrollments; device certificates stay."""
 
     TYPE: ClassVar[str] = "dms.revoke"
@@ -168,19 +161,19 @@ class RevokeDMS(_Message):
     reason: RevocationReason = RevocationReason.UNSPECIFIED
 
 
-class GetDMS(_Message):
+class GetDMS(Message):
     TYPE: ClassVar[str] = "dms.get"
     name: str = Field(min_length=1, max_length=64)
 
 
-class ListDMSs(_Message):
+class ListDMSs(Message):
     TYPE: ClassVar[str] = "dms.list"
     status: DMSStatus | None = None
     limit: int = Field(default=100, gt=0, le=1000)
     after: str | None = Field(default=None, description="Name to page after.")
 
 
-class TransferDevice(_Message):
+class TransferDevice(Message):
     """Give a device to another DMS (an admin act): only its owner enrolls it."""
 
     TYPE: ClassVar[str] = "dms.transfer-device"
@@ -188,7 +181,7 @@ class TransferDevice(_Message):
     dms: str = Field(pattern=_NAME)
 
 
-class EnrollmentRequest(_Message):
+class EnrollmentRequest(Message):
     """An EST request as the gateway received it, for the DMS worker to authorize.
 
     ``request_id`` is the SHA-256 of what the request means (operation, label, client
@@ -222,7 +215,7 @@ class AuthorizeEnrollment(EnrollmentRequest):
 # --- results and event payloads ------------------------------------------------------
 
 
-class DMSView(_Message):
+class DMSView(Model):
     """A DMS as replies and events show it (``dms.create`` data)."""
 
     name: str
@@ -243,19 +236,23 @@ class DMSView(_Message):
     require_pop: bool = False
 
 
-class DMSs(_Message):
+class DMSs(Model):
     items: list[DMSView]
 
 
-class DMSUpdate(_Message):
-    """``dms.update`` data: ``{"previous": ..., "updated": ...}``."""
+class DMSCreated(DMSView, Message):
+    """``dms.create``: a DMS was created (its data is the DMS's view)."""
+
+    TYPE: ClassVar[str] = "dms.create"
+
+
+class DMSUpdate(Update[DMSView]):
+    """``dms.update``: a DMS changed (its CAs, its policy, its certificate, its status)."""
 
     TYPE: ClassVar[str] = "dms.update"
-    previous: DMSView
-    updated: DMSView
 
 
-class EnrollmentAuthorization(_Message):
+class EnrollmentAuthorization(Model):
     """The answer to ``enrollment.authorize``: who the request enrolls, for which DMS."""
 
     device_id: str
@@ -263,7 +260,7 @@ class EnrollmentAuthorization(_Message):
     dms: str | None
 
 
-class DeviceOwnership(_Message):
+class DeviceOwnership(Model):
     """Which DMS a device belongs to: the one that registered or first enrolled it."""
 
     device_id: str
@@ -271,7 +268,7 @@ class DeviceOwnership(_Message):
     since: AwareDatetime
 
 
-class DeviceOwnershipUpdate(_Message):
+class DeviceOwnershipUpdate(Message):
     """``device.ownership.update`` data: a device was transferred to another DMS."""
 
     TYPE: ClassVar[str] = "device.ownership.update"
@@ -279,7 +276,7 @@ class DeviceOwnershipUpdate(_Message):
     updated: DeviceOwnership
 
 
-class DMSEnrolled(_Message):
+class DMSEnrolled(Message):
     """``dms.enroll`` data: the certificate a DMS had issued to a device slot."""
 
     TYPE: ClassVar[str] = "dms.enroll"

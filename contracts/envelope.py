@@ -11,15 +11,28 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar
+
+from contracts.message import Message
 
 __all__ = ["CloudEvent", "new_message"]
 
+# Bare ``CloudEvent`` is ``CloudEvent[Any]``: an envelope read without its route.
+D = TypeVar("D", default=Any)
+M = TypeVar("M", bound=Message)
 
-class CloudEvent(BaseModel):
-    """A CloudEvents 1.0 envelope; ``data`` is the contract model dumped to JSON."""
+
+class CloudEvent(BaseModel, Generic[D]):
+    """A CloudEvents 1.0 envelope whose ``data`` is a contract model.
+
+    ``CloudEvent[SignCertificate].model_validate_json(body)`` validates the envelope
+    and its data in one pass (the dispatcher does so with the route's model); the bare
+    ``CloudEvent`` leaves ``data`` as parsed JSON, for code that only reads the
+    envelope. Serialising writes ``data`` as its own class (a subclass included).
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -32,29 +45,29 @@ class CloudEvent(BaseModel):
     datacontenttype: Literal["application/json"] = "application/json"
     correlationid: str | None = None
     deadline: AwareDatetime | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: D
 
 
 def new_message(
     *,
-    type_: str,
     source: str,
-    data: BaseModel,
+    data: M,
     now: datetime,
     subject: str | None = None,
     correlation_id: str | None = None,
     id_: str | None = None,
     deadline: datetime | None = None,
-) -> CloudEvent:
-    """Wrap a contract model in a fresh envelope with a unique id (``id_`` when the
-    caller derives it from what caused the message, so that a repeat has the same)."""
+) -> CloudEvent[M]:
+    """Wrap a message in a fresh envelope of its ``TYPE`` with a unique id (``id_``
+    when the caller derives it from what caused the message, so that a repeat has the
+    same). The model is kept as it is, serialised once when the envelope is."""
     return CloudEvent(
         id=id_ or str(uuid.uuid4()),
         source=source,
-        type=type_,
+        type=data.TYPE,
         subject=subject,
         time=now,
         correlationid=correlation_id,
         deadline=deadline,
-        data=data.model_dump(mode="json"),
+        data=data,
     )

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
 from contracts.ca import CertificateStatus
+from contracts.message import Message, Model
 
 __all__ = [
     "CAStats",
@@ -22,17 +21,13 @@ __all__ = [
 ]
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class CheckEngines(_Message):
+class CheckEngines(Message):
     """Check each engine the CA worker has configured, from inside the worker."""
 
     TYPE: ClassVar[str] = "ca.engines"
 
 
-class EngineCheck(_Message):
+class EngineCheck(Model):
     """One checked fact about one engine (``engines.check.CheckLine``)."""
 
     engine: str
@@ -41,23 +36,23 @@ class EngineCheck(_Message):
     detail: str
 
 
-class EngineChecks(_Message):
+class EngineChecks(Model):
     items: list[EngineCheck]
     next: str | None = None
 
 
-class GetCAStats(_Message):
+class GetCAStats(Message):
     """How many CAs, and how many certificates each has per status."""
 
     TYPE: ClassVar[str] = "ca.stats"
 
 
-class CertificateCount(_Message):
+class CertificateCount(Model):
     ca: str
     status: CertificateStatus
     count: int
 
 
-class CAStats(_Message):
+class CAStats(Model):
     cas: int
     certificates: list[CertificateCount]

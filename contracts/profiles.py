@@ -13,9 +13,10 @@ import enum
 import re
 from typing import ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 
 from contracts.keys import KeyType
+from contracts.message import Message, Model
 
 __all__ = [
     "BUILT_IN_PROFILES",
@@ -35,10 +36,6 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 # A DNS name of letters, digits and hyphens (RFC 1035 §2.3.1), no wildcard: the
 # pattern of a kind a profile allows without giving its own.
 _HOSTNAME = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class SanKind(enum.StrEnum):
@@ -69,7 +66,7 @@ class ExtendedKeyUsage(enum.StrEnum):
     TIME_STAMPING = "time_stamping"
 
 
-class ProfileSpec(_Message):
+class ProfileSpec(Model):
     """What a profile allows; every field has the safe default."""
 
     name: str = Field(pattern=_NAME)
@@ -115,18 +112,18 @@ def _compile(pattern: str) -> None:
         raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
 
 
-class CreateProfile(ProfileSpec):
+class CreateProfile(ProfileSpec, Message):
     """Store a named profile; a built-in name or an existing one is a conflict."""
 
     TYPE: ClassVar[str] = "profile.create"
 
 
-class GetProfile(_Message):
+class GetProfile(Message):
     TYPE: ClassVar[str] = "profile.get"
     name: str = Field(min_length=1, max_length=64)
 
 
-class ListProfiles(_Message):
+class ListProfiles(Message):
     TYPE: ClassVar[str] = "profile.list"
 
 
@@ -137,7 +134,7 @@ class ProfileView(ProfileSpec):
     created_at: AwareDatetime | None = None
 
 
-class Profiles(_Message):
+class Profiles(Model):
     items: list[ProfileView]
 
 

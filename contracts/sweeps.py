@@ -9,7 +9,9 @@ from __future__ import annotations
 import enum
 from typing import ClassVar, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, Field, model_validator
+
+from contracts.message import Message, Model
 
 __all__ = [
     "MAX_SHARDS",
@@ -24,28 +26,24 @@ _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 MAX_SHARDS = 1024
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
 class SweepTrigger(enum.StrEnum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
 
 
-class RunSweep(_Message):
+class RunSweep(Message):
     """Sweep now (``lamassu sweep run``); ``shards`` overrides SWEEP_SHARDS once."""
 
     TYPE: ClassVar[str] = "sweep.run"
     shards: int | None = Field(default=None, ge=1, le=MAX_SHARDS)
 
 
-class GetSweep(_Message):
+class GetSweep(Message):
     TYPE: ClassVar[str] = "sweep.get"
     id: str = Field(pattern=_UUID)
 
 
-class SweepShard(_Message):
+class SweepShard(Message):
     """One shard of a sweep: the certificates whose serial hashes to ``shard``."""
 
     TYPE: ClassVar[str] = "sweep.shard"
@@ -61,7 +59,7 @@ class SweepShard(_Message):
         return self
 
 
-class SweepView(_Message):
+class SweepView(Model):
     """A sweep and how far it got: done when ``shards_done == shards``."""
 
     id: str

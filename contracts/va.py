@@ -11,9 +11,12 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
+
+from contracts.message import Message, Model
 
 __all__ = [
+    "CRLCreated",
     "CRLScope",
     "CRLView",
     "GetCRL",
@@ -24,10 +27,6 @@ __all__ = [
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
 class CRLScope(enum.StrEnum):
     """A full CRL (with the delta that goes with it), or only a new delta CRL."""
 
@@ -35,7 +34,7 @@ class CRLScope(enum.StrEnum):
     DELTA = "delta"
 
 
-class SignCRL(_Message):
+class SignCRL(Message):
     """Sign a CA's CRLs now (RFC 5280 §5), from the CA worker's own records.
 
     ``full`` signs a full CRL and a delta CRL based on it, so the pair served is always
@@ -49,7 +48,7 @@ class SignCRL(_Message):
     delta_validity_hours: int = Field(default=24, gt=0, le=24 * 366)
 
 
-class IssueResponderCertificate(_Message):
+class IssueResponderCertificate(Message):
     """Issue a delegated OCSP responder certificate for the VA's key (RFC 6960
     §4.2.2.2): id-kp-OCSPSigning and id-pkix-ocsp-nocheck, short-lived."""
 
@@ -59,7 +58,7 @@ class IssueResponderCertificate(_Message):
     validity_hours: int = Field(default=168, gt=0, le=24 * 90)
 
 
-class GetCRL(_Message):
+class GetCRL(Message):
     """The CRL the VA serves for a CA (``lamassu crl show``)."""
 
     TYPE: ClassVar[str] = "crl.get"
@@ -67,7 +66,7 @@ class GetCRL(_Message):
     delta: bool = False
 
 
-class CRLView(_Message):
+class CRLView(Model):
     """A signed CRL (``crl.create`` data; the reply of ``crl.sign`` and ``crl.get``).
 
     ``delta_base`` is the Delta CRL Indicator (RFC 5280 §5.2.4), None for a full CRL.
@@ -81,3 +80,9 @@ class CRLView(_Message):
     next_update: AwareDatetime
     entries: int = Field(ge=0)
     crl_der_b64: str
+
+
+class CRLCreated(CRLView, Message):
+    """``crl.create``: a CA's CRL was signed (its data is the CRL's view)."""
+
+    TYPE: ClassVar[str] = "crl.create"

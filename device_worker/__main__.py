@@ -7,7 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
-from contracts.dms import DMS_CREATE, DeviceOwnershipUpdate, DMSUpdate
+from contracts.ca import CertificateCreated, CertificateStatusUpdate
+from contracts.dms import DeviceOwnershipUpdate, DMSCreated, DMSUpdate
 from contracts.envelope import CloudEvent
 from device_worker.handlers import (
     COMMAND_HANDLERS,
@@ -41,9 +42,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 QueueSpec(
                     "events",
                     [
-                        ("events", "certificate.create"),
-                        ("events", "certificate.status.update"),
-                        ("events", DMS_CREATE),
+                        ("events", CertificateCreated.TYPE),
+                        ("events", CertificateStatusUpdate.TYPE),
+                        ("events", DMSCreated.TYPE),
                         ("events", DMSUpdate.TYPE),
                         ("events", DeviceOwnershipUpdate.TYPE),
                     ],

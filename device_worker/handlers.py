@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
-from pydantic import BaseModel
 
 from contracts.ca import (
+    CertificateCreated,
     CertificateStatus,
     CertificateStatusUpdate,
     CertificateView,
@@ -23,9 +23,9 @@ from contracts.ca import (
     RevokeDeviceCertificates,
 )
 from contracts.devices import (
-    DEVICE_CREATE,
-    DEVICE_DECOMMISSIONED,
     DecommissionDevice,
+    DeviceCreated,
+    DeviceDecommissioned,
     DeviceIdentityUpdate,
     Devices,
     DeviceStatusUpdate,
@@ -34,14 +34,15 @@ from contracts.devices import (
     RegisterDevice,
 )
 from contracts.dms import (
-    DMS_CREATE,
     DeviceOwnership,
     DeviceOwnershipUpdate,
+    DMSCreated,
     DMSStatus,
     DMSUpdate,
     DMSView,
 )
 from contracts.envelope import CloudEvent, new_message
+from contracts.message import Message
 from device_worker.errors import (
     AlreadyDecommissioned,
     DeviceExists,
@@ -85,11 +86,8 @@ class DeviceContext:
     deps: DeviceDeps
 
 
-def _event(
-    ctx: DeviceContext, type_: str, device_id: str, data: BaseModel
-) -> CloudEvent:
+def _event(ctx: DeviceContext, device_id: str, data: Message) -> CloudEvent:
     return new_message(
-        type_=type_,
         source=SOURCE,
         subject=f"device/{device_id}",
         data=data,
@@ -106,14 +104,13 @@ def _change(
 ) -> CloudEvent:
     """``{"previous": ..., "updated": ...}`` of the device, as DESIGN §2 has updates."""
     data = model(previous=before.view(), updated=after.view())
-    return _event(ctx, model.TYPE, before.id, data)
+    return _event(ctx, before.id, data)
 
 
 def _revocations(ctx: DeviceContext, serials: Sequence[str]) -> list[CloudEvent]:
     """Fire-and-forget ``certificate.revoke`` commands: the CA worker acts, nobody replies."""
     return [
         new_message(
-            type_=RevokeCertificate.TYPE,
             source=SOURCE,
             subject=f"certificate/{serial}",
             data=RevokeCertificate(
@@ -153,12 +150,12 @@ async def register_device(cmd: RegisterDevice, ctx: DeviceContext) -> Outcome:
     if device is None:
         raise DeviceExists(cmd.id)
     view = device.view()
-    events = [_event(ctx, DEVICE_CREATE, cmd.id, view)]
+    events = [_event(ctx, cmd.id, DeviceCreated.of(view))]
     if cmd.dms is not None:
         # The DMS worker gives the device to this DMS (unless one enrolled it first).
         owner = DeviceOwnership(device_id=cmd.id, dms=cmd.dms, since=ctx.now)
         update = DeviceOwnershipUpdate(previous=None, updated=owner)
-        events.append(_event(ctx, DeviceOwnershipUpdate.TYPE, cmd.id, update))
+        events.append(_event(ctx, cmd.id, update))
     return Outcome(view, events)
 
 
@@ -175,7 +172,6 @@ async def decommission_device(cmd: DecommissionDevice, ctx: DeviceContext) -> Ou
     # Every certificate the device was ever issued, not only what its slots hold now
     # (a superseded one may still be valid): the CA worker knows them all.
     revoke_all = new_message(
-        type_=RevokeDeviceCertificates.TYPE,
         source=SOURCE,
         subject=f"device/{cmd.id}",
         data=RevokeDeviceCertificates(device_id=cmd.id),
@@ -195,7 +191,7 @@ async def decommission_device(cmd: DecommissionDevice, ctx: DeviceContext) -> Ou
             _change(ctx, DeviceStatusUpdate, device, updated),
             # Its own routing key: the DMS worker needs only this fact, not every
             # status change of every enrollment (DESIGN §2, type = routing key).
-            _event(ctx, DEVICE_DECOMMISSIONED, cmd.id, view),
+            _event(ctx, cmd.id, DeviceDecommissioned.of(view)),
         ],
     )
 
@@ -305,7 +301,7 @@ async def _observe(
             outcome = replace(
                 outcome,
                 events=[
-                    _event(item_ctx, DEVICE_CREATE, device_id, view),
+                    _event(item_ctx, device_id, DeviceCreated.of(view)),
                     *outcome.events,
                 ],
             )
@@ -381,7 +377,7 @@ COMMAND_HANDLERS: Mapping[str, Route] = {
 }
 
 EVENT_HANDLERS: Mapping[str, Route] = {
-    "certificate.create": Route(
+    CertificateCreated.TYPE: Route(
         CertificateView, record_certificate, many=record_certificates
     ),
     CertificateStatusUpdate.TYPE: Route(
@@ -389,7 +385,7 @@ EVENT_HANDLERS: Mapping[str, Route] = {
         record_certificate_status,
         many=record_certificate_statuses,
     ),
-    DMS_CREATE: Route(DMSView, record_dms),
+    DMSCreated.TYPE: Route(DMSView, record_dms),
     DMSUpdate.TYPE: Route(DMSUpdate, record_dms_update),
     DeviceOwnershipUpdate.TYPE: Route(DeviceOwnershipUpdate, record_ownership),
 }

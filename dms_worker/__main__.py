@@ -7,7 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
-from contracts.devices import DEVICE_DECOMMISSIONED
+from contracts.ca import CertificateCreated, CertificateStatusUpdate
+from contracts.devices import DeviceDecommissioned
 from contracts.dms import DeviceOwnershipUpdate
 from contracts.envelope import CloudEvent
 from dms_worker.ca_client import CAClient
@@ -61,9 +62,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 QueueSpec(
                     "events",
                     [
-                        ("events", "certificate.create"),
-                        ("events", "certificate.status.update"),
-                        ("events", DEVICE_DECOMMISSIONED),
+                        ("events", CertificateCreated.TYPE),
+                        ("events", CertificateStatusUpdate.TYPE),
+                        ("events", DeviceDecommissioned.TYPE),
                         ("events", DeviceOwnershipUpdate.TYPE),
                     ],
                     EVENT_HANDLERS,

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from cryptography import x509
-from pydantic import BaseModel
 
 from contracts.ca import CAView, CertificateView, GetCA, SignCertificate
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode, Reply
+from contracts.message import Message
 from contracts.profiles import GetProfile
 from dms_worker.errors import CANotFound, CAWorkerUnavailable
 from runtime.bus import BusUnavailable, RequestTimeout
@@ -119,11 +119,8 @@ class CAClient:
         reply = await self._request(GetProfile(name=name), self._timeout)
         _result(reply)
 
-    async def _request(self, request: BaseModel, timeout: float) -> Reply:  # noqa: ASYNC109 - passed on to Bus.request
-        type_: str = request.TYPE  # type: ignore[attr-defined]
-        message = new_message(
-            type_=type_, source=SOURCE, data=request, now=datetime.now(UTC)
-        )
+    async def _request(self, request: Message, timeout: float) -> Reply:  # noqa: ASYNC109 - passed on to Bus.request
+        message = new_message(source=SOURCE, data=request, now=datetime.now(UTC))
         try:
             return await self._bus.request(message, timeout=timeout)
         except (BusUnavailable, RequestTimeout) as exc:

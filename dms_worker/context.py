@@ -9,9 +9,9 @@ from datetime import datetime
 
 import asyncpg
 from cryptography import x509
-from pydantic import BaseModel
 
 from contracts.envelope import CloudEvent, new_message
+from contracts.message import Message
 from dms_worker.authorization import CSRRejected, load_csr
 from dms_worker.ca_client import CAClient
 from dms_worker.errors import BadCSR
@@ -46,14 +46,12 @@ class DmsContext:
 
 def message(
     ctx: DmsContext,
-    type_: str,
     subject: str,
-    data: BaseModel,
+    data: Message,
     *,
     id_: str | None = None,
 ) -> CloudEvent:
     return new_message(
-        type_=type_,
         source=SOURCE,
         subject=subject,
         data=data,

@@ -124,11 +124,7 @@ async def authorize_requests(
     with one statement; a refusal of any sends each through ``authorize_request``."""
     issues = await _decide(items)
     return [
-        Outcome(
-            forward=message(
-                item_ctx, IssueCertificate.TYPE, f"device/{issue.device_id}", issue
-            )
-        )
+        Outcome(forward=message(item_ctx, f"device/{issue.device_id}", issue))
         for issue, (_, item_ctx) in zip(issues, items, strict=True)
     ]
 

@@ -16,6 +16,7 @@ from cryptography import x509
 
 from contracts.ca import (
     INTERNAL_CA,
+    CertificateCreated,
     CertificateStatus,
     CertificateStatusUpdate,
     CertificateView,
@@ -23,16 +24,16 @@ from contracts.ca import (
     RevokeCertificate,
 )
 from contracts.devices import (
-    DEVICE_DECOMMISSIONED,
+    DeviceDecommissioned,
     DeviceStatus,
     DeviceStatusUpdate,
     DeviceView,
 )
 from contracts.dms import (
-    DMS_CREATE,
     AuthorizeEnrollment,
     CreateDMS,
     DeviceOwnershipUpdate,
+    DMSCreated,
     DMSEnrolled,
     DMSReenrolled,
     DMSs,
@@ -81,7 +82,6 @@ SCHEMA = "dms"
 def _update(ctx: DmsContext, previous: DMSView, updated: DMSView) -> CloudEvent:
     return message(
         ctx,
-        DMSUpdate.TYPE,
         f"dms/{updated.name}",
         DMSUpdate(previous=previous, updated=updated),
     )
@@ -130,7 +130,7 @@ async def create_dms(cmd: CreateDMS, ctx: DmsContext) -> Outcome:
             require_pop=cmd.require_pop,
         ),
     )
-    return Outcome(view, [message(ctx, DMS_CREATE, f"dms/{view.name}", view)])
+    return Outcome(view, [message(ctx, f"dms/{view.name}", DMSCreated.of(view))])
 
 
 async def update_authorized_cas(cmd: UpdateAuthorizedCAs, ctx: DmsContext) -> Outcome:
@@ -201,7 +201,6 @@ async def revoke_dms(cmd: RevokeDMS, ctx: DmsContext) -> Outcome:
     revocations = [
         message(
             ctx,
-            RevokeCertificate.TYPE,
             f"certificate/{serial}",
             RevokeCertificate(serial=serial, reason=cmd.reason),
         )
@@ -253,7 +252,6 @@ async def transfer_device(cmd: TransferDevice, ctx: DmsContext) -> Outcome:
     updated = await store.set_owner(ctx.conn, cmd.device_id, cmd.dms, ctx.now)
     event = message(
         ctx,
-        DeviceOwnershipUpdate.TYPE,
         f"device/{cmd.device_id}",
         DeviceOwnershipUpdate(previous=previous, updated=updated),
     )
@@ -294,9 +292,7 @@ async def announce_enrollment(certificate: CertificateView, ctx: DmsContext) -> 
     # Published before the certificate.create is acked, not through the outbox: a
     # redelivery announces again, under the same id (one event per certificate).
     event_id = str(uuid.uuid5(_ANNOUNCEMENTS, f"{model.TYPE}/{certificate.serial}"))
-    return Outcome(
-        events=[message(ctx, model.TYPE, f"dms/{certificate.dms}", data, id_=event_id)]
-    )
+    return Outcome(events=[message(ctx, f"dms/{certificate.dms}", data, id_=event_id)])
 
 
 async def announce_enrollments(
@@ -379,7 +375,7 @@ HANDLERS: Mapping[str, Route] = {
 }
 
 EVENT_HANDLERS: Mapping[str, Route] = {
-    "certificate.create": Route(
+    CertificateCreated.TYPE: Route(
         CertificateView,
         announce_enrollment,
         writes=False,
@@ -388,7 +384,7 @@ EVENT_HANDLERS: Mapping[str, Route] = {
     CertificateStatusUpdate.TYPE: Route(
         CertificateStatusUpdate, revoke_dms_of_certificate
     ),
-    DEVICE_DECOMMISSIONED: Route(DeviceView, record_decommission),
+    DeviceDecommissioned.TYPE: Route(DeviceView, record_decommission),
     DeviceOwnershipUpdate.TYPE: Route(DeviceOwnershipUpdate, record_registration),
     DeviceStatusUpdate.TYPE: Route(DeviceStatusUpdate, record_decommission_update),
 }

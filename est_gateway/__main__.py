@@ -13,8 +13,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from contracts.ca import CAs, CAStatusUpdate, CAView, ListCAs
-from contracts.dms import DMS_CREATE, DMSs, DMSUpdate, DMSView, ListDMSs
+from contracts.ca import CACreated, CAs, CAStatusUpdate, CAView, ListCAs
+from contracts.dms import DMSCreated, DMSs, DMSUpdate, DMSView, ListDMSs
 from contracts.envelope import CloudEvent, new_message
 from contracts.names import Topology
 from est_gateway.app import SOURCE, GatewayDeps, create_app
@@ -51,9 +51,9 @@ async def _follow_cas(bus: Bus, trust: TrustStore) -> None:
                         id=event.id,
                         reason=refusal,
                     )
-                elif event.type == "ca.create":
+                elif event.type == CACreated.TYPE:
                     trust.add(CAView.model_validate(event.data))
-                elif event.type == "ca.status.update":
+                elif event.type == CAStatusUpdate.TYPE:
                     trust.add(CAStatusUpdate.model_validate(event.data).updated)
             except ValidationError as exc:
                 log.warning("ca_event_ignored", error=str(exc).splitlines()[0])
@@ -64,9 +64,7 @@ async def _follow_cas(bus: Bus, trust: TrustStore) -> None:
 
 async def _list_cas(bus: Bus, trust: TrustStore, *, wait: float) -> None:
     """Add every CA the CA worker lists, retrying for ``wait`` seconds."""
-    query = new_message(
-        type_=ListCAs.TYPE, source=SOURCE, data=ListCAs(), now=datetime.now(UTC)
-    )
+    query = new_message(source=SOURCE, data=ListCAs(), now=datetime.now(UTC))
     async with asyncio.timeout(wait):
         while True:
             try:
@@ -117,7 +115,7 @@ async def _follow_dmss(bus: Bus, policy: PopPolicy) -> None:
                         id=event.id,
                         reason=refusal,
                     )
-                elif event.type == DMS_CREATE:
+                elif event.type == DMSCreated.TYPE:
                     policy.learn(DMSView.model_validate(event.data))
                 elif event.type == DMSUpdate.TYPE:
                     policy.learn(DMSUpdate.model_validate(event.data).updated)
@@ -125,7 +123,7 @@ async def _follow_dmss(bus: Bus, policy: PopPolicy) -> None:
                 log.warning("dms_event_ignored", error=str(exc).splitlines()[0])
 
     # Not dms.#: that would bring every enrollment's dms.enroll to the gateway.
-    for type_ in (DMS_CREATE, DMSUpdate.TYPE):
+    for type_ in (DMSCreated.TYPE, DMSUpdate.TYPE):
         await bus.subscribe(type_, on_event)
 
 
@@ -135,7 +133,6 @@ async def _list_dmss(bus: Bus, policy: PopPolicy) -> None:
     after: str | None = None
     while True:
         query = new_message(
-            type_=ListDMSs.TYPE,
             source=SOURCE,
             data=ListDMSs(limit=1000, after=after),
             now=datetime.now(UTC),

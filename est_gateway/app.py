@@ -222,7 +222,6 @@ async def _authorize_first(deps: GatewayDeps, enrollment: EnrollmentRequest) -> 
     """``enrollment.authorize``: refused as the enrollment itself would be."""
     request = AuthorizeEnrollment.model_validate(enrollment.model_dump())
     message = new_message(
-        type_=AuthorizeEnrollment.TYPE,
         source=SOURCE,
         data=request,
         now=datetime.now(UTC),
@@ -268,7 +267,6 @@ async def _enroll(request: web.Request, kind: EnrollmentKind) -> web.Response:
         pop_linked=pop_linked,
     )
     message = new_message(
-        type_=EnrollmentRequest.TYPE,
         source=SOURCE,
         data=enrollment,
         now=datetime.now(UTC),

@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
-
 from contracts.catalog import COMMANDS
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode, Reply
+from contracts.message import Message
 from contracts.names import Topology
 from runtime.bus import Bus, RequestTimeout
 from runtime.settings import BusSettings, LogSettings
@@ -71,14 +70,11 @@ class Client:
         await self.bus.close()
 
     @staticmethod
-    def message(request: BaseModel) -> CloudEvent:
-        """Wrap a contract model (which names its ``TYPE``) in an envelope."""
-        type_: str = request.TYPE  # type: ignore[attr-defined]
-        return new_message(
-            type_=type_, source=SOURCE, data=request, now=datetime.now(UTC)
-        )
+    def message(request: Message) -> CloudEvent:
+        """Wrap a command or query in an envelope."""
+        return new_message(source=SOURCE, data=request, now=datetime.now(UTC))
 
-    async def call(self, request: BaseModel) -> Any:
+    async def call(self, request: Message) -> Any:
         """Send a command or query; return the reply's result or raise CliError.
 
         What this reports as not done is never done later: the command carries a
@@ -86,11 +82,10 @@ class Client:
         the AMQP expiration, which has the broker drop it), and the CLI waits a little
         past it for the reply, so a worker that took it in time has answered.
         """
-        type_: str = request.TYPE  # type: ignore[attr-defined]
+        type_ = request.TYPE
         await self._someone_listens(type_)
         now = datetime.now(UTC)
         message = new_message(
-            type_=type_,
             source=SOURCE,
             data=request,
             now=now,

@@ -12,7 +12,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from pydantic import BaseModel
 
 from contracts.ca import RevocationReason
 from contracts.devices import (
@@ -37,6 +36,7 @@ from contracts.dms import (
     UpdateAuthorizedCAs,
     UpdateDMSPolicy,
 )
+from contracts.message import Message
 from lamassu_cli import render
 from lamassu_cli.client import Client, CliError
 from lamassu_cli.commands import (
@@ -94,7 +94,7 @@ def _dms_csr(args: argparse.Namespace, key_file: Path) -> tuple[str, Path | None
 async def _issue_dms_certificate(
     args: argparse.Namespace,
     client: Client,
-    request: Callable[[str], BaseModel],
+    request: Callable[[str], Message],
     suffix: str,
 ) -> None:
     """Send ``request(csr_pem)``; write the certificate (and key) to --out."""

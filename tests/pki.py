@@ -14,10 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from pydantic import BaseModel
 
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import Reply
+from contracts.message import Message
 from runtime.bus import Bus
 
 
@@ -58,9 +58,8 @@ def tampered_csr_pem(common_name: str) -> str:
     )
 
 
-async def call(bus: Bus, request: BaseModel, timeout: float = 15) -> Reply:
+async def call(bus: Bus, request: Message, timeout: float = 15) -> Reply:
     message = new_message(
-        type_=request.TYPE,  # type: ignore[attr-defined]
         source="tests",
         data=request,
         now=datetime.now(UTC),

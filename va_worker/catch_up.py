@@ -68,9 +68,7 @@ class CatchUp:
         log.info("va_caught_up")
 
     async def _ask(self, query: ListCAs | ListCertificates) -> Reply:
-        message = new_message(
-            type_=query.TYPE, source=SOURCE, data=query, now=self._clock()
-        )
+        message = new_message(source=SOURCE, data=query, now=self._clock())
         while True:
             try:
                 reply = await self._bus.request(message, timeout=5)

@@ -19,12 +19,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from contracts.ca import (
+    CACreated,
     CAStatusUpdate,
     CAView,
+    CertificateCreated,
     CertificateStatusUpdate,
     CertificateView,
 )
-from contracts.va import CRLView, GetCRL
+from contracts.va import CRLCreated, CRLView, GetCRL
 from engines import Engine, EngineError
 from runtime.dispatch import Outcome, Route
 from runtime.errors import Invalid
@@ -213,13 +215,13 @@ async def get_crl(query: GetCRL, ctx: VaContext) -> Outcome:
 
 
 EVENT_HANDLERS: Mapping[str, Route] = {
-    "ca.create": Route(CAView, ca_created),
+    CACreated.TYPE: Route(CAView, ca_created),
     CAStatusUpdate.TYPE: Route(CAStatusUpdate, ca_status_updated),
-    "certificate.create": Route(CertificateView, certificate_created),
+    CertificateCreated.TYPE: Route(CertificateView, certificate_created),
     CertificateStatusUpdate.TYPE: Route(
         CertificateStatusUpdate, certificate_status_updated
     ),
-    "crl.create": Route(CRLView, crl_created),
+    CRLCreated.TYPE: Route(CRLView, crl_created),
 }
 
 COMMAND_HANDLERS: Mapping[str, Route] = {

@@ -132,6 +132,4 @@ class Upkeep:
     def _message(
         command: SignCRL | IssueResponderCertificate, now: datetime, subject: str
     ) -> CloudEvent:
-        return new_message(
-            type_=command.TYPE, source=SOURCE, data=command, now=now, subject=subject
-        )
+        return new_message(source=SOURCE, data=command, now=now, subject=subject)

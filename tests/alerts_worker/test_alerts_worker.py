@@ -27,15 +27,17 @@ from contracts.alerts import (
 from contracts.ca import CertificateStatus, CertificateStatusUpdate, CertificateView
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import Reply
+from contracts.message import Message
 from lamassu_cli.client import Client
 from runtime.bus import Bus
 from tests.alerts_worker.conftest import Alerts
 from tests.alerts_worker.receivers import HttpReceiver
+from tests.envelopes import raw_envelope
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 
-async def call(bus: Bus, request: BaseModel) -> Reply:
+async def call(bus: Bus, request: Message) -> Reply:
     return await bus.request(Client.message(request), timeout=10)
 
 
@@ -70,7 +72,6 @@ def status_event(
     ca: str = "factory-ca",
 ) -> CloudEvent:
     return new_message(
-        type_=CertificateStatusUpdate.TYPE,
         source="tests",
         subject=f"certificate/{serial}",
         data=CertificateStatusUpdate(
@@ -376,7 +377,7 @@ async def test_bad_subscriptions_are_refused_with_one_line(
         "target": "http://127.0.0.1:9/hook",
         **fields,
     }
-    body = new_message(
+    body = raw_envelope(
         type_="alert.subscribe",
         source="tests",
         data=_Raw(request),

@@ -15,7 +15,6 @@ import aio_pika
 import asyncpg
 import pytest
 from cryptography import x509
-from pydantic import BaseModel
 
 from contracts.ca import (
     CAView,
@@ -30,10 +29,11 @@ from contracts.ca import (
     RevokeCertificate,
     SignCertificate,
 )
-from contracts.envelope import new_message
 from contracts.errors import ErrorCode, Reply
+from contracts.message import Message
 from runtime.bus import Bus
 from tests.conftest import Backends
+from tests.envelopes import raw_envelope
 from tests.pki import EventLog, call, csr_pem, make_csr, tampered_csr_pem, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -145,7 +145,7 @@ async def test_subordinate_ca_chains_to_root(bus: Bus, tmp_path: Path) -> None:
     ],
 )
 async def test_refusals_name_their_code_and_reason(
-    bus: Bus, request_: BaseModel, code: ErrorCode, reason: str
+    bus: Bus, request_: Message, code: ErrorCode, reason: str
 ) -> None:
     """Each business refusal is a typed error reply with a one-line reason."""
     reply = await call(bus, request_)
@@ -242,7 +242,7 @@ async def test_redelivered_command_is_processed_once(
 ) -> None:
     """The same command id sent twice creates one CA and gets the same reply twice."""
     name = unique("twice")
-    message = new_message(
+    message = raw_envelope(
         type_="ca.create",
         source="tests",
         data=CreateCA(name=name),

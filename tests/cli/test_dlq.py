@@ -32,7 +32,6 @@ def own() -> Iterator[Backends]:
 
 def _query() -> CloudEvent:
     return new_message(
-        type_=ListDevices.TYPE,
         source="test/dlq",
         data=ListDevices(),
         now=datetime.now(UTC),

@@ -19,7 +19,6 @@ from structlog.testing import capture_logs
 from ca_worker.__main__ import serve as serve_ca
 from contracts.ca import CreateCA, ListCAs, SignCertificate
 from contracts.devices import ListDevices
-from contracts.envelope import new_message
 from contracts.names import Topology
 from device_worker.__main__ import serve as serve_devices
 from device_worker.settings import Settings as DeviceSettings
@@ -37,6 +36,7 @@ from tests.conftest import (
     wait_until_queue,
     worker_settings,
 )
+from tests.envelopes import raw_envelope
 from tests.pki import call, csr_pem, make_csr
 
 pytestmark = pytest.mark.timeout(180)
@@ -117,7 +117,7 @@ async def test_status_unhealthy_names_what_is_wrong(own: Backends, site: str) ->
     bus = await Bus.connect(AMQP_URL, Topology(own.prefix))
     try:
         # A message no handler knows is dead-lettered by the device worker.
-        bogus = new_message(
+        bogus = raw_envelope(
             type_="device.bogus",
             source="test/status",
             data=ListDevices(),
@@ -209,7 +209,7 @@ async def test_a_command_is_logged_with_its_sender(own: Backends, site: str) -> 
     assert site
     connection = await aio_pika.connect(AMQP_URL)
     topology = Topology(own.prefix)
-    query = new_message(
+    query = raw_envelope(
         type_="ca.list", source="test/audit", data=ListCAs(), now=datetime.now(UTC)
     )
     # The worker binds a message's context (ids, sender) with contextvars.

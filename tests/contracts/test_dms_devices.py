@@ -78,6 +78,7 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
         request_id=CSR_ID,
     ),
     dms.DMSView: DMS_VIEW,
+    dms.DMSCreated: dms.DMSCreated.of(DMS_VIEW),
     dms.DMSs: dms.DMSs(items=[DMS_VIEW, REVOKED_DMS_VIEW]),
     dms.DMSUpdate: dms.DMSUpdate(previous=DMS_VIEW, updated=REVOKED_DMS_VIEW),
     dms.DMSEnrolled: dms.DMSEnrolled.model_validate(ENROLLED),
@@ -92,6 +93,8 @@ SAMPLES: dict[type[BaseModel], BaseModel] = {
     ),
     devices.SlotView: SLOT,
     devices.DeviceView: DEVICE_VIEW,
+    devices.DeviceCreated: devices.DeviceCreated.of(DEVICE_VIEW),
+    devices.DeviceDecommissioned: devices.DeviceDecommissioned.of(DECOMMISSIONED_VIEW),
     devices.Devices: devices.Devices(items=[DEVICE_VIEW]),
     devices.DeviceStatusUpdate: devices.DeviceStatusUpdate(
         previous=DEVICE_VIEW, updated=DECOMMISSIONED_VIEW

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from contracts.ca import CAView, CertificateStatus, CertificateView, IssueCertificate
 from contracts.devices import DeviceStatus, DeviceView, GetDevice
-from contracts.dms import DMS_CREATE, DMSStatus, DMSView
+from contracts.dms import DMSCreated, DMSStatus, DMSView
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import Reply
 from runtime.bus import Bus
@@ -205,6 +205,6 @@ async def known_dms(
         certificate_pem="-",
         created_at=now,
     )
-    event = new_message(type_=DMS_CREATE, source="tests", data=view, now=now)
+    event = new_message(source="tests", data=DMSCreated.of(view), now=now)
     await bus.publish(bus.topology.events, event)
     await processed(db, event.id)

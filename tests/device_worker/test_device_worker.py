@@ -27,8 +27,8 @@ from contracts.ca import (
     SignCertificate,
 )
 from contracts.devices import (
-    DEVICE_DECOMMISSIONED,
     DecommissionDevice,
+    DeviceDecommissioned,
     Devices,
     DeviceStatus,
     DeviceView,
@@ -37,8 +37,9 @@ from contracts.devices import (
     RegisterDevice,
     SlotView,
 )
-from contracts.envelope import CloudEvent, new_message
+from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode
+from contracts.message import Message
 from runtime.bus import Bus
 from runtime.settings import BusSettings
 from tests.device_worker.device_bus import (
@@ -52,6 +53,7 @@ from tests.device_worker.device_bus import (
     publish_raw,
     status_change,
 )
+from tests.envelopes import raw_envelope
 from tests.pki import EventLog, call, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -154,7 +156,7 @@ REFUSALS: dict[str, tuple[Callable[[str], BaseModel], ErrorCode, str]] = {
 async def test_refusals_name_their_code_and_reason(
     bus: Bus,
     device_service: None,
-    make_request: Callable[[str], BaseModel],
+    make_request: Callable[[str], Message],
     code: ErrorCode,
     reason: str,
 ) -> None:
@@ -310,7 +312,7 @@ async def test_reenrollment_then_decommission(
     assert reply.ok, reply.error
     assert DECOMMISSIONED == DeviceView.model_validate(reply.result).status
     await status_change(events, device_id, FULL, DECOMMISSIONED)
-    retired = await events.wait_for(DEVICE_DECOMMISSIONED, subject)
+    retired = await events.wait_for(DeviceDecommissioned.TYPE, subject)
     assert DECOMMISSIONED == DeviceView.model_validate(retired.data).status
     revocation = await events.wait_for(
         "certificate.status.update", f"certificate/{new.serial}"
@@ -379,7 +381,7 @@ async def test_redelivered_event_changes_nothing(
 ) -> None:
     """The same certificate.create event id delivered twice creates the device once."""
     device_id = unique("twice")
-    envelope = new_message(
+    envelope = raw_envelope(
         type_="certificate.create",
         source="tests",
         subject="certificate/twice",
@@ -410,13 +412,13 @@ async def test_status_update_overtaking_its_certificate_is_kept(
     device_id = unique("overtaken")
     active = enrollment_certificate(device_id)
     revoked_view = active.model_copy(update={"status": CertificateStatus.REVOKED})
-    update = new_message(
+    update = raw_envelope(
         type_="certificate.status.update",
         source="tests",
         data=CertificateStatusUpdate(previous=active, updated=revoked_view),
         now=datetime.now(UTC),
     )
-    created = new_message(
+    created = raw_envelope(
         type_="certificate.create", source="tests", data=active, now=datetime.now(UTC)
     )
 

@@ -14,7 +14,6 @@ import asyncpg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from pydantic import BaseModel
 
 from contracts.ca import (
     CAView,
@@ -28,7 +27,7 @@ from contracts.ca import (
     SignCertificate,
 )
 from contracts.devices import (
-    DEVICE_DECOMMISSIONED,
+    DeviceDecommissioned,
     DeviceStatus,
     DeviceStatusUpdate,
     DeviceView,
@@ -47,9 +46,11 @@ from contracts.dms import (
 )
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode, Reply
+from contracts.message import Message
 from contracts.names import Topology
 from runtime.bus import Bus
 from tests.conftest import AMQP_URL, Backends
+from tests.envelopes import raw_envelope
 from tests.pki import EventLog, call, csr_pem, make_csr, tampered_csr_pem, unique
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
@@ -79,7 +80,7 @@ def certificate(pem: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate(pem.encode())
 
 
-async def ok(bus: Bus, request: BaseModel) -> Reply:
+async def ok(bus: Bus, request: Message) -> Reply:
     reply = await call(bus, request)
     assert reply.ok, reply.error
     return reply
@@ -257,7 +258,7 @@ async def test_get_and_list(bus: Bus, site: Site) -> None:
 async def test_registry_refusals_name_their_code_and_reason(
     bus: Bus,
     site: Site,
-    make: Callable[[Site], BaseModel],
+    make: Callable[[Site], Message],
     code: ErrorCode,
     reason: str,
 ) -> None:
@@ -649,7 +650,6 @@ def device_view(name: str, status: DeviceStatus) -> DeviceView:
 
 def status_update(name: str, updated: DeviceStatus) -> CloudEvent:
     return new_message(
-        type_=DeviceStatusUpdate.TYPE,
         source="tests",
         subject=f"device/{name}",
         data=DeviceStatusUpdate(
@@ -661,8 +661,8 @@ def status_update(name: str, updated: DeviceStatus) -> CloudEvent:
 
 
 def decommissioned_event(name: str) -> CloudEvent:
-    return new_message(
-        type_=DEVICE_DECOMMISSIONED,
+    return raw_envelope(
+        type_=DeviceDecommissioned.TYPE,
         source="tests",
         subject=f"device/{name}",
         data=device_view(name, DeviceStatus.DECOMMISSIONED),

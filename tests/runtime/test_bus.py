@@ -10,10 +10,11 @@ import aio_pika
 import pytest
 from pydantic import BaseModel
 
-from contracts.envelope import CloudEvent, new_message
+from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from runtime.bus import Bus, BusUnavailable
 from tests.conftest import AMQP_URL, Backends
+from tests.envelopes import raw_envelope
 
 pytestmark = [pytest.mark.rabbitmq]
 
@@ -23,7 +24,7 @@ class Nothing(BaseModel):
 
 
 def event(type_: str) -> CloudEvent:
-    return new_message(
+    return raw_envelope(
         type_=type_, source="test", data=Nothing(), now=datetime.now(UTC)
     )
 

@@ -19,7 +19,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict
 
-from contracts.envelope import CloudEvent, new_message
+from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode, Reply
 from contracts.names import Topology
 from runtime.bus import Bus
@@ -28,6 +28,7 @@ from runtime.dispatch import Dispatcher, Outcome, Route
 from runtime.errors import Conflict, Transient
 from runtime.faults import Backoff
 from tests.conftest import AMQP_URL, Backends
+from tests.envelopes import raw_envelope
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -73,7 +74,7 @@ class Notes:
         if self.flaky.get(note.text, 0) > 0:
             self.flaky[note.text] -= 1
             raise Transient("the dependency is down")
-        event = new_message(
+        event = raw_envelope(
             type_="test.noted", source="test", data=note, now=ctx.now, subject=note.text
         )
         return Outcome(result=note, events=[event])
@@ -96,7 +97,7 @@ class Notes:
             Outcome(
                 result=note,
                 events=[
-                    new_message(
+                    raw_envelope(
                         type_="test.noted", source="test", data=note, now=ctx.now
                     )
                 ],
@@ -167,7 +168,7 @@ class Harness:
 
 
 def note(text: str, *, message_id: str | None = None) -> CloudEvent:
-    envelope = new_message(
+    envelope = raw_envelope(
         type_=NOTE,
         source="test",
         data=Note(text=text),

@@ -16,12 +16,13 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, ConfigDict
 
-from contracts.envelope import CloudEvent, new_message
+from contracts.envelope import CloudEvent
 from contracts.names import Topology
 from runtime.bus import Bus
 from runtime.db import migrate
 from runtime.outbox import OutboxRelay, write_events
 from tests.conftest import AMQP_URL, Backends
+from tests.envelopes import raw_envelope
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -85,7 +86,7 @@ async def relaying(backends: Backends) -> AsyncIterator[Relaying]:
 def _events(count: int, *, text: str = "note") -> list[CloudEvent]:
     now = datetime.now(UTC)
     return [
-        new_message(
+        raw_envelope(
             type_="test.noted", source="test", data=Note(text=f"{text}-{i}"), now=now
         )
         for i in range(count)

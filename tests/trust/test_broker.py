@@ -22,6 +22,7 @@ from contracts.errors import ErrorCode, Reply
 from contracts.names import Topology
 from runtime.bus import Bus
 from tests.conftest import AMQP_URL, Backends
+from tests.envelopes import raw_envelope
 from tests.trust.conftest import Identities, broker_identities
 
 pytestmark = [pytest.mark.rabbitmq]
@@ -53,7 +54,7 @@ async def connect(identities: Identities) -> AsyncIterator[object]:
 
 def _body(type_: str) -> bytes:
     return (
-        new_message(
+        raw_envelope(
             type_=type_, source="/forger", data=GetCA(name="x"), now=datetime.now(UTC)
         )
         .model_dump_json()
@@ -169,7 +170,6 @@ async def test_a_reply_from_a_role_that_does_not_own_the_request_is_ignored(
         asked = asyncio.create_task(
             admin.request(
                 new_message(
-                    type_=GetCA.TYPE,
                     source="tests",
                     data=GetCA(name="x"),
                     now=datetime.now(UTC),

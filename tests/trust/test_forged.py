@@ -33,8 +33,8 @@ from structlog.testing import capture_logs
 from contracts.ca import CAStatusUpdate, CAView, CreateCA, IssueCertificate, RevokeCA
 from contracts.devices import DeviceStatus
 from contracts.dms import EnrollmentKind, EnrollmentRequest
-from contracts.envelope import new_message
 from contracts.errors import ErrorCode, Reply
+from tests.envelopes import raw_envelope
 from tests.est_gateway.test_gateway import (
     device_status,
     new_stage,
@@ -81,7 +81,7 @@ async def _forge(
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         replies = await channel.declare_queue(exclusive=True)
-        message = new_message(
+        message = raw_envelope(
             type_=type_, source="/forger", data=data, now=datetime.now(UTC)
         )
         wants_reply = queue.endswith(".commands")

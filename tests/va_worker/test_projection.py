@@ -25,11 +25,12 @@ from contracts.ca import (
     RevokeCA,
     RevokeCertificate,
 )
-from contracts.envelope import CloudEvent, new_message
+from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode
 from contracts.va import GetCRL, IssueResponderCertificate, SignCRL
 from runtime.bus import Bus
 from tests.device_worker.device_bus import envelope_bytes, publish_raw
+from tests.envelopes import raw_envelope
 from tests.pki import call, unique
 from tests.va_worker.conftest import (
     VA,
@@ -47,7 +48,7 @@ REVOKED = ocsp.OCSPCertStatus.REVOKED
 
 
 def event(type_: str, data: CertificateView | CertificateStatusUpdate) -> CloudEvent:
-    return new_message(type_=type_, source="tests", data=data, now=datetime.now(UTC))
+    return raw_envelope(type_=type_, source="tests", data=data, now=datetime.now(UTC))
 
 
 async def processed(db: asyncpg.Pool, ids: list[str]) -> None:
