@@ -7,10 +7,8 @@ batch's transaction; the delivery loop (``delivery.py``) sends them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 from pydantic import BaseModel
@@ -31,7 +29,8 @@ from contracts.alerts import (
 )
 from contracts.catalog import EVENTS
 from contracts.envelope import CloudEvent
-from runtime.dispatch import Outcome, Route
+from contracts.message import Message
+from runtime.routes import Batch, Mode, Outcome, Route, routes
 
 __all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "AlertsContext", "AlertsDeps"]
 
@@ -121,36 +120,29 @@ async def list_deliveries(cmd: ListDeliveries, ctx: AlertsContext) -> Outcome:
     return Outcome(Deliveries(items=items))
 
 
-async def route_events(items: Sequence[tuple[Any, AlertsContext]]) -> list[Outcome]:
+async def route_events(batch: Batch[Message, AlertsContext]) -> list[Outcome]:
     """A batch of events (one connection, one transaction) to the subscriptions they
     match: one read of the subscriptions, one insert of what they cause."""
-    if not items:
-        return []
-    ctx = items[0][1]
+    ctx = batch.ctx
     store = ctx.deps.store
     subs = await store.subscriptions(ctx.conn)
-    events = [c.envelope.model_dump(mode="json") for _, c in items]
+    events = [c.envelope.model_dump(mode="json") for _, c in batch.items]
     routed = ctx.deps.matcher.route(subs, events, ctx.now)
     await store.add_deliveries(ctx.conn, routed.deliveries, ctx.now)
     await store.add_digest_items(ctx.conn, routed.digest_items)
-    return [Outcome() for _ in items]
+    return [Outcome() for _ in batch.items]
 
 
-async def route_event(event: Any, ctx: AlertsContext) -> Outcome:
-    return (await route_events([(event, ctx)]))[0]
-
-
-COMMAND_HANDLERS: Mapping[str, Route] = {
-    Subscribe.TYPE: Route(Subscribe, subscribe),
-    ListSubscriptions.TYPE: Route(ListSubscriptions, list_subscriptions, writes=False),
-    GetSubscription.TYPE: Route(GetSubscription, get_subscription, writes=False),
-    DeleteSubscription.TYPE: Route(DeleteSubscription, delete_subscription),
-    AlertTest.TYPE: Route(AlertTest, send_test),
-    ListDeliveries.TYPE: Route(ListDeliveries, list_deliveries, writes=False),
-}
+COMMAND_HANDLERS = routes(
+    Route(Subscribe, subscribe),
+    Route(ListSubscriptions, list_subscriptions, mode=Mode.READ),
+    Route(GetSubscription, get_subscription, mode=Mode.READ),
+    Route(DeleteSubscription, delete_subscription),
+    Route(AlertTest, send_test),
+    Route(ListDeliveries, list_deliveries, mode=Mode.READ),
+)
 
 # Every event type of the catalog, validated by its contract before it is matched.
-EVENT_HANDLERS: Mapping[str, Route] = {
-    type_: Route(model, route_event, many=route_events)
-    for type_, model in EVENTS.items()
-}
+EVENT_HANDLERS = routes(
+    *(Route(model, handle_batch=route_events) for model in EVENTS.values())
+)

@@ -75,8 +75,8 @@ from contracts.envelope import CloudEvent, new_message
 from contracts.message import Message
 from contracts.profiles import CreateProfile, GetProfile, ListProfiles, ProfileSpec
 from engines import KeyNotFound, KeyType
-from runtime.dispatch import Outcome, Route
 from runtime.outbox import write_events
+from runtime.routes import Batch, Mode, Outcome, Route, routes
 
 __all__ = [
     "HANDLERS",
@@ -397,19 +397,15 @@ async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
     )
 
 
-async def issue_certificate(cmd: IssueCertificate, ctx: CaContext) -> Outcome:
-    """Sign for an authorized enrollment; a retried request gets its first certificate."""
-    return (await issue_certificates([(cmd, ctx)]))[0]
-
-
 async def issue_certificates(
-    items: Sequence[tuple[IssueCertificate, CaContext]],
+    batch: Batch[IssueCertificate, CaContext],
 ) -> list[Outcome]:
     """Sign for a batch of authorized enrollments with a statement each to find the
     requests answered before, to read the presented certificates of renewals, to read
     each issuing CA and to store what is signed. A refusal of any of them (a bad CSR,
-    an unusable CA, a renewal that may not be) comes before anything is signed."""
-    ctx = items[0][1]
+    an unusable CA, a renewal that may not be) comes before anything is signed; a
+    retried request gets the certificate its first one produced."""
+    ctx, items = batch.ctx, batch.items
     store = ctx.deps.store
     answered = await live_answers(
         ctx,
@@ -634,23 +630,19 @@ async def report_missing_keys(conn: asyncpg.Connection, deps: CaDeps) -> list[st
     return missing
 
 
-HANDLERS: Mapping[str, Route] = {
-    CreateCA.TYPE: Route(CreateCA, create_ca),
-    UpdateCA.TYPE: Route(UpdateCA, update_ca),
-    RevokeCA.TYPE: Route(RevokeCA, revoke_ca),
-    SignCertificate.TYPE: Route(SignCertificate, sign_certificate),
-    RevokeCertificate.TYPE: Route(RevokeCertificate, revoke_certificate),
-    RevokeDeviceCertificates.TYPE: Route(
-        RevokeDeviceCertificates, revoke_device_certificates
-    ),
-    IssueCertificate.TYPE: Route(
-        IssueCertificate, issue_certificate, many=issue_certificates
-    ),
-    CreateProfile.TYPE: Route(CreateProfile, create_profile),
-    GetProfile.TYPE: Route(GetProfile, get_profile, writes=False),
-    ListProfiles.TYPE: Route(ListProfiles, list_profiles, writes=False),
-    GetCA.TYPE: Route(GetCA, get_ca, writes=False),
-    ListCAs.TYPE: Route(ListCAs, list_cas, writes=False),
-    GetCertificate.TYPE: Route(GetCertificate, get_certificate, writes=False),
-    ListCertificates.TYPE: Route(ListCertificates, list_certificates, writes=False),
-}
+HANDLERS = routes(
+    Route(CreateCA, create_ca),
+    Route(UpdateCA, update_ca),
+    Route(RevokeCA, revoke_ca),
+    Route(SignCertificate, sign_certificate),
+    Route(RevokeCertificate, revoke_certificate),
+    Route(RevokeDeviceCertificates, revoke_device_certificates),
+    Route(IssueCertificate, handle_batch=issue_certificates),
+    Route(CreateProfile, create_profile),
+    Route(GetProfile, get_profile, mode=Mode.READ),
+    Route(ListProfiles, list_profiles, mode=Mode.READ),
+    Route(GetCA, get_ca, mode=Mode.READ),
+    Route(ListCAs, list_cas, mode=Mode.READ),
+    Route(GetCertificate, get_certificate, mode=Mode.READ),
+    Route(ListCertificates, list_certificates, mode=Mode.READ),
+)

@@ -25,12 +25,14 @@ from contracts.ops import (
 )
 from engines.check import check
 from engines.config import AnyEngineConfig
-from runtime.dispatch import Outcome, Route
+from runtime.routes import Mode, Outcome, Route, routes
 
 __all__ = ["count_certificates", "inspection_handlers"]
 
 
-def inspection_handlers(configs: Mapping[str, AnyEngineConfig]) -> dict[str, Route]:
+def inspection_handlers(
+    configs: Mapping[str, AnyEngineConfig],
+) -> Mapping[str, Route[Any, Any]]:
     """The routes of both queries, over the worker's engine configurations."""
 
     async def check_engines(_query: CheckEngines, _ctx: Any) -> Outcome:
@@ -43,10 +45,10 @@ def inspection_handlers(configs: Mapping[str, AnyEngineConfig]) -> dict[str, Rou
         ]
         return Outcome(EngineChecks(items=items))
 
-    return {
-        CheckEngines.TYPE: Route(CheckEngines, check_engines, writes=False),
-        GetCAStats.TYPE: Route(GetCAStats, ca_stats, writes=False),
-    }
+    return routes(
+        Route(CheckEngines, check_engines, mode=Mode.READ),
+        Route(GetCAStats, ca_stats, mode=Mode.READ),
+    )
 
 
 async def ca_stats(_query: GetCAStats, ctx: CaContext) -> Outcome:

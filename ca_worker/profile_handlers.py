@@ -18,7 +18,7 @@ from contracts.profiles import (
     ProfileSpec,
     ProfileView,
 )
-from runtime.dispatch import Outcome
+from runtime.routes import Outcome
 
 if TYPE_CHECKING:
     from ca_worker.handlers import CaContext

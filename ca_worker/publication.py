@@ -33,7 +33,7 @@ from contracts.va import (
     IssueResponderCertificate,
     SignCRL,
 )
-from runtime.dispatch import Outcome, Route
+from runtime.routes import Mode, Outcome, Route, routes
 
 __all__ = ["VA_HANDLERS", "issue_responder_certificate", "sign_crl"]
 
@@ -198,9 +198,7 @@ async def issue_responder_certificate(
     return Outcome(view, [event])
 
 
-VA_HANDLERS = {
-    SignCRL.TYPE: Route(SignCRL, sign_crl, batched=False),
-    IssueResponderCertificate.TYPE: Route(
-        IssueResponderCertificate, issue_responder_certificate
-    ),
-}
+VA_HANDLERS = routes(
+    Route(SignCRL, sign_crl, mode=Mode.ALONE),
+    Route(IssueResponderCertificate, issue_responder_certificate),
+)

@@ -10,7 +10,6 @@ the same transaction, with the shard's row that makes a redelivery a no-op.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from datetime import datetime
 
 import asyncpg
@@ -20,8 +19,8 @@ from ca_worker.errors import SweepNotFound
 from ca_worker.handlers import SOURCE, CaContext, CaDeps, status_events
 from contracts.envelope import CloudEvent, new_message
 from contracts.sweeps import GetSweep, RunSweep, SweepShard, SweepTrigger, SweepView
-from runtime.dispatch import Outcome, Route
 from runtime.outbox import write_commands, write_events
+from runtime.routes import Mode, Outcome, Route, routes
 
 __all__ = ["SHARD_HANDLERS", "SWEEP_HANDLERS", "fire_scheduled_sweep", "start_sweep"]
 
@@ -108,13 +107,11 @@ async def get_sweep(query: GetSweep, ctx: CaContext) -> Outcome:
     return Outcome(sweep)
 
 
-SWEEP_HANDLERS: Mapping[str, Route] = {
-    RunSweep.TYPE: Route(RunSweep, run_sweep),
-    GetSweep.TYPE: Route(GetSweep, get_sweep, writes=False),
-}
+SWEEP_HANDLERS = routes(
+    Route(RunSweep, run_sweep),
+    Route(GetSweep, get_sweep, mode=Mode.READ),
+)
 
 # Shards have their own queue, so a large sweep never queues up ahead of enrollments,
 # and each its own transaction, so that SWEEP_PREFETCH shards run side by side.
-SHARD_HANDLERS: Mapping[str, Route] = {
-    SweepShard.TYPE: Route(SweepShard, sweep_shard, batched=False),
-}
+SHARD_HANDLERS = routes(Route(SweepShard, sweep_shard, mode=Mode.ALONE))

@@ -7,7 +7,6 @@ or unreachable cloud never holds up the bus. Commands manage connections and rep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,8 +32,8 @@ from contracts.cloud import (
     Reconcile,
 )
 from contracts.devices import DeviceDecommissioned, DeviceView
-from runtime.dispatch import Outcome, Route
 from runtime.errors import Invalid
+from runtime.routes import Mode, Outcome, Route, routes
 
 __all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "CloudContext", "CloudDeps"]
 
@@ -129,18 +128,16 @@ async def _status(connector: str | None, ctx: CloudContext) -> CloudStatus:
     return CloudStatus(items=found)
 
 
-COMMAND_HANDLERS: Mapping[str, Route] = {
-    ConnectCA.TYPE: Route(ConnectCA, connect_ca),
-    GetCloudStatus.TYPE: Route(GetCloudStatus, get_status, writes=False),
-    Reconcile.TYPE: Route(Reconcile, reconcile),
-}
+COMMAND_HANDLERS = routes(
+    Route(ConnectCA, connect_ca),
+    Route(GetCloudStatus, get_status, mode=Mode.READ),
+    Route(Reconcile, reconcile),
+)
 
-EVENT_HANDLERS: Mapping[str, Route] = {
-    CACreated.TYPE: Route(CAView, record_ca),
-    CAStatusUpdate.TYPE: Route(CAStatusUpdate, record_ca_status),
-    CertificateCreated.TYPE: Route(CertificateView, record_certificate),
-    CertificateStatusUpdate.TYPE: Route(
-        CertificateStatusUpdate, record_certificate_status
-    ),
-    DeviceDecommissioned.TYPE: Route(DeviceView, record_decommission),
-}
+EVENT_HANDLERS = routes(
+    Route(CACreated, record_ca),
+    Route(CAStatusUpdate, record_ca_status),
+    Route(CertificateCreated, record_certificate),
+    Route(CertificateStatusUpdate, record_certificate_status),
+    Route(DeviceDecommissioned, record_decommission),
+)

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Generic, Literal
+from typing import Any, Generic, Literal, cast
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from typing_extensions import TypeVar
 
 from contracts.message import Message
 
-__all__ = ["CloudEvent", "new_message"]
+__all__ = ["CloudEvent", "envelope_of", "new_message"]
 
 # Bare ``CloudEvent`` is ``CloudEvent[Any]``: an envelope read without its route.
 D = TypeVar("D", default=Any)
@@ -46,6 +46,13 @@ class CloudEvent(BaseModel, Generic[D]):
     correlationid: str | None = None
     deadline: AwareDatetime | None = None
     data: D
+
+
+def envelope_of(model: type[M]) -> type[CloudEvent[M]]:
+    """``CloudEvent[model]`` for a model known only at run time (a route's); pydantic
+    builds each parametrisation once."""
+    generic: Any = CloudEvent
+    return cast(type[CloudEvent[M]], generic[model])
 
 
 def new_message(

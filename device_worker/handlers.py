@@ -7,7 +7,7 @@ events to the outbox in the same transaction. Status rules live in ``status.py``
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -58,8 +58,8 @@ from device_worker.status import (
     derive_status,
 )
 from device_worker.store import SCHEMA, Device, Store
-from runtime.dispatch import Outcome, Route
 from runtime.outbox import write_commands
+from runtime.routes import Batch, Mode, Outcome, Route, routes
 
 __all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "DeviceContext", "DeviceDeps"]
 
@@ -210,32 +210,18 @@ async def list_devices(query: ListDevices, ctx: DeviceContext) -> Outcome:
     return Outcome(Devices(items=[d.view() for d in devices]))
 
 
-async def record_certificate(
-    certificate: CertificateView, ctx: DeviceContext
-) -> Outcome:
-    """``certificate.create``: an enrollment certificate fills its device's slot."""
-    return (await record_certificates([(certificate, ctx)]))[0]
-
-
 async def record_certificates(
-    items: Sequence[tuple[CertificateView, DeviceContext]],
+    batch: Batch[CertificateCreated, DeviceContext],
 ) -> list[Outcome]:
-    """A batch of ``certificate.create``: certificates not issued through enrollment
-    name no device and change nothing."""
+    """``certificate.create``: an enrollment certificate fills its device's slot;
+    certificates not issued through enrollment name no device and change nothing."""
     return await _observe(
-        [(ctx, certificate.device_id, certificate) for certificate, ctx in items]
+        [(ctx, certificate.device_id, certificate) for certificate, ctx in batch.items]
     )
 
 
-async def record_certificate_status(
-    update: CertificateStatusUpdate, ctx: DeviceContext
-) -> Outcome:
-    """``certificate.status.update``: the slot holding that certificate follows it."""
-    return (await record_certificate_statuses([(update, ctx)]))[0]
-
-
 async def record_certificate_statuses(
-    items: Sequence[tuple[CertificateStatusUpdate, DeviceContext]],
+    batch: Batch[CertificateStatusUpdate, DeviceContext],
 ) -> list[Outcome]:
     """A batch of ``certificate.status.update`` (a sweep sends thousands): the devices
     holding those certificates are read with one statement and saved with one more.
@@ -244,7 +230,7 @@ async def record_certificate_statuses(
     ``certificate.create`` (one queue, consumed concurrently), binding it here keeps
     the status, and the late create changes nothing. The rules are order-free.
     """
-    ctx = items[0][1]
+    ctx, items = batch.ctx, batch.items
     store = ctx.deps.store
     holders = await store.devices_holding(
         ctx.conn, [update.updated.serial for update, _ in items]
@@ -369,23 +355,17 @@ async def record_ownership(
     return Outcome()
 
 
-COMMAND_HANDLERS: Mapping[str, Route] = {
-    RegisterDevice.TYPE: Route(RegisterDevice, register_device),
-    DecommissionDevice.TYPE: Route(DecommissionDevice, decommission_device),
-    GetDevice.TYPE: Route(GetDevice, get_device, writes=False),
-    ListDevices.TYPE: Route(ListDevices, list_devices, writes=False),
-}
+COMMAND_HANDLERS = routes(
+    Route(RegisterDevice, register_device),
+    Route(DecommissionDevice, decommission_device),
+    Route(GetDevice, get_device, mode=Mode.READ),
+    Route(ListDevices, list_devices, mode=Mode.READ),
+)
 
-EVENT_HANDLERS: Mapping[str, Route] = {
-    CertificateCreated.TYPE: Route(
-        CertificateView, record_certificate, many=record_certificates
-    ),
-    CertificateStatusUpdate.TYPE: Route(
-        CertificateStatusUpdate,
-        record_certificate_status,
-        many=record_certificate_statuses,
-    ),
-    DMSCreated.TYPE: Route(DMSView, record_dms),
-    DMSUpdate.TYPE: Route(DMSUpdate, record_dms_update),
-    DeviceOwnershipUpdate.TYPE: Route(DeviceOwnershipUpdate, record_ownership),
-}
+EVENT_HANDLERS = routes(
+    Route(CertificateCreated, handle_batch=record_certificates),
+    Route(CertificateStatusUpdate, handle_batch=record_certificate_statuses),
+    Route(DMSCreated, record_dms),
+    Route(DMSUpdate, record_dms_update),
+    Route(DeviceOwnershipUpdate, record_ownership),
+)

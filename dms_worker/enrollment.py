@@ -39,10 +39,10 @@ from dms_worker.errors import (
     NoClientCertificate,
 )
 from dms_worker.store import EnrollmentFacts
-from runtime.dispatch import Outcome
 from runtime.errors import Failure
+from runtime.routes import Batch, Outcome
 
-__all__ = ["authorize_only", "authorize_request", "authorize_requests"]
+__all__ = ["authorize_only", "authorize_requests"]
 
 _REFUSALS: Mapping[ErrorCode | None, type[Failure]] = {
     ErrorCode.UNAUTHORIZED: NoClientCertificate,
@@ -112,20 +112,16 @@ def _presented(request: EnrollmentRequest) -> _Presented:
     return _Presented(parsed, identity, _chain(request.client_certificate_chain_pem))
 
 
-async def authorize_request(request: EnrollmentRequest, ctx: DmsContext) -> Outcome:
-    """Authorize an EST request; forward it to the CA worker, which replies to the gateway."""
-    return (await authorize_requests([(request, ctx)]))[0]
-
-
 async def authorize_requests(
-    items: Sequence[tuple[EnrollmentRequest, DmsContext]],
+    batch: Batch[EnrollmentRequest, DmsContext],
 ) -> list[Outcome]:
-    """EST requests that arrived together: what they need from the database is read
-    with one statement; a refusal of any sends each through ``authorize_request``."""
-    issues = await _decide(items)
+    """Authorize EST requests that arrived together, reading what they need with one
+    statement, and forward each to the CA worker, which replies to the gateway. A
+    refusal of any has the dispatcher send each again alone, for its own answer."""
+    issues = await _decide(batch.items)
     return [
         Outcome(forward=message(item_ctx, f"device/{issue.device_id}", issue))
-        for issue, (_, item_ctx) in zip(issues, items, strict=True)
+        for issue, (_, item_ctx) in zip(issues, batch.items, strict=True)
     ]
 
 

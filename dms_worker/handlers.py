@@ -8,7 +8,7 @@ The enrollment pipeline's handlers are in ``enrollment``; their route is here.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Literal
 
@@ -53,7 +53,7 @@ from contracts.envelope import CloudEvent
 from dms_worker.authorization import DEFAULT_SLOT
 from dms_worker.ca_client import KnownCA
 from dms_worker.context import DmsContext, DmsDeps, csr, message
-from dms_worker.enrollment import authorize_only, authorize_request, authorize_requests
+from dms_worker.enrollment import authorize_only, authorize_requests
 from dms_worker.errors import (
     AlreadyRevoked,
     DMSExists,
@@ -62,8 +62,8 @@ from dms_worker.errors import (
     InternalCARefused,
 )
 from dms_worker.store import NewDMS
-from runtime.dispatch import Outcome, Route
 from runtime.outbox import write_commands
+from runtime.routes import Batch, Events, Mode, Outcome, Route, routes
 
 __all__ = [
     "EVENT_HANDLERS",
@@ -296,11 +296,11 @@ async def announce_enrollment(certificate: CertificateView, ctx: DmsContext) -> 
 
 
 async def announce_enrollments(
-    items: Sequence[tuple[CertificateView, DmsContext]],
+    batch: Batch[CertificateCreated, DmsContext],
 ) -> list[Outcome]:
     """``certificate.create`` events that arrived together: their announcements are
     published in one batch."""
-    return [await announce_enrollment(certificate, ctx) for certificate, ctx in items]
+    return [await announce_enrollment(created, ctx) for created, ctx in batch.items]
 
 
 async def revoke_dms_of_certificate(
@@ -359,35 +359,33 @@ async def record_decommission_update(
     return await record_decommission(update.updated, ctx)
 
 
-HANDLERS: Mapping[str, Route] = {
-    CreateDMS.TYPE: Route(CreateDMS, create_dms),
-    UpdateAuthorizedCAs.TYPE: Route(UpdateAuthorizedCAs, update_authorized_cas),
-    RevokeDMS.TYPE: Route(RevokeDMS, revoke_dms),
-    RenewDMS.TYPE: Route(RenewDMS, renew_dms),
-    TransferDevice.TYPE: Route(TransferDevice, transfer_device),
-    UpdateDMSPolicy.TYPE: Route(UpdateDMSPolicy, update_dms_policy),
-    GetDMS.TYPE: Route(GetDMS, get_dms, writes=False),
-    ListDMSs.TYPE: Route(ListDMSs, list_dmss, writes=False),
-    EnrollmentRequest.TYPE: Route(
-        EnrollmentRequest, authorize_request, writes=False, many=authorize_requests
-    ),
-    AuthorizeEnrollment.TYPE: Route(AuthorizeEnrollment, authorize_only, writes=False),
-}
+HANDLERS = routes(
+    Route(CreateDMS, create_dms),
+    Route(UpdateAuthorizedCAs, update_authorized_cas),
+    Route(RevokeDMS, revoke_dms),
+    Route(RenewDMS, renew_dms),
+    Route(TransferDevice, transfer_device),
+    Route(UpdateDMSPolicy, update_dms_policy),
+    Route(GetDMS, get_dms, mode=Mode.READ),
+    Route(ListDMSs, list_dmss, mode=Mode.READ),
+    # Authorized and forwarded (the CA worker answers the gateway): nothing written.
+    Route(EnrollmentRequest, handle_batch=authorize_requests, mode=Mode.READ),
+    Route(AuthorizeEnrollment, authorize_only, mode=Mode.READ),
+)
 
-EVENT_HANDLERS: Mapping[str, Route] = {
-    CertificateCreated.TYPE: Route(
-        CertificateView,
-        announce_enrollment,
-        writes=False,
-        many=announce_enrollments,
+EVENT_HANDLERS = routes(
+    # dms.enroll / dms.reenroll, ids derived from the certificate's serial.
+    Route(
+        CertificateCreated,
+        handle_batch=announce_enrollments,
+        mode=Mode.READ,
+        events=Events.DIRECT,
     ),
-    CertificateStatusUpdate.TYPE: Route(
-        CertificateStatusUpdate, revoke_dms_of_certificate
-    ),
-    DeviceDecommissioned.TYPE: Route(DeviceView, record_decommission),
-    DeviceOwnershipUpdate.TYPE: Route(DeviceOwnershipUpdate, record_registration),
-    DeviceStatusUpdate.TYPE: Route(DeviceStatusUpdate, record_decommission_update),
-}
+    Route(CertificateStatusUpdate, revoke_dms_of_certificate),
+    Route(DeviceDecommissioned, record_decommission),
+    Route(DeviceOwnershipUpdate, record_registration),
+    Route(DeviceStatusUpdate, record_decommission_update),
+)
 
 # Bound by earlier versions, unbound at start: every enrollment's device status change
 # went to this queue, which now needs only ``device.decommissioned``.

@@ -38,6 +38,7 @@ from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode, Reply
 from contracts.names import Topology
 from contracts.senders import Kind, answerers, may_send, role_of
+from runtime.delivery import Incoming
 from runtime.errors import Transient
 
 __all__ = [
@@ -231,9 +232,7 @@ class Bus:
 
     # --- senders -------------------------------------------------------------------
 
-    def sender_refusal(
-        self, message: AbstractIncomingMessage, type_: str
-    ) -> str | None:
+    def sender_refusal(self, message: Incoming, type_: str) -> str | None:
         """Why the sender of ``message`` may not send a ``type_`` (None: it may).
 
         The exchange it came through says whether it is a command or an event; a

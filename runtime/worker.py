@@ -60,7 +60,7 @@ class QueueSpec:
 
     purpose: str
     bindings: Sequence[tuple[Literal["commands", "events"], str]]
-    routes: Mapping[str, Route]
+    routes: Mapping[str, Route[Any, Any]]
     prefetch: int = 32
     # Bindings an earlier version made and this one no longer wants: a binding outlives
     # the code that declared it, so it is removed at start (idempotent).

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,8 +27,8 @@ from contracts.ca import (
 )
 from contracts.va import CRLCreated, CRLView, GetCRL
 from engines import Engine, EngineError
-from runtime.dispatch import Outcome, Route
 from runtime.errors import Invalid
+from runtime.routes import Mode, Outcome, Route, routes
 from va_worker.errors import CRLNotFound
 from va_worker.ocsp import CertState, ResponderKey
 from va_worker.served import CRL, Served
@@ -214,16 +213,12 @@ async def get_crl(query: GetCRL, ctx: VaContext) -> Outcome:
     )
 
 
-EVENT_HANDLERS: Mapping[str, Route] = {
-    CACreated.TYPE: Route(CAView, ca_created),
-    CAStatusUpdate.TYPE: Route(CAStatusUpdate, ca_status_updated),
-    CertificateCreated.TYPE: Route(CertificateView, certificate_created),
-    CertificateStatusUpdate.TYPE: Route(
-        CertificateStatusUpdate, certificate_status_updated
-    ),
-    CRLCreated.TYPE: Route(CRLView, crl_created),
-}
+EVENT_HANDLERS = routes(
+    Route(CACreated, ca_created),
+    Route(CAStatusUpdate, ca_status_updated),
+    Route(CertificateCreated, certificate_created),
+    Route(CertificateStatusUpdate, certificate_status_updated),
+    Route(CRLCreated, crl_created),
+)
 
-COMMAND_HANDLERS: Mapping[str, Route] = {
-    GetCRL.TYPE: Route(GetCRL, get_crl, writes=False),
-}
+COMMAND_HANDLERS = routes(Route(GetCRL, get_crl, mode=Mode.READ))

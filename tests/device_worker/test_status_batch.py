@@ -1,7 +1,8 @@
 """A batch of ``certificate.status.update`` (``record_certificate_statuses``) or of
-``certificate.create`` (``record_certificates``) ends exactly where the one-message
-handler, applied in the same order, ends: same devices, same events. On real
-PostgreSQL, in transactions that are rolled back."""
+``certificate.create`` (``record_certificates``) ends exactly where the same messages
+one at a time (the route's derived one-message handler, a batch of one), applied in
+the same order, end: same devices, same events. On real PostgreSQL, in transactions
+that are rolled back."""
 
 from __future__ import annotations
 
@@ -12,22 +13,23 @@ from typing import Any
 import asyncpg
 import pytest
 
-from contracts.ca import CertificateStatus, CertificateStatusUpdate, CertificateView
-from contracts.devices import DeviceStatus, DeviceView
-from device_worker.handlers import (
-    DeviceContext,
-    DeviceDeps,
-    record_certificate,
-    record_certificate_status,
-    record_certificate_statuses,
-    record_certificates,
+from contracts.ca import (
+    CertificateCreated,
+    CertificateStatus,
+    CertificateStatusUpdate,
+    CertificateView,
 )
+from contracts.devices import DeviceStatus, DeviceView
+from device_worker.handlers import EVENT_HANDLERS, DeviceContext, DeviceDeps
 from device_worker.store import Store
-from runtime.dispatch import Outcome
+from runtime.routes import Outcome
 from tests.device_worker.device_bus import enrollment_certificate
 from tests.pki import unique
 
 pytestmark = [pytest.mark.postgres]
+
+CREATED = EVENT_HANDLERS[CertificateCreated.TYPE]
+STATUS = EVENT_HANDLERS[CertificateStatusUpdate.TYPE]
 
 NOW = datetime.now(UTC)
 ABOUT = CertificateStatus.ABOUT_TO_EXPIRE
@@ -76,10 +78,10 @@ async def _outcome(
 
     async def steps(ctx: DeviceContext) -> Sequence[Outcome]:
         for certificate in seeds:
-            await record_certificate(certificate, ctx)
+            await CREATED.one(CertificateCreated.of(certificate), ctx)
         if batch:
-            return await record_certificate_statuses([(u, ctx) for u in updates])
-        return [await record_certificate_status(u, ctx) for u in updates]
+            return await STATUS.many([(u, ctx) for u in updates])
+        return [await STATUS.one(u, ctx) for u in updates]
 
     return await _after(pool, steps, devices)
 
@@ -141,9 +143,10 @@ async def test_a_batch_of_certificates_ends_where_one_by_one_ends(
             await ctx.deps.store.insert_device(
                 ctx.conn, device_id=registered, dms=None, slots=["default"], now=NOW
             )
+            events = [CertificateCreated.of(c) for c in created]
             if batch:
-                return await record_certificates([(c, ctx) for c in created])
-            return [await record_certificate(c, ctx) for c in created]
+                return await CREATED.many([(e, ctx) for e in events])
+            return [await CREATED.one(e, ctx) for e in events]
 
         return run
 

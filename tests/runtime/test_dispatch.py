@@ -12,33 +12,37 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import aio_pika
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
-from pydantic import BaseModel, ConfigDict
 
-from contracts.envelope import CloudEvent
+from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode, Reply
+from contracts.message import Message
 from contracts.names import Topology
 from runtime.bus import Bus
 from runtime.db import migrate
-from runtime.dispatch import Dispatcher, Outcome, Route
+from runtime.dispatch import Dispatcher
 from runtime.errors import Conflict, Transient
 from runtime.faults import Backoff
+from runtime.routes import Batch, Events, Mode, Outcome, Route
 from tests.conftest import AMQP_URL, Backends
-from tests.envelopes import raw_envelope
 
 pytestmark = [pytest.mark.postgres, pytest.mark.rabbitmq]
 
 NOTE = "test.note"
 
 
-class Note(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Note(Message):
+    TYPE: ClassVar[str] = NOTE
     text: str
+
+
+class Noted(Note):
+    TYPE: ClassVar[str] = "test.noted"
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,16 @@ class Notes:
         if self.flaky.get(note.text, 0) > 0:
             self.flaky[note.text] -= 1
             raise Transient("the dependency is down")
-        event = raw_envelope(
-            type_="test.noted", source="test", data=note, now=ctx.now, subject=note.text
+        event = new_message(
+            source="test", data=Noted.of(note), now=ctx.now, subject=note.text
         )
         return Outcome(result=note, events=[event])
 
-    async def many(self, items: Sequence[tuple[Note, Context]]) -> list[Outcome]:
+    async def many(self, batch: Batch[Note, Context]) -> list[Outcome]:
         """The same, one statement for the batch; refuses all if one is refused."""
+        items = batch.items
         self.batches.append(len(items))
-        conn = items[0][1].conn
+        conn = batch.ctx.conn
         texts = [note.text for note, _ in items]
         if self.read_only:
             await conn.fetch("SELECT unnest($1::text[])", texts)
@@ -96,11 +101,7 @@ class Notes:
         return [
             Outcome(
                 result=note,
-                events=[
-                    raw_envelope(
-                        type_="test.noted", source="test", data=note, now=ctx.now
-                    )
-                ],
+                events=[new_message(source="test", data=Noted.of(note), now=ctx.now)],
             )
             for note, ctx in items
         ]
@@ -168,8 +169,7 @@ class Harness:
 
 
 def note(text: str, *, message_id: str | None = None) -> CloudEvent:
-    envelope = raw_envelope(
-        type_=NOTE,
+    envelope = new_message(
         source="test",
         data=Note(text=text),
         now=datetime.now(UTC),
@@ -198,13 +198,14 @@ async def harness(
     )
     variant = getattr(request, "param", None)
     handler = Notes(schema, read_only=variant == "read-many")
-    route = Route(
-        Note,
-        handler,
-        writes=variant != "read-many",
-        many=handler.many if variant in {"many", "read-many"} else None,
-        batched=variant != "alone",
-    )
+    route: Route[Note, Context] = {
+        None: Route(Note, handler),
+        "many": Route(Note, handler, handler.many),
+        "alone": Route(Note, handler, mode=Mode.ALONE),
+        "read-many": Route(
+            Note, handler, handler.many, mode=Mode.READ, events=Events.DIRECT
+        ),
+    }[variant]
     dispatcher = Dispatcher(
         routes={NOTE: route},
         pool=pool,
@@ -477,6 +478,10 @@ async def test_read_only_events_are_published_before_the_ack(harness: Harness) -
 SLOW = "test.slow"
 
 
+class Slow(Note):
+    TYPE: ClassVar[str] = SLOW
+
+
 async def test_batch_ack_spares_an_earlier_message_still_handled(
     harness: Harness,
 ) -> None:
@@ -491,7 +496,10 @@ async def test_batch_ack_spares_an_earlier_message_still_handled(
         raise RuntimeError(f"{note.text}: a bug")
 
     dispatcher = Dispatcher(
-        routes={NOTE: Route(Note, harness.handler), SLOW: Route(Note, slow, False)},
+        routes={
+            NOTE: Route(Note, harness.handler),
+            SLOW: Route(Slow, slow, mode=Mode.READ),
+        },
         pool=harness.pool,
         schema=harness.schema,
         bus=harness.bus,
