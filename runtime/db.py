@@ -41,7 +41,8 @@ class Migration:
     sql: str
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def prepare_connection(conn: asyncpg.Connection) -> None:
+    """JSON in and out as Python values: what every worker connection is given."""
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(
             kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
@@ -69,7 +70,7 @@ async def create_pool(
             database=database or settings.postgres_database,
             min_size=1,
             max_size=settings.postgres_pool_size,
-            init=_init_connection,
+            init=prepare_connection,
             reset=_nothing_to_reset,
             timeout=10,
             ssl=_tls(settings),

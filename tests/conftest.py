@@ -135,6 +135,36 @@ def backends() -> Iterator[Backends]:
         yield found
 
 
+@pytest.fixture(scope="session")
+async def handler_db() -> AsyncIterator[asyncpg.Pool]:
+    """A database of its own for the in-memory handler tests (``runtime.testing``),
+    which need PostgreSQL and nothing else: each test module migrates the schemas
+    it needs, and each harness rolls back what it did."""
+    if not _reachable(PG_DSN, 5432):
+        missing_backend("PostgreSQL")
+    name = f"lamassu_handlers_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        parts = urlsplit(PG_DSN)
+        pool = await asyncpg.create_pool(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            user=parts.username or "postgres",
+            database=name,
+            min_size=1,
+            max_size=2,
+        )
+        assert pool is not None
+        try:
+            yield pool
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 async def _delete_amqp(prefix: str) -> None:
     """Remove this run's queues and exchanges so the shared broker stays clean."""
     topology = Topology(prefix)
