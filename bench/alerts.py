@@ -56,7 +56,8 @@ from contracts.alerts import DeleteSubscription, ListSubscriptions, Subscribe
 from contracts.ca import CertificateStatus, CertificateStatusUpdate, CertificateView
 from contracts.envelope import CloudEvent, new_message
 from contracts.names import Topology
-from runtime.bus import Bus, BusUnavailable, RequestTimeout, remove_topology
+from runtime.bus import Bus, BusUnavailable, RequestTimeout
+from runtime.topology import remove_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

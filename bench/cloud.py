@@ -50,9 +50,10 @@ from cloud_proxy.items import Items
 from cloud_proxy.store import Store
 from cloud_proxy.syncer import Syncer, Timing
 from contracts.names import Topology
-from runtime.bus import Bus, remove_topology
+from runtime.bus import Bus
 from runtime.db import discover_migrations, migrate
 from runtime.log import configure_logging
+from runtime.topology import remove_topology
 
 PG = os.environ.get("PKI_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP = os.environ.get("PKI_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -57,7 +57,7 @@ from contracts.senders import IDENTITIES
 from est_gateway.tls import ServerCredentials, server_context
 from lamassu_cli.credentials import read_env
 from lamassu_cli.up import IDENTITY_OF
-from runtime.bus import remove_topology
+from runtime.topology import remove_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

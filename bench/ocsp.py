@@ -69,7 +69,8 @@ from contracts.ca import (
 from contracts.envelope import new_message
 from contracts.names import Topology
 from contracts.va import SignCRL
-from runtime.bus import Bus, remove_topology
+from runtime.bus import Bus
+from runtime.topology import remove_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

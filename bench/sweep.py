@@ -65,8 +65,9 @@ from contracts.devices import DeviceStatus, ListDevices
 from contracts.envelope import CloudEvent, new_message
 from contracts.names import Topology
 from contracts.sweeps import RunSweep, SweepView
-from runtime.bus import Bus, BusUnavailable, RequestTimeout, remove_topology
+from runtime.bus import Bus, BusUnavailable, RequestTimeout
 from runtime.outbox import write_events
+from runtime.topology import remove_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

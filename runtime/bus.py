@@ -13,7 +13,6 @@ knows who sent each message; ``sender_refusal`` and the reply check compare it w
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
@@ -24,35 +23,29 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import DeliveryError
-from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
-from pydantic import ValidationError
 
 from contracts.envelope import CloudEvent
-from contracts.errors import ErrorCode, Reply
+from contracts.errors import Reply
 from contracts.names import Topology
-from contracts.senders import Kind, answerers, may_send, role_of
-from runtime.delivery import Incoming
+from contracts.senders import Kind, may_send, role_of
+from runtime.confirms import event_properties, publish_confirmed
+from runtime.delivery import Incoming, Outgoing
 from runtime.errors import Transient
+from runtime.replies import Replies
+from runtime.topology import declare_exchange
 
 __all__ = [
     "Bus",
     "BusUnavailable",
     "Consumer",
-    "Outgoing",
     "RequestTimeout",
-    "remove_topology",
 ]
 
 Consumer = Callable[[AbstractIncomingMessage], Awaitable[None]]
-# An already-serialised message: (exchange, routing key, message id, body).
-Outgoing = tuple[str, str, str, bytes]
 
 _DELIVERY_LIMIT = 5
 
@@ -89,9 +82,9 @@ class Bus:
         # deployment; a bus shared under one user (``guest`` in development) cannot
         # tell senders apart, and a consuming process says so (warn_if_unchecked).
         self.checks_senders = role_of(user, topology.prefix) is not None
-        self._reply_queue: AbstractQueue | None = None
-        self._pending: dict[str, tuple[asyncio.Future[Reply], str]] = {}
-        self._reply_lock = asyncio.Lock()
+        self._replies = Replies(
+            connection, topology, checks_senders=self.checks_senders
+        )
         # The channel of each queue this process consumes (readiness).
         self._consuming: dict[str, AbstractChannel] = {}
 
@@ -108,7 +101,7 @@ class Bus:
             publisher_confirms=True, on_return_raises=True
         )
         exchanges = {
-            name: await _exchange(connection, channel, name, kind)
+            name: await declare_exchange(connection, channel, name, kind)
             for name, kind in (
                 (topology.commands, aio_pika.ExchangeType.TOPIC),
                 (topology.events, aio_pika.ExchangeType.TOPIC),
@@ -134,8 +127,7 @@ class Bus:
         self._connection.reconnect_callbacks.add(lambda _connection: callback())
 
     async def close(self) -> None:
-        for future, _type in self._pending.values():
-            future.cancel()
+        self._replies.cancel()
         await self._connection.close()
 
     # --- topology ------------------------------------------------------------------
@@ -266,7 +258,7 @@ class Bus:
         """Publish persistently and wait for the broker's confirm; ``expiration``
         (seconds) has the broker drop the message if no consumer took it by then."""
         payload = body if body is not None else message.model_dump_json().encode()
-        properties = _event_properties(
+        properties = event_properties(
             message.id,
             message.type,
             user_id=self.user,
@@ -286,51 +278,12 @@ class Bus:
             ) from exc
 
     async def publish_batch(self, messages: Sequence[Outgoing]) -> None:
-        """Publish already-serialised events persistently; return once all are confirmed.
-
-        aiormq writes and flushes each publish on its own, under the channel lock: at
-        ~150 us of Python per message that caps the outbox relay near 6k/s on a core.
-        Here a batch's frames (AMQP 0-9-1 §2.3.5: method, header, body) go out in one
-        write, each with the delivery tag the broker will confirm (RabbitMQ publisher
-        confirms count publishes on the channel from 1), about 50 us per message. A
-        nack or a lost channel fails the whole call: the caller keeps its rows and
-        publishes them again, which consumers absorb by the message id.
-        """
-        if not messages:
-            return
-        channel = await self._confirming_channel()
-        chunk = channel.max_content_size
-        confirmations: list[asyncio.Future[spec.Basic.Ack]] = []
-        frames: list[spec.Basic.Publish | ContentHeader | ContentBody] = []
-        async with channel.lock:
-            for exchange, routing_key, message_id, body in messages:
-                channel.delivery_tag += 1
-                confirmation = channel.create_future()
-                channel.confirmations[channel.delivery_tag] = confirmation
-                confirmations.append(confirmation)
-                frames.append(
-                    # Not mandatory: an event with no subscriber yet is fine to drop
-                    # at the broker (AMQP 0-9-1 §1.8.3.9).
-                    spec.Basic.Publish(exchange=exchange, routing_key=routing_key)
-                )
-                frames.append(
-                    ContentHeader(
-                        properties=_event_properties(
-                            message_id, routing_key, user_id=self.user
-                        ),
-                        body_size=len(body),
-                    )
-                )
-                frames.extend(
-                    ContentBody(body[at : at + chunk])
-                    for at in range(0, len(body), chunk)
-                )
-            await channel.write_queue.put(
-                ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+        """Publish already-serialised events persistently; return once all are
+        confirmed (``runtime.confirms``: one write for the batch's frames)."""
+        if messages:
+            await publish_confirmed(
+                await self._confirming_channel(), messages, self.user
             )
-        # aiormq resolves each with the broker's ack, or fails it with DeliveryError
-        # on a nack and with the channel's error when the channel closes.
-        await asyncio.gather(*confirmations)
 
     async def reply(
         self, reply_to: str, correlation_id: str | None, reply: Reply
@@ -397,11 +350,10 @@ class Bus:
         correlation_id = command.correlationid or command.id
         if command.correlationid is None:
             command = command.model_copy(update={"correlationid": correlation_id})
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = (future, command.type)
+        future = self._replies.expect(correlation_id, command.type)
         try:
             async with asyncio.timeout(timeout):
-                reply_to = await self._ensure_reply_queue()
+                reply_to = await self._replies.queue()
                 await self.publish(
                     self.topology.commands,
                     command,
@@ -415,96 +367,4 @@ class Bus:
                 f"no reply to {command.type} within {timeout:g} s"
             ) from exc
         finally:
-            self._pending.pop(correlation_id, None)
-
-    async def _ensure_reply_queue(self) -> str:
-        async with self._reply_lock:
-            if self._reply_queue is None:
-                channel = await self._connection.channel()
-                queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-                await queue.consume(self._on_reply, no_ack=True)
-                self._reply_queue = queue
-            return self._reply_queue.name
-
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        pending = self._pending.get(message.correlation_id or "")
-        if pending is None or pending[0].done():
-            return  # a late reply to a request that already timed out
-        future, type_ = pending
-        if self.checks_senders:
-            role = role_of(message.user_id, self.topology.prefix)
-            if role not in answerers(type_):
-                # Anyone who may reply at all can route to this queue through the
-                # default exchange: only the worker that owns the request is believed.
-                log.warning(
-                    "sender_refused",
-                    sender=message.user_id,
-                    type=f"reply to {type_}",
-                    id=message.correlation_id,
-                )
-                return
-        try:
-            future.set_result(Reply.model_validate_json(message.body))
-        except ValidationError:
-            future.set_result(
-                Reply.failure(
-                    ErrorCode.UNAVAILABLE, "the worker sent a malformed reply"
-                )
-            )
-
-
-async def _exchange(
-    connection: AbstractRobustConnection,
-    channel: AbstractChannel,
-    name: str,
-    kind: aio_pika.ExchangeType,
-) -> AbstractExchange:
-    """The exchange, declared passively when it exists (``lamassu bus setup`` made it,
-    and services have no configure permission on exchanges), else created."""
-    probe = await connection.channel()
-    try:
-        await probe.declare_exchange(name, kind, passive=True)
-    except aio_pika.exceptions.ChannelClosed:
-        # 404 (AMQP 0-9-1 §1.6.2.1 passive): absent; the probe channel is closed.
-        return await channel.declare_exchange(name, kind, durable=True)
-    finally:
-        if not probe.is_closed:
-            await probe.close()
-    return await channel.get_exchange(name, ensure=False)
-
-
-def _event_properties(
-    message_id: str,
-    type_: str,
-    *,
-    user_id: str | None = None,
-    correlation_id: str | None = None,
-    reply_to: str | None = None,
-) -> spec.Basic.Properties:
-    """A CloudEvents message's properties; delivery mode 2 is persistent."""
-    return spec.Basic.Properties(
-        user_id=user_id,
-        message_id=message_id,
-        correlation_id=correlation_id,
-        reply_to=reply_to,
-        content_type="application/cloudevents+json",
-        message_type=type_,
-        delivery_mode=2,
-    )
-
-
-async def remove_topology(url: str, topology: Topology, queues: Iterable[str]) -> None:
-    """Delete ``queues`` and the topology's exchanges: test runs and benchmarks clean
-    up after themselves, since idle quorum queues cost the broker CPU."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        for queue in queues:
-            # A failed delete (no such queue) closes its channel: one channel each.
-            channel = await connection.channel()
-            with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                await channel.queue_delete(queue)
-            with contextlib.suppress(aio_pika.exceptions.AMQPError):
-                await channel.close()
-        channel = await connection.channel()
-        for exchange in (topology.commands, topology.events, topology.dead):
-            await channel.exchange_delete(exchange)
+            self._replies.forget(correlation_id)

@@ -25,7 +25,8 @@ import pytest
 from ca_worker.__main__ import serve as serve_ca
 from ca_worker.settings import Settings as CaSettings
 from contracts.names import Topology
-from runtime.bus import Bus, remove_topology
+from runtime.bus import Bus
+from runtime.topology import remove_topology
 
 # Admin servers stay off in tests unless a test gives one a free port: the default
 # ports (runtime/admin.py) belong to whatever stack runs on this machine.

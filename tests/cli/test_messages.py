@@ -179,7 +179,7 @@ async def test_wait_without_workers_says_what_it_waited_for(
         "(is it running, with the same AMQP_URL and AMQP_PREFIX?)"
     )
     from contracts.names import Topology
-    from runtime.bus import remove_topology
+    from runtime.topology import remove_topology
     from tests.conftest import AMQP_URL
 
     await remove_topology(AMQP_URL, Topology(lonely.prefix), [])

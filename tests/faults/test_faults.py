@@ -41,7 +41,8 @@ from contracts.ca import CreateCA
 from contracts.dms import CreateDMS, DMSView
 from contracts.names import Topology
 from est_gateway import wire
-from runtime.bus import Bus, remove_topology
+from runtime.bus import Bus
+from runtime.topology import remove_topology
 from tests.conftest import missing_backend
 from tests.faults.infra import OwnPostgres, OwnRabbit, free_port, missing_tools
 from tests.pki import call, csr_pem, make_csr
