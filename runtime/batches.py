@@ -20,7 +20,6 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import structlog
@@ -31,15 +30,12 @@ from runtime.delivery import Delivery, Pool, bind, pause, runs
 from runtime.errors import Failure, Transient
 from runtime.faults import Backoff, is_transient
 from runtime.outbox import OutboxRelay, copy_many, insert_rows, outbox_rows
-from runtime.routes import Outcome
+from runtime.routes import ContextFactory, Outcome
 from runtime.settlement import Settlement, Settler, poison, refusal, settled_by
 
-__all__ = ["Batches", "ContextFactory"]
+__all__ = ["Batches"]
 
 log = structlog.get_logger("dispatch")
-
-# A handler's context from its connection, its message's envelope and the clock.
-ContextFactory = Callable[[asyncpg.Connection, CloudEvent, datetime], Any]
 
 
 class _Redo(Exception):  # noqa: N818 - not an error: a signal to run the batch again

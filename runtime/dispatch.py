@@ -27,12 +27,12 @@ from pydantic import ValidationError
 from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode
 from contracts.message import Message
-from runtime.batches import Batches, ContextFactory
+from runtime.batches import Batches
 from runtime.delivery import Delivery, Incoming, Pool, Transport, bind
 from runtime.faults import Backoff
 from runtime.outbox import OutboxRelay
 from runtime.reads import Reads
-from runtime.routes import Mode, Outcome, Route
+from runtime.routes import ContextFactory, Mode, Outcome, Route
 from runtime.settlement import Settler
 
 __all__ = ["ContextFactory", "Dispatcher", "Outcome", "Route", "first_error"]

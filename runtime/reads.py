@@ -16,10 +16,10 @@ from datetime import datetime
 
 import structlog
 
-from runtime.batches import ContextFactory
 from runtime.delivery import Delivery, Pool, bind, pause, runs
 from runtime.errors import Failure
 from runtime.faults import Backoff, is_transient
+from runtime.routes import ContextFactory
 from runtime.settlement import Settlement, Settler, poison, refusal, settled_by
 
 __all__ = ["Reads"]

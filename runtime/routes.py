@@ -22,7 +22,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, TypeVar
+
+import asyncpg
 
 from contracts.envelope import CloudEvent, envelope_of
 from contracts.message import Message, Model
@@ -30,6 +33,7 @@ from contracts.message import Message, Model
 __all__ = [
     "Batch",
     "BatchHandler",
+    "ContextFactory",
     "Events",
     "Handler",
     "Mode",
@@ -41,6 +45,9 @@ __all__ = [
 
 M = TypeVar("M", bound=Message)
 C = TypeVar("C")
+
+# A worker's handler context from the connection, the message's envelope and the clock.
+ContextFactory = Callable[[asyncpg.Connection, CloudEvent, datetime], Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,12 +31,11 @@ from contracts.envelope import CloudEvent, new_message
 from contracts.errors import Reply
 from contracts.message import Message
 from contracts.names import Topology
-from runtime.batches import ContextFactory
 from runtime.db import prepare_connection
 from runtime.delivery import Incoming, Outgoing
 from runtime.dispatch import Dispatcher
 from runtime.faults import Backoff
-from runtime.routes import Route
+from runtime.routes import ContextFactory, Route
 
 __all__ = ["Handled", "Harness", "MemoryBus", "MemoryMessage"]
 

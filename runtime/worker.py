@@ -26,10 +26,11 @@ from contracts.names import Topology
 from runtime.admin import AdminServer, AdminSettings, Check, serve_admin
 from runtime.bus import Bus
 from runtime.db import create_pool, discover_migrations, migrate
-from runtime.dispatch import ContextFactory, Dispatcher, Route
+from runtime.dispatch import Dispatcher
 from runtime.inbox import prune_inbox
 from runtime.metrics import WorkerMetrics
 from runtime.outbox import OutboxRelay
+from runtime.routes import ContextFactory, Route
 from runtime.schedule import Interval, Scheduler, parse_duration
 from runtime.settings import BusSettings, DatabaseSettings
 from runtime.supervise import Supervisor
