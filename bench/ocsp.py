@@ -104,8 +104,9 @@ async def call(bus: Bus, request: Any) -> dict[str, Any]:
     reply = await bus.request(message, timeout=120)
     if not reply.ok:
         raise RuntimeError(f"{request.TYPE}: {reply.error}")
-    result: dict[str, Any] = reply.result  # type: ignore[assignment]
-    return result
+    if not isinstance(reply.result, dict):
+        raise TypeError(f"{request.TYPE}: the reply has no result")
+    return reply.result
 
 
 @dataclass

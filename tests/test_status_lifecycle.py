@@ -32,6 +32,7 @@ from contracts.ca import (
 from contracts.devices import DecommissionDevice, DeviceStatus, DeviceView, GetDevice
 from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode
+from contracts.message import Message
 from contracts.names import Topology
 from contracts.sweeps import GetSweep, RunSweep, SweepShard, SweepView
 from runtime.bus import Bus
@@ -429,9 +430,9 @@ async def test_a_repeated_shard_changes_nothing(world: World) -> None:
     ],
 )
 async def test_refusals(
-    world: World, request_: object, code: ErrorCode, reason: str
+    world: World, request_: Message, code: ErrorCode, reason: str
 ) -> None:
-    reply = await call(world.bus, request_)  # type: ignore[arg-type]
+    reply = await call(world.bus, request_)
     assert not reply.ok
     assert reply.error is not None
     assert (code, True) == (reply.error.code, reason in reply.error.message)

@@ -34,6 +34,7 @@ from contracts.ca import CAStatusUpdate, CAView, CreateCA, IssueCertificate, Rev
 from contracts.devices import DeviceStatus
 from contracts.dms import EnrollmentKind, EnrollmentRequest
 from contracts.errors import ErrorCode, Reply
+from contracts.message import Message
 from tests.envelopes import raw_envelope
 from tests.est_gateway.test_gateway import (
     device_status,
@@ -197,13 +198,13 @@ async def test_a_forged_command_is_refused_by_its_consumer(
     ca_view: CAView,
     role: str,
     worker: str,
-    build: Callable[[CAView], BaseModel],
+    build: Callable[[CAView], Message],
 ) -> None:
     """A command from a role that may not send it, put straight into the worker's
     queue: answered forbidden, dead-lettered, audited; nothing issued or created."""
     queue = stack.backends.prefix + f"{worker}.commands"
     request_ = build(ca_view)
-    type_ = request_.TYPE  # type: ignore[attr-defined]
+    type_ = request_.TYPE
     before = (
         await _count(stack, "ca.certificates"),
         await _count(stack, "ca.cas"),
