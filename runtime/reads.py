@@ -1,6 +1,6 @@
-"""READ routes: handlers that change nothing, run outside any transaction.
+"""READ routes: handlers whose effects are idempotent, run outside any transaction.
 
-No inbox row and no outbox: repeating such a handler is harmless, and its events
+No inbox row and no outbox: repeating such a handler changes nothing more, and its events
 (``Events.DIRECT``) are published, confirmed, before its message is acked. A route
 with a batch handler takes what arrived together at once, on one connection (the
 DMS worker's authorizations, read with one query); the others run one by one,

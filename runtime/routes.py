@@ -11,10 +11,13 @@ Each route also says how it runs (``Mode``) and where its events go (``Events``)
   inbox and the outbox (``Events.OUTBOX``): its events commit with its changes.
 - ``ALONE``: in a transaction of its own, beside the others (a message that is itself
   a large set-based unit of work, like a sweep shard). Events through the outbox.
-- ``READ``: no transaction, no inbox row: a handler that changes nothing (a query, an
-  authorization, an event made from an event). Its events can only be published
-  directly before the ack (``Events.DIRECT``): a redelivery publishes them again, so
-  their ids must come from what the handler read. The route has to say so.
+- ``READ``: no transaction, no inbox row, each statement committed on its own: for a
+  handler whose effects are idempotent, so that running it again (a redelivery, a
+  refused batch run again one by one) changes nothing more: a query, an authorization
+  (the DMS worker's claims an unowned device with one idempotent upsert), an event
+  made from an event. Its events can only be published directly before the ack
+  (``Events.DIRECT``): a redelivery publishes them again, so their ids must come from
+  what the handler read. The route has to say so.
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ real-service suite (which stays: it is what proves the broker and the relay)::
         assert handled.ok and DeviceCreated.TYPE == handled.events[0].type
 
 ``send`` hands one message to the dispatcher and waits until it is settled; what the
-handler wrote to the outbox (events and commands) is read back and removed, so each
-``Handled`` holds only what its message caused. Everything else the handler wrote is
-visible on ``harness.conn`` until the harness closes and rolls it all back.
+handler wrote to the outbox (events and commands) or published directly is read back
+and removed, and given to the message it names as its cause (its correlation id), so
+each ``Handled`` holds only what its message caused. Everything else the handler wrote
+is visible on ``harness.conn`` until the harness closes and rolls it all back.
 """
 
 from __future__ import annotations
@@ -128,6 +129,13 @@ class Handled:
         return self.reply is not None and self.reply.ok
 
     @property
+    def result(self) -> Any:
+        """The reply's result; AssertionError (with the refusal) when it failed."""
+        if self.reply is None or not self.reply.ok:
+            raise AssertionError(f"not answered with a result: {self.reply}")
+        return self.reply.result
+
+    @property
     def code(self) -> str | None:
         """The refusal's error code, None when it succeeded (or was not answered)."""
         error = None if self.reply is None else self.reply.error
@@ -135,14 +143,17 @@ class Handled:
 
 
 class _OneConnection:
-    """The ``Pool`` port over one connection: every handler runs on it."""
+    """The ``Pool`` port over one connection: every handler runs on it, each time in
+    a savepoint, so that a handler's failed statement cannot abort the harness's
+    transaction (a READ route, which runs outside any transaction of its own)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
     @contextlib.asynccontextmanager
     async def _lend(self) -> AsyncIterator[asyncpg.Connection]:
-        yield self._conn
+        async with self._conn.transaction():
+            yield self._conn
 
     def acquire(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         return self._lend()
@@ -163,6 +174,7 @@ class Harness:
     ) -> None:
         self.conn = conn
         self.bus = bus or MemoryBus()
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._schema = schema
         self._tags = itertools.count(1)
         self._dispatcher = Dispatcher(
@@ -172,7 +184,7 @@ class Harness:
             bus=self.bus,
             relay=None,
             context=context,
-            clock=clock or (lambda: datetime.now(UTC)),
+            clock=self._clock,
             backoff=Backoff(initial=0.001, cap=0.01),
         )
 
@@ -216,9 +228,7 @@ class Harness:
         sender: str | None = None,
     ) -> Handled:
         """Deliver ``message`` as a producer would (``id_`` to send one id twice)."""
-        envelope = new_message(
-            source="tests", data=message, now=datetime.now(UTC), id_=id_
-        )
+        envelope = new_message(source="tests", data=message, now=self._clock(), id_=id_)
         if deadline is not None:
             envelope = envelope.model_copy(update={"deadline": deadline})
         return await self.deliver(
@@ -230,18 +240,25 @@ class Harness:
 
     async def send_all(self, messages: Sequence[Message]) -> list[Handled]:
         """Deliver ``messages`` together: the dispatcher takes them as one batch."""
+        envelopes = [
+            new_message(source="tests", data=m, now=self._clock()) for m in messages
+        ]
         deliveries = [
-            self._message(
-                new_message(source="tests", data=m, now=datetime.now(UTC))
-                .model_dump_json()
-                .encode(),
-                type_=m.TYPE,
-            )
-            for m in messages
+            self._message(e.model_dump_json().encode(), type_=e.type, message_id=e.id)
+            for e in envelopes
         ]
         for delivered in deliveries:
             await self._dispatcher(delivered)
         return await self._ended(deliveries)
+
+    async def relay(self, envelope: CloudEvent) -> Handled:
+        """Deliver a message a handler caused (a command from ``Handled.commands``,
+        an event from ``Handled.events``) as the outbox relay would."""
+        return await self.deliver(
+            envelope.model_dump_json().encode(),
+            type_=envelope.type,
+            message_id=envelope.id,
+        )
 
     async def deliver(
         self,
@@ -291,16 +308,18 @@ class Harness:
         # A forward keeps its request's correlation id (runtime.settlement).
         forwards = {m.correlationid: m for m in self.bus.forwards}
         self.bus.forwards.clear()
-        # Outbox rows and direct publishes name no causing message: with one message
-        # per call (send, deliver) all are its own; send_all gives them to the first.
+        # What a handler sends carries its cause's id as correlation id (the message's
+        # own id, as the harness sends none); what names no delivery goes to the first.
+        caused: dict[int, list[tuple[str, CloudEvent]]] = {}
+        index = {d.message_id: i for i, d in enumerate(deliveries)}
+        for kind, m in sent:
+            caused.setdefault(index.get(m.correlationid, 0), []).append((kind, m))
         return [
             Handled(
                 reply=replies.get(delivered.correlation_id),
                 verdict=delivered.verdict,
-                events=[m for kind, m in sent if kind == "events"] if i == 0 else [],
-                commands=[m for kind, m in sent if kind == "commands"]
-                if i == 0
-                else [],
+                events=[m for kind, m in caused.get(i, []) if kind == "events"],
+                commands=[m for kind, m in caused.get(i, []) if kind == "commands"],
                 forward=forwards.get(delivered.correlation_id),
             )
             for i, delivered in enumerate(deliveries)

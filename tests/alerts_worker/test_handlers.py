@@ -40,9 +40,8 @@ from contracts.devices import DeviceCreated, DeviceStatus
 from contracts.dms import DMSCreated, DMSStatus
 from contracts.envelope import CloudEvent
 from contracts.message import Message
-from runtime.batches import ContextFactory
 from runtime.db import discover_migrations, migrate
-from runtime.routes import merged
+from runtime.routes import ContextFactory, merged
 from runtime.testing import Handled, Harness
 from tests.device_worker.device_bus import envelope_bytes
 

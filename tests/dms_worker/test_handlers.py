@@ -62,9 +62,8 @@ from dms_worker.enrollment import authorize_requests
 from dms_worker.handlers import EVENT_HANDLERS, HANDLERS, DmsContext, DmsDeps
 from dms_worker.settings import Settings
 from dms_worker.store import NewDMS, Store
-from runtime.batches import ContextFactory
 from runtime.db import discover_migrations, migrate
-from runtime.routes import Batch, Mode, Outcome, Route, merged
+from runtime.routes import Batch, ContextFactory, Mode, Outcome, Route, merged
 from runtime.testing import Handled, Harness
 from tests.device_worker.device_bus import enrollment_certificate, envelope_bytes
 from tests.pki import csr_pem, make_csr

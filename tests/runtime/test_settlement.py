@@ -78,7 +78,12 @@ class Notes:
         if self.flaky.get(note.text, 0) > 0:
             self.flaky[note.text] -= 1
             raise Transient("the dependency is down")
-        event = new_message(source="tests", data=Noted.of(note), now=ctx.now)
+        event = new_message(
+            source="tests",
+            data=Noted.of(note),
+            now=ctx.now,
+            correlation_id=ctx.envelope.correlationid or ctx.envelope.id,
+        )
         return Outcome(result=note, events=[event])
 
 
@@ -311,7 +316,9 @@ async def test_a_batch_commits_all_but_the_refused_message(
     )
     assert (True, "conflict", True) == (first.ok, refused.code, third.ok)
     assert ["one", "three"] == await stored(harness)
-    assert 2 == len(first.events)  # send_all gives the batch's events to the first
+    assert ([Noted.TYPE], [], [Noted.TYPE]) == tuple(
+        [e.type for e in h.events] for h in (first, refused, third)
+    )
 
 
 async def test_a_transient_failure_runs_the_batch_again(
