@@ -26,7 +26,7 @@ from ca_worker.store import Store
 from ca_worker.sweeps import SHARD_HANDLERS, SWEEP_HANDLERS, fire_scheduled_sweep
 from contracts.envelope import CloudEvent
 from contracts.sweeps import GetSweep, RunSweep, SweepShard
-from engines import EngineUnavailable
+from engines import EngineError, EngineUnavailable
 from runtime.bus import Bus
 from runtime.schedule import Scheduler
 from runtime.service import run_service
@@ -130,7 +130,7 @@ async def serve(
 
 
 def main() -> None:
-    run_service("ca_worker", Settings, serve)
+    run_service("ca_worker", Settings, serve, startup_errors=(EngineError,))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,8 @@ from cloud_proxy.sync import (
 )
 from contracts.cloud import CloudSyncFailed, SyncKind
 from contracts.envelope import new_message
+from contracts.errors import first_error
 from runtime.bus import Bus
-from runtime.dispatch import first_error
 from runtime.outbox import write_events
 
 __all__ = ["Syncer", "Timing"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["ErrorBody", "ErrorCode", "Reply"]
+__all__ = ["ErrorBody", "ErrorCode", "Reply", "first_error"]
 
 
 class ErrorCode(enum.StrEnum):
@@ -44,3 +44,10 @@ class Reply(BaseModel):
     @classmethod
     def failure(cls, code: ErrorCode, message: str) -> Reply:
         return cls(ok=False, error=ErrorBody(code=code, message=message))
+
+
+def first_error(exc: ValidationError) -> str:
+    """One line from a pydantic error: the field path and what is wrong with it."""
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"]) or "message"
+    return f"{where}: {err['msg']}"

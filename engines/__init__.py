@@ -4,6 +4,7 @@
 Engines know nothing about workers or messages.
 """
 
+from contracts.keys import KeyType
 from engines.base import (
     Engine,
     KeyDeleter,
@@ -33,7 +34,6 @@ from engines.errors import (
     KeyNotFound,
 )
 from engines.gopem import PemFileEngine, generate_private_key
-from engines.keys import KeyType
 from engines.pkcs11 import Pkcs11Engine
 from engines.remote_key import RemoteEcPrivateKey, RemoteRsaPrivateKey
 from engines.settings import EngineName, EngineSettings

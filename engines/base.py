@@ -13,7 +13,7 @@ from typing import Protocol, TypeAlias, runtime_checkable
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from engines.keys import KeyType
+from contracts.keys import KeyType
 
 __all__ = [
     "Engine",

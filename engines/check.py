@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contracts.keys import KeyType
 from engines.base import KeyTypeReporter
 from engines.config import (
     AnyEngineConfig,
@@ -20,7 +21,6 @@ from engines.config import (
     open_vault_pki,
 )
 from engines.errors import EngineError, EngineUnavailable
-from engines.keys import KeyType
 
 __all__ = ["CheckLine", "check"]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from contracts.keys import KeyType
 from engines.base import KeySpec, PrivateKey, PublicKey, key_id_of
 from engines.errors import EngineMisconfigured, KeyNotFound
-from engines.keys import KeyType
 
 __all__ = ["PemFileEngine", "generate_private_key"]
 

@@ -40,6 +40,7 @@ from pkcs11 import exceptions as p11e
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 from pydantic import SecretStr
 
+from contracts.keys import KeyType
 from engines.base import KeySpec, PrivateKey, PublicKey, key_id_of
 from engines.errors import (
     EngineError,
@@ -47,7 +48,6 @@ from engines.errors import (
     EngineUnavailable,
     KeyNotFound,
 )
-from engines.keys import KeyType
 from engines.remote_key import RemoteEcPrivateKey, RemoteRsaPrivateKey
 
 __all__ = ["Pkcs11Engine"]

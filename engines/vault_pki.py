@@ -17,8 +17,8 @@ from typing import Any
 import hvac
 from hvac import exceptions as hvac_errors
 
+from contracts.keys import KeyType
 from engines.errors import EngineMisconfigured, KeyExists, KeyNotFound
-from engines.keys import KeyType
 from engines.vault_client import VaultConnection, VaultSession
 
 __all__ = ["VaultPkiAuthority"]

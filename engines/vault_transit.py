@@ -29,9 +29,9 @@ import hvac
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from contracts.keys import KeyType
 from engines.base import KeySpec, PrivateKey, PublicKey, key_id_of
 from engines.errors import EngineError, EngineMisconfigured, KeyNotFound
-from engines.keys import KeyType
 from engines.remote_key import RemoteEcPrivateKey, RemoteRsaPrivateKey
 from engines.vault_client import VaultConnection, VaultSession
 

@@ -1,10 +1,8 @@
-"""Settings of the EST gateway (``EST_*``) plus the shared bus and log settings."""
+"""Settings of the EST gateway (``EST_*``) plus the shared bus, log and listener settings."""
 
 from __future__ import annotations
 
 import ipaddress
-import os
-from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -12,7 +10,7 @@ from pydantic_settings import NoDecode
 
 from est_gateway.proxies import fingerprint
 from runtime.admin import AdminSettings
-from runtime.settings import BusSettings, LogSettings
+from runtime.settings import BusSettings, EstListenerSettings, LogSettings
 
 __all__ = ["Settings"]
 
@@ -23,26 +21,12 @@ def _comma_list(value: object) -> object:
     return value
 
 
-class Settings(BusSettings, LogSettings, AdminSettings):
+class Settings(BusSettings, LogSettings, AdminSettings, EstListenerSettings):
     est_host: str = "0.0.0.0"  # noqa: S104 - a server for devices on the network
-    est_port: int = Field(default=8443, gt=0, lt=65536)
-    # Gateway processes that ``lamassu up`` starts on the port (SO_REUSEPORT: the
-    # kernel spreads new connections over them); 0 means one per core. One process
-    # uses at most one core for TLS handshakes, so a host that only runs gateways
-    # wants one per core; next to the workers on a small host, the gateway is a
-    # minority of the CPU and a second process only adds contention (bench/enroll.py).
-    est_workers: int = Field(default=1, ge=0, le=64)
-    # Server certificate and key; generated (self-signed, key 0600) in EST_TLS_DIR when unset.
-    est_tls_cert_file: Path | None = None
-    est_tls_key_file: Path | None = None
-    est_tls_dir: Path = Path("/var/lib/lamassu/est-tls")
     # Session tickets per handshake (TLS 1.3; TLS 1.2 gets one or none). Making them is
     # about a quarter of a handshake's server CPU, spent for nothing when clients come
     # back months later (an enrollment), long after a ticket expires (OpenSSL: 2 h).
     est_tls_session_tickets: int = Field(default=0, ge=0, le=8)
-    est_server_names: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["localhost", "127.0.0.1"]
-    )
     # The label served by /.well-known/est/<operation> (RFC 7030 §3.2.2).
     est_default_label: str | None = None
     # How long a request waits for the pipeline before answering 202 (RFC 7030 §4.2.3).
@@ -70,12 +54,7 @@ class Settings(BusSettings, LogSettings, AdminSettings):
     # OIDs a client should put in its CSR (RFC 7030 §4.5); empty: csrattrs answers 204.
     est_csr_attributes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    def gateway_processes(self) -> int:
-        """How many gateway processes to run: ``EST_WORKERS``, or one per core."""
-        return self.est_workers or os.cpu_count() or 1
-
     _split = field_validator(
-        "est_server_names",
         "est_trusted_proxies",
         "est_csr_attributes",
         "est_trusted_proxy_certs",

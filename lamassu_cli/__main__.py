@@ -38,8 +38,8 @@ from contracts.ca import (
     UpdateCA,
 )
 from contracts.envelope import CloudEvent
+from contracts.keys import KeyType
 from contracts.names import Topology
-from engines.keys import KeyType
 from lamassu_cli import (
     alerts,
     cloud,

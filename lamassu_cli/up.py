@@ -28,9 +28,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from est_gateway.settings import Settings as GatewaySettings
 from lamassu_cli.credentials import env_file, read_env
-from runtime.settings import SettingsError, load_settings
+from runtime.settings import EstListenerSettings, SettingsError, load_settings
 
 __all__ = [
     "IDENTITY_OF",
@@ -210,7 +209,7 @@ async def _terminate(child: asyncio.subprocess.Process) -> None:
 
 
 def _processes(
-    services: tuple[str, ...], gateway: GatewaySettings | None
+    services: tuple[str, ...], gateway: EstListenerSettings | None
 ) -> list[tuple[str, str]]:
     """(name, module) of each child: EST_WORKERS gateways share the port (SO_REUSEPORT)."""
     found = []
@@ -225,14 +224,14 @@ def _processes(
     return found
 
 
-def _gateway_settings() -> GatewaySettings | None:
+def _gateway_settings() -> EstListenerSettings | None:
     try:
-        return load_settings(GatewaySettings)
+        return load_settings(EstListenerSettings)
     except SettingsError:
         return None  # the gateway itself reports the bad setting and exits
 
 
-def _describe_gateway(settings: GatewaySettings) -> None:
+def _describe_gateway(settings: EstListenerSettings) -> None:
     """Tell the operator where EST listens and which files a client needs."""
     tls = settings.est_tls_cert_file or settings.est_tls_dir / "server.pem"
     sys.stderr.write(

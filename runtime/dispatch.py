@@ -25,7 +25,7 @@ import structlog
 from pydantic import ValidationError
 
 from contracts.envelope import CloudEvent
-from contracts.errors import ErrorCode
+from contracts.errors import ErrorCode, first_error
 from contracts.message import Message
 from runtime.batches import Batches
 from runtime.delivery import Delivery, Incoming, Pool, Transport, bind
@@ -38,13 +38,6 @@ from runtime.settlement import Settler
 __all__ = ["ContextFactory", "Dispatcher", "Outcome", "Route", "first_error"]
 
 log = structlog.get_logger("dispatch")
-
-
-def first_error(exc: ValidationError) -> str:
-    """One line from a pydantic error: the field path and what is wrong with it."""
-    err = exc.errors()[0]
-    where = ".".join(str(part) for part in err["loc"]) or "message"
-    return f"{where}: {err['msg']}"
 
 
 def _now() -> datetime:

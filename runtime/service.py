@@ -10,7 +10,6 @@ from typing import TypeVar
 
 import uvloop
 
-from engines.errors import EngineError
 from runtime.admin import AdminPortError
 from runtime.bus import BusUnavailable
 from runtime.db import DatabaseUnavailable
@@ -23,10 +22,11 @@ __all__ = ["STARTUP_ERRORS", "run_service"]
 S = TypeVar("S", bound=LogSettings)
 
 # What a wrong setting or an absent dependency raises at start, and what a process that
-# cannot recover raises later: printed as one line, exit status 1.
-STARTUP_ERRORS = (
+# cannot recover raises later: printed as one line, exit status 1. A worker adds its
+# own (EngineError, for those with a crypto engine): runtime imports no engines, so the
+# workers without one never load python-pkcs11 or hvac.
+STARTUP_ERRORS: tuple[type[Exception], ...] = (
     SettingsError,
-    EngineError,
     DatabaseUnavailable,
     BusUnavailable,
     Unrecoverable,
@@ -38,8 +38,13 @@ def run_service(
     name: str,
     settings_class: type[S],
     serve: Callable[[S, asyncio.Event], Awaitable[None]],
+    startup_errors: tuple[type[Exception], ...] = (),
 ) -> None:
-    """Load settings, configure logging, run ``serve`` until SIGINT/SIGTERM sets the event."""
+    """Load settings, configure logging, run ``serve`` until SIGINT/SIGTERM sets the event.
+
+    ``startup_errors`` are the worker's own additions to ``STARTUP_ERRORS``.
+    """
+    one_line_errors = (*STARTUP_ERRORS, *startup_errors)
     try:
         settings = load_settings(settings_class)
     except SettingsError as exc:
@@ -60,6 +65,6 @@ def run_service(
         # 5-10% less CPU per enrollment than asyncio's, in every service.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main())
-    except STARTUP_ERRORS as exc:
+    except one_line_errors as exc:
         sys.stderr.write(f"{name}: {exc}\n")
         raise SystemExit(1) from None

@@ -6,16 +6,18 @@ with one line naming the variable; the value itself is never echoed (it may be s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "BusSettings",
     "DatabaseSettings",
+    "EstListenerSettings",
     "LogSettings",
     "SettingsError",
     "load_settings",
@@ -89,6 +91,40 @@ class LogSettings(_Base):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+class EstListenerSettings(_Base):
+    """Where the EST gateway listens, in how many processes, with which certificate.
+
+    Read by the gateway and by ``lamassu up``, which starts its processes and tells the
+    operator where EST is: here, so that the CLI needs no import of the gateway.
+    """
+
+    est_port: int = Field(default=8443, gt=0, lt=65536)
+    # Gateway processes that ``lamassu up`` starts on the port (SO_REUSEPORT: the
+    # kernel spreads new connections over them); 0 means one per core. One process
+    # uses at most one core for TLS handshakes, so a host that only runs gateways
+    # wants one per core; next to the workers on a small host, the gateway is a
+    # minority of the CPU and a second process only adds contention (bench/enroll.py).
+    est_workers: int = Field(default=1, ge=0, le=64)
+    # Server certificate and key; generated (self-signed, key 0600) in EST_TLS_DIR when unset.
+    est_tls_cert_file: Path | None = None
+    est_tls_key_file: Path | None = None
+    est_tls_dir: Path = Path("/var/lib/lamassu/est-tls")
+    est_server_names: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1"]
+    )
+
+    def gateway_processes(self) -> int:
+        """How many gateway processes to run: ``EST_WORKERS``, or one per core."""
+        return self.est_workers or os.cpu_count() or 1
+
+    @field_validator("est_server_names", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
 
 def load_settings(cls: type[S]) -> S:

@@ -156,7 +156,7 @@ async def serve(
 
 
 def main() -> None:
-    run_service("va_worker", Settings, serve)
+    run_service("va_worker", Settings, serve, startup_errors=(EngineError,))
 
 
 if __name__ == "__main__":
