@@ -27,13 +27,14 @@ from alerts_worker.store import SCHEMA, WAKE_CHANNEL, Claimed, Store
 from alerts_worker.subscriptions import NewDelivery
 from contracts.alerts import ALERT_DIGEST, AlertDeliveryFailed, DeliveryStatus
 from contracts.envelope import CloudEvent, new_message
+from contracts.names import Source
 from runtime.outbox import write_events
 
 __all__ = ["Deliverer", "retry_delay"]
 
 log = structlog.get_logger("alerts")
 
-SOURCE = "/alerts_worker"
+SOURCE = Source.ALERTS
 # The longest wait between two looks at the table when no NOTIFY came (a lost
 # listener connection, a retry falling due).
 _POLL = 1.0

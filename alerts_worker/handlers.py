@@ -30,11 +30,12 @@ from contracts.alerts import (
 from contracts.catalog import EVENTS
 from contracts.envelope import CloudEvent
 from contracts.message import Message
+from contracts.names import Source
 from runtime.routes import Batch, Mode, Outcome, Route, routes
 
 __all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "AlertsContext", "AlertsDeps"]
 
-SOURCE = "/alerts_worker"
+SOURCE = Source.ALERTS
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ initialised in a temporary directory), ``vault-transit`` and ``vault`` (Vault PK
 sign-verbatim) on a ``bao server -dev`` started on a free loopback port and stopped at
 the end. For each engine, CA key type (EC P-256, RSA-2048) and concurrency (threads,
 as the CA worker's ``asyncio.to_thread`` calls are), it issues leaves from CSRs made
-before timing, through the CA worker's own seam: ``load_csr`` then
+before timing, through the CA worker's own seam: ``issuable_csr`` then
 ``Authority.sign_leaf``, which is what a ``certificate.sign`` handler runs besides SQL
 and messaging. Each cell stops after ``--seconds`` or ``--count`` issuances.
 
@@ -46,8 +46,9 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from ca_worker.authorities import Authority, CASpec, open_authority
-from ca_worker.issuance import load_csr, serial_hex
+from ca_worker.issuance import issuable_csr
 from contracts.ca import CAView, CertificateStatus
+from contracts.pki import serial_hex
 from engines import (
     AnyEngineConfig,
     GopemConfig,
@@ -251,7 +252,7 @@ def bench_engine(
 
             def issue(pem: bytes, ca: CAView = ca, now: datetime = now) -> None:
                 authority.sign_leaf(
-                    ca, load_csr(pem), now=now, validity=timedelta(days=1)
+                    ca, issuable_csr(pem), now=now, validity=timedelta(days=1)
                 )
 
             issue(csrs[0])  # warm caches and connections outside the timing
@@ -321,7 +322,7 @@ def main() -> None:
             for engine in wanted:
                 if engine in configs:
                     cells += bench_engine(engine, configs[engine], csrs, levels, args)
-    print(f"\nissuances/s (load_csr + sign_leaf), {args.seconds:g} s or "
+    print(f"\nissuances/s (issuable_csr + sign_leaf), {args.seconds:g} s or "
           f"{args.count} per cell, {os.cpu_count()} CPUs\n")  # fmt: skip
     print(table(cells, levels))
 

@@ -32,7 +32,7 @@ from ca_worker.errors import (
     ProfileViolated,
 )
 from ca_worker.expiry import status_at
-from ca_worker.issuance import CSRRejected, csr_fingerprint, load_csr
+from ca_worker.issuance import csr_fingerprint, issuable_csr
 from ca_worker.path_length import path_length_below
 from ca_worker.profile_handlers import (
     create_profile,
@@ -73,6 +73,8 @@ from contracts.ca import (
 )
 from contracts.envelope import CloudEvent, new_message
 from contracts.message import Message
+from contracts.names import Source
+from contracts.pki import CSRRejected
 from contracts.profiles import CreateProfile, GetProfile, ListProfiles, ProfileSpec
 from engines import KeyNotFound, KeyType
 from runtime.outbox import write_events
@@ -89,7 +91,7 @@ __all__ = [
     "status_events",
 ]
 
-SOURCE = "service/ca"
+SOURCE = Source.CA
 
 _USABLE = {CertificateStatus.ACTIVE, CertificateStatus.ABOUT_TO_EXPIRE}
 
@@ -535,7 +537,7 @@ async def revoke_device_certificates(
 
 def _csr(pem: str) -> x509.CertificateSigningRequest:
     try:
-        return load_csr(pem.encode())
+        return issuable_csr(pem.encode())
     except CSRRejected as exc:
         raise BadCSR(str(exc)) from None
 

@@ -27,22 +27,21 @@ from cryptography.x509.oid import (
 )
 
 from ca_worker.profiles import LeafUsage
+from contracts.pki import CSRRejected, load_csr
 from contracts.profiles import KeyUsage
 from engines import PrivateKey, PublicKey
 
 __all__ = [
     "LEAF_EXTENDED_KEY_USAGE",
-    "CSRRejected",
     "Issuer",
     "authority_key_identifier",
     "build_ca_certificate",
     "build_leaf_certificate",
     "csr_fingerprint",
     "end_entity_builder",
+    "issuable_csr",
     "leaf_key_usage",
-    "load_csr",
     "new_serial",
-    "serial_hex",
     "signature_hash",
     "validation_extensions",
     "verbatim_conflicts",
@@ -50,10 +49,6 @@ __all__ = [
 
 # Devices authenticate as TLS clients (RFC 5280 §4.2.1.12).
 LEAF_EXTENDED_KEY_USAGE = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
-
-
-class CSRRejected(ValueError):  # noqa: N818 - a domain outcome, mapped to 'invalid'
-    """The CSR is not PKCS#10, or its self-signature does not verify."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +66,6 @@ def new_serial() -> int:
     return serial
 
 
-def serial_hex(serial: int) -> str:
-    """Lower-case hex with an even number of digits, as the original system prints it."""
-    text = format(serial, "x")
-    return text if len(text) % 2 == 0 else "0" + text
-
-
 def signature_hash(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384:
     """The hash a signature by ``key`` uses: RFC 5480 §4 pairs P-384 with SHA-384,
     SHA-256 otherwise (certificates, CRLs and OCSP responses alike)."""
@@ -87,25 +76,14 @@ def signature_hash(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384
     return hashes.SHA256()
 
 
-def load_csr(pem_or_der: bytes) -> x509.CertificateSigningRequest:
-    """Parse a PEM or DER PKCS#10 request and check its proof of possession (RFC 2986 §4.2)."""
+def issuable_csr(pem_or_der: bytes) -> x509.CertificateSigningRequest:
+    """A CSR loaded and proven (``contracts.pki.load_csr``) that this CA also signs:
+    an EC or RSA key, RSA of at least 2048 bits, and a subject with a common name."""
+    csr = load_csr(pem_or_der)
     try:
-        if pem_or_der.lstrip().startswith(b"-----BEGIN"):
-            csr = x509.load_pem_x509_csr(pem_or_der)
-        else:
-            csr = x509.load_der_x509_csr(pem_or_der)
-    except ValueError as exc:
-        raise CSRRejected("the CSR is not a PKCS#10 request") from exc
-    try:
-        valid = csr.is_signature_valid
         public_key = csr.public_key()
-        _ = (
-            csr.extensions
-        )  # parsed lazily; a malformed one must fail here, not mid-issuance
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise CSRRejected(f"the CSR cannot be checked: {exc}") from exc
-    if not valid:
-        raise CSRRejected("the CSR signature does not verify")
     if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise CSRRejected("the CSR key must be EC or RSA")
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < 2048:

@@ -21,11 +21,12 @@ from ca_worker.authorities import SignerAuthority
 from ca_worker.crl_store import CRLStore
 from ca_worker.errors import BadCSR, CANotFound, CAUnusable
 from ca_worker.handlers import SOURCE, CaContext
-from ca_worker.issuance import CSRRejected, csr_fingerprint, load_csr, new_serial
+from ca_worker.issuance import csr_fingerprint, issuable_csr, new_serial
 from ca_worker.revocation import RevokedEntry, build_crl, build_responder_certificate
 from ca_worker.store import NewCertificate
 from contracts.ca import CAView, CertificateCreated, CertificateStatus
 from contracts.envelope import CloudEvent, new_message
+from contracts.pki import CSRRejected
 from contracts.va import (
     CRLCreated,
     CRLScope,
@@ -167,7 +168,7 @@ async def issue_responder_certificate(
     """Issue the VA's responder certificate for a CA; stored and announced like any
     certificate (``certificate.create``), so it can be listed and revoked."""
     try:
-        csr = load_csr(cmd.csr_pem.encode())
+        csr = issuable_csr(cmd.csr_pem.encode())
     except CSRRejected as exc:
         raise BadCSR(str(exc)) from None
     ca, authority = await _signer(ctx, cmd.ca)

@@ -27,7 +27,7 @@ from ca_worker.issuance import (
     signature_hash,
 )
 from contracts.ca import RevocationReason
-from contracts.x509 import REASON_FLAGS
+from contracts.pki import REASON_FLAGS
 
 __all__ = [
     "RevokedEntry",

@@ -14,9 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca_worker.expiry import shard_bounds
-from ca_worker.issuance import serial_hex
 from contracts.ca import CAView, CertificateStatus, CertificateView, RevocationReason
 from contracts.pem import certificate_pem
+from contracts.pki import serial_hex
 from contracts.sweeps import SweepTrigger, SweepView
 from engines import KeyType
 

@@ -23,11 +23,12 @@ from contracts.ca import (
 )
 from contracts.envelope import new_message
 from contracts.message import Message
+from contracts.names import Source
 from runtime.bus import Bus, BusUnavailable, RequestTimeout
 
 __all__ = ["SOURCE", "CAClient"]
 
-SOURCE = "service/cloud-proxy"
+SOURCE = Source.CLOUD_PROXY
 _PAGE = 1000
 
 

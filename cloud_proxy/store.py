@@ -18,6 +18,7 @@ from contracts.cloud import (
     ConnectionView,
     ConnectorStatus,
 )
+from contracts.pki import DEFAULT_SLOT
 
 __all__ = ["SCHEMA", "Store"]
 
@@ -107,7 +108,7 @@ class Store:
             view.serial,
             view.ca,
             view.device_id,
-            view.slot or "default",
+            view.slot or DEFAULT_SLOT,
             view.status.value,
             view.certificate_pem,
             _STATUS_ORDER,

@@ -13,6 +13,8 @@ from pydantic import AwareDatetime, Field
 
 from contracts.keys import KeyType
 from contracts.message import Message, Model, Update
+from contracts.pki import DEFAULT_SLOT, INTERNAL_CA, RevocationReason
+from contracts.pki import NAME_PATTERN as _NAME
 
 __all__ = [
     "INTERNAL_CA",
@@ -40,10 +42,6 @@ __all__ = [
     "UpdateCA",
 ]
 
-# The internal CA that issues every DMS certificate (the seeds' name, kept exactly).
-INTERNAL_CA = "LAMASSU-DMS-MANAGER"
-
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 _SERIAL = r"^[0-9a-f]{2,40}$"
 
 # Days before not_after at which a certificate turns ABOUT_TO_EXPIRE; per CA, unlike the
@@ -56,21 +54,6 @@ class CertificateStatus(enum.StrEnum):
     ABOUT_TO_EXPIRE = "ABOUT_TO_EXPIRE"
     EXPIRED = "EXPIRED"
     REVOKED = "REVOKED"
-
-
-class RevocationReason(enum.StrEnum):
-    """CRLReason names of RFC 5280 §5.3.1 (value 7 is unused there)."""
-
-    UNSPECIFIED = "unspecified"
-    KEY_COMPROMISE = "keyCompromise"
-    CA_COMPROMISE = "cACompromise"
-    AFFILIATION_CHANGED = "affiliationChanged"
-    SUPERSEDED = "superseded"
-    CESSATION_OF_OPERATION = "cessationOfOperation"
-    CERTIFICATE_HOLD = "certificateHold"
-    REMOVE_FROM_CRL = "removeFromCRL"
-    PRIVILEGE_WITHDRAWN = "privilegeWithdrawn"
-    AA_COMPROMISE = "aACompromise"
 
 
 # --- commands and queries (routed on lamassu.commands) -----------------------------
@@ -155,7 +138,7 @@ class IssueCertificate(Message):
     csr_pem: str = Field(min_length=1, max_length=65536)
     request_id: str = Field(pattern=r"^[0-9a-f]{64}$")
     device_id: str = Field(min_length=1, max_length=64)
-    slot: str = Field(default="default", min_length=1, max_length=64)
+    slot: str = Field(default=DEFAULT_SLOT, min_length=1, max_length=64)
     dms: str | None = None
     replaces: str | None = Field(default=None, pattern=_SERIAL)
     validity_days: int = Field(default=365, gt=0, le=36500)

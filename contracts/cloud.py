@@ -12,6 +12,7 @@ from typing import ClassVar
 from pydantic import AwareDatetime, Field
 
 from contracts.message import Message, Model
+from contracts.pki import NAME_PATTERN as _NAME
 
 __all__ = [
     "CloudStatus",
@@ -25,7 +26,6 @@ __all__ = [
     "SyncKind",
 ]
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 # AWS IoT policy and thing-group names: [a-zA-Z0-9:_-]+, at most 128 characters.
 _AWS_NAME = r"^[A-Za-z0-9:_\-]{1,128}$"
 _ROLE_ARN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_\-/]{1,512}$"

@@ -16,6 +16,8 @@ from pydantic import AwareDatetime, Field, field_validator
 
 from contracts.ca import CertificateStatus
 from contracts.message import Message, Model, Update
+from contracts.pki import DEFAULT_SLOT
+from contracts.pki import NAME_PATTERN as _NAME
 
 __all__ = [
     "DecommissionDevice",
@@ -31,10 +33,6 @@ __all__ = [
     "RegisterDevice",
     "SlotView",
 ]
-
-# The CSR CN is ``[slot:]device-id`` (DESIGN §3), so neither part may hold a colon;
-# 64 characters is the CN upper bound of RFC 5280 Appendix A (ub-common-name).
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
 _DeviceId = Annotated[str, Field(pattern=_NAME)]
 _SlotName = Annotated[str, Field(pattern=_NAME)]
@@ -61,7 +59,7 @@ class RegisterDevice(Message):
     TYPE: ClassVar[str] = "device.register"
     id: _DeviceId
     dms: str | None = Field(default=None, pattern=_NAME)
-    slots: list[_SlotName] = Field(default_factory=lambda: ["default"], min_length=1)
+    slots: list[_SlotName] = Field(default_factory=lambda: [DEFAULT_SLOT], min_length=1)
 
     @field_validator("slots")
     @classmethod

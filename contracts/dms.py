@@ -20,6 +20,7 @@ from pydantic import (
 
 from contracts.ca import RevocationReason
 from contracts.message import Message, Model, Update
+from contracts.pki import NAME_PATTERN as _NAME
 
 __all__ = [
     "AuthorizeEnrollment",
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 _SERIAL = r"^[0-9a-f]{2,40}$"
 _SHA256_HEX = r"^[0-9a-f]{64}$"
 _PEM_MAX = 65536

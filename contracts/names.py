@@ -6,9 +6,25 @@ test runs and tenants sharing one broker never collide.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-__all__ = ["WORKER_QUEUES", "Topology"]
+__all__ = ["WORKER_QUEUES", "Source", "Topology"]
+
+
+class Source(enum.StrEnum):
+    """The CloudEvents ``source`` of every message a service sends (CloudEvents 1.0
+    §3.1.1), ``service/<name>`` as the original system spells its own."""
+
+    CA = "service/ca"
+    DMS = "service/dms"
+    DEVICES = "service/devmanager"
+    EST = "service/est"
+    VA = "service/va"
+    ALERTS = "service/alerts"
+    CLOUD_PROXY = "service/cloud-proxy"
+    CLI = "cli/lamassu"
+
 
 # Every (worker, purpose) queue the workers declare; each also has ``<queue>.dead``.
 WORKER_QUEUES = (

@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, Field, field_validator
 
 from contracts.keys import KeyType
 from contracts.message import Message, Model
+from contracts.pki import NAME_PATTERN as _NAME
 
 __all__ = [
     "BUILT_IN_PROFILES",
@@ -32,7 +33,6 @@ __all__ = [
     "SanKind",
 ]
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 # A DNS name of letters, digits and hyphens (RFC 1035 §2.3.1), no wildcard: the
 # pattern of a kind a profile allows without giving its own.
 _HOSTNAME = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"

@@ -14,6 +14,7 @@ from typing import ClassVar
 from pydantic import AwareDatetime, Field
 
 from contracts.message import Message, Model
+from contracts.pki import NAME_PATTERN as _NAME
 
 __all__ = [
     "CRLCreated",
@@ -23,8 +24,6 @@ __all__ = [
     "IssueResponderCertificate",
     "SignCRL",
 ]
-
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 
 
 class CRLScope(enum.StrEnum):

@@ -43,6 +43,8 @@ from contracts.dms import (
 )
 from contracts.envelope import CloudEvent, new_message
 from contracts.message import Message
+from contracts.names import Source
+from contracts.pki import DEFAULT_SLOT
 from device_worker.errors import (
     AlreadyDecommissioned,
     DeviceExists,
@@ -63,8 +65,7 @@ from runtime.routes import Batch, Mode, Outcome, Route, routes
 
 __all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "DeviceContext", "DeviceDeps"]
 
-SOURCE = "service/devmanager"
-DEFAULT_SLOT = "default"
+SOURCE = Source.DEVICES
 
 _LIVE = {CertificateStatus.ACTIVE, CertificateStatus.ABOUT_TO_EXPIRE}
 

@@ -6,13 +6,12 @@ Each refusal carries the error code and one line naming exactly which check fail
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Container, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
@@ -20,11 +19,8 @@ from contracts.dms import DMSStatus
 from contracts.errors import ErrorCode
 
 __all__ = [
-    "DEFAULT_SLOT",
-    "CSRRejected",
     "DMSRecord",
     "Decision",
-    "DeviceIdentity",
     "RenewalPolicy",
     "authorize_enrollment",
     "authorize_owner",
@@ -32,25 +28,7 @@ __all__ = [
     "authorize_reenrollment",
     "authorize_renewal_window",
     "certificate_serial",
-    "device_identity",
-    "load_csr",
 ]
-
-# The charset of device ids and slot names in contracts.devices; the CN holds both.
-_DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
-DEFAULT_SLOT = "default"
-
-
-class CSRRejected(ValueError):  # noqa: N818 - a domain outcome, mapped to 'invalid'
-    """The CSR is not PKCS#10, its signature does not verify, or its CN is no identity."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceIdentity:
-    """Who a CSR is for: the CN ``[slot:]device-id`` (DESIGN §3)."""
-
-    device_id: str
-    slot: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,46 +281,3 @@ def authorize_reenrollment(
         device_id = _common_name(presented.subject).rpartition(":")[2]
         return _forbidden(f"device {device_id!r} is decommissioned")
     return Decision.allow()
-
-
-def load_csr(
-    pem_or_der: bytes, *, check_signature: bool = True
-) -> x509.CertificateSigningRequest:
-    """Parse a PEM or DER PKCS#10 request and check its proof of possession.
-
-    RFC 7030 §4.2.1 carries a PKCS#10 request (RFC 2986 §4.2: the requester signs it
-    with the key it asks a certificate for). ``check_signature=False`` leaves that
-    check to whoever signs the certificate.
-    """
-    try:
-        if pem_or_der.lstrip().startswith(b"-----BEGIN"):
-            csr = x509.load_pem_x509_csr(pem_or_der)
-        else:
-            csr = x509.load_der_x509_csr(pem_or_der)
-    except ValueError as exc:
-        raise CSRRejected("the CSR is not a PKCS#10 request") from exc
-    try:
-        valid = csr.is_signature_valid if check_signature else True
-        _ = csr.extensions  # parsed lazily; a malformed one must fail here
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CSRRejected(f"the CSR cannot be checked: {exc}") from exc
-    if not valid:
-        raise CSRRejected("the CSR signature does not verify")
-    return csr
-
-
-def device_identity(csr: x509.CertificateSigningRequest) -> DeviceIdentity:
-    """The device and slot a CSR names in its CN, ``[slot:]device-id`` (DESIGN §3)."""
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(names) != 1:
-        raise CSRRejected("the CSR subject must hold exactly one common name")
-    common_name = str(names[0].value)
-    slot, colon, device_id = common_name.rpartition(":")
-    if not colon:
-        slot = DEFAULT_SLOT
-    if not (_DEVICE_NAME.fullmatch(device_id) and _DEVICE_NAME.fullmatch(slot)):
-        raise CSRRejected(
-            f"the CSR common name {common_name!r} is not [slot:]device-id"
-            " (letters, digits, '.', '_', '-'; at most 64 each)"
-        )
-    return DeviceIdentity(device_id, slot)

@@ -19,6 +19,7 @@ from contracts.ca import CAView, CertificateView, GetCA, SignCertificate
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode, Reply
 from contracts.message import Message
+from contracts.names import Source
 from contracts.profiles import GetProfile
 from dms_worker.errors import CANotFound, CAWorkerUnavailable
 from runtime.bus import BusUnavailable, RequestTimeout
@@ -34,7 +35,7 @@ from runtime.errors import (
 
 __all__ = ["CAClient", "KnownCA", "Requester"]
 
-SOURCE = "service/dms"
+SOURCE = Source.DMS
 
 # A refusal of the CA worker, raised here with the same code (house rule 24: one table).
 _FAILURES: Mapping[ErrorCode, type[Failure]] = {

@@ -12,7 +12,8 @@ from cryptography import x509
 
 from contracts.envelope import CloudEvent, new_message
 from contracts.message import Message
-from dms_worker.authorization import CSRRejected, load_csr
+from contracts.names import Source
+from contracts.pki import CSRRejected, load_csr
 from dms_worker.ca_client import CAClient
 from dms_worker.errors import BadCSR
 from dms_worker.settings import Settings
@@ -20,7 +21,7 @@ from dms_worker.store import Store
 
 __all__ = ["SOURCE", "DmsContext", "DmsDeps", "csr", "message"]
 
-SOURCE = "service/dms"
+SOURCE = Source.DMS
 
 
 @dataclass(frozen=True, slots=True)

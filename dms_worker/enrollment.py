@@ -17,10 +17,9 @@ from contracts.dms import (
     EnrollmentRequest,
 )
 from contracts.errors import ErrorCode
+from contracts.pki import CSRRejected, DeviceIdentity, device_identity
 from dms_worker.authorization import (
-    CSRRejected,
     Decision,
-    DeviceIdentity,
     DMSRecord,
     RenewalPolicy,
     authorize_enrollment,
@@ -29,7 +28,6 @@ from dms_worker.authorization import (
     authorize_reenrollment,
     authorize_renewal_window,
     certificate_serial,
-    device_identity,
 )
 from dms_worker.context import DmsContext, csr, message
 from dms_worker.errors import (

@@ -50,7 +50,7 @@ from contracts.dms import (
     UpdateDMSPolicy,
 )
 from contracts.envelope import CloudEvent
-from dms_worker.authorization import DEFAULT_SLOT
+from contracts.pki import DEFAULT_SLOT
 from dms_worker.ca_client import KnownCA
 from dms_worker.context import DmsContext, DmsDeps, csr, message
 from dms_worker.enrollment import authorize_only, authorize_requests

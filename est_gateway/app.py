@@ -23,6 +23,7 @@ from contracts.ca import CertificateView
 from contracts.dms import AuthorizeEnrollment, EnrollmentKind, EnrollmentRequest
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode
+from contracts.names import Source
 from est_gateway import keygen as keygen_rules
 from est_gateway import pop, proxies, retries, wire
 from est_gateway.errors import (
@@ -46,7 +47,7 @@ __all__ = ["DEPS", "GatewayDeps", "create_app"]
 
 log = structlog.get_logger("est_gateway")
 
-SOURCE = "service/est"
+SOURCE = Source.EST
 # RFC 9110 §11.6.1 needs a challenge; EST's credential here is the TLS client certificate.
 _CHALLENGE = 'Transport mode="tls-client-certificate"'
 _STATUS = {

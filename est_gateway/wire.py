@@ -10,14 +10,14 @@ import base64
 import binascii
 import enum
 import re
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from contracts.pki import CSRRejected, load_csr
 from est_gateway.errors import BadRequest, NotFound, UnsupportedMediaType
 
 if TYPE_CHECKING:
@@ -35,17 +35,13 @@ __all__ = [
     "PKCS10",
     "Operation",
     "Rendering",
-    "ServerKeygen",
     "client_cert_from_header",
-    "decode_certs_only",
     "decode_pkcs10_body",
-    "decode_serverkeygen",
     "encode_certs_only",
     "encode_csrattrs",
     "encode_pem_chain",
     "encode_serverkeygen",
     "negotiate",
-    "parse_device_id",
     "parse_est_path",
 ]
 
@@ -75,7 +71,6 @@ _PEM_CSR = re.compile(
     re.DOTALL,
 )
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_NAME_PART = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _EST_PREFIX = "/.well-known/est/"
 _QUOTE_LIMIT = 64
 
@@ -90,13 +85,6 @@ class Operation(enum.StrEnum):
     SIMPLEREENROLL = "simplereenroll"
     CSRATTRS = "csrattrs"
     SERVERKEYGEN = "serverkeygen"
-
-
-class ServerKeygen(NamedTuple):
-    """A parsed serverkeygen response (RFC 7030 §4.4.2)."""
-
-    private_key: PrivateKeyTypes
-    certificates: list[x509.Certificate]
 
 
 def _quote(value: str) -> str:
@@ -161,32 +149,17 @@ def decode_pkcs10_body(
     if content_type is None or _media_type(content_type) != PKCS10:
         got = "none" if content_type is None else _quote(content_type)
         raise UnsupportedMediaType(f"the Content-Type must be {PKCS10}, got {got}")
-    der = _csr_der(body)
     try:
-        csr = x509.load_der_x509_csr(der)
-    except ValueError as exc:
-        raise BadRequest("the request body is not a PKCS#10 CSR") from exc
-    try:
-        valid = csr.is_signature_valid
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise BadRequest("the CSR signature cannot be checked") from exc
-    if not valid:
         # RFC 2986 §4.2: the self-signature proves possession of the private key.
-        raise BadRequest("the CSR signature does not verify")
-    return csr
+        return load_csr(_csr_der(body))
+    except CSRRejected as exc:
+        raise BadRequest(str(exc)) from exc
 
 
 def encode_certs_only(certs: Sequence[x509.Certificate]) -> bytes:
     """A degenerate certs-only CMS SignedData (RFC 7030 §4.1.3, RFC 5652 §5), base64."""
     der = pkcs7.serialize_certificates(list(certs), serialization.Encoding.DER)
     return _encode_base64(der)
-
-
-def decode_certs_only(body: bytes) -> list[x509.Certificate]:
-    """The certificates of a certs-only response, base64 (any layout) or PEM ``PKCS7``."""
-    if b"-----BEGIN" in body:
-        return pkcs7.load_pem_pkcs7_certificates(body)
-    return pkcs7.load_der_pkcs7_certificates(_decode_base64(body))
 
 
 def encode_pem_chain(certs: Sequence[x509.Certificate]) -> bytes:
@@ -266,52 +239,6 @@ def encode_serverkeygen(
     return f"{_MULTIPART_MIXED}; boundary={boundary}", bytes(body)
 
 
-def _multipart_parts(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
-    """(media type, content) of each part; enough for base64 parts, not a MIME parser."""
-    if _media_type(content_type) != _MULTIPART_MIXED:
-        raise ValueError(f"expected {_MULTIPART_MIXED}, got {content_type!r}")
-    boundary = _parameters(content_type).get("boundary")
-    if not boundary:
-        raise ValueError("the multipart Content-Type has no boundary")
-    parts: list[tuple[str, bytes]] = []
-    # The first chunk is the preamble; a chunk opening with "--" follows the close
-    # delimiter (RFC 2046 §5.1.1).
-    for chunk in body.split(b"--" + boundary.encode("ascii"))[1:]:
-        if chunk.startswith(b"--"):
-            break
-        # Tolerate bare LF framing: the contents are base64, so nothing is lost.
-        lines = chunk.replace(_CRLF, b"\n").split(b"\n")[1:]
-        blank = lines.index(b"") if b"" in lines else len(lines)
-        headers = {
-            name.strip().lower(): value.strip()
-            for name, _, value in (
-                line.decode("ascii").partition(":") for line in lines[:blank]
-            )
-        }
-        parts.append(
-            (
-                _media_type(headers.get("content-type", "text/plain")),
-                b"\n".join(lines[blank + 1 :]),
-            )
-        )
-    return parts
-
-
-def decode_serverkeygen(content_type: str, body: bytes) -> ServerKeygen:
-    """Parse a serverkeygen response back (for tests and clients); raises ValueError."""
-    keys: list[PrivateKeyTypes] = []
-    certificates: list[x509.Certificate] = []
-    for media_type, content in _multipart_parts(content_type, body):
-        if media_type == PKCS8:
-            der = _decode_base64(content)
-            keys.append(serialization.load_der_private_key(der, password=None))
-        elif media_type == _PKCS7_MIME:
-            certificates.extend(decode_certs_only(content))
-    if len(keys) != 1 or not certificates:
-        raise ValueError("expected one application/pkcs8 part and a certs-only part")
-    return ServerKeygen(keys[0], certificates)
-
-
 def _der_length(length: int) -> bytes:
     # X.690 §8.1.3: short form below 128, else 0x80 | octet count, then big-endian.
     short_form_limit = 0x80
@@ -353,20 +280,6 @@ def encode_csrattrs(oids: Sequence[x509.ObjectIdentifier]) -> bytes | None:
     if not oids:
         return None
     return _encode_base64(_der_tlv(0x30, b"".join(_der_oid(oid) for oid in oids)))
-
-
-def parse_device_id(common_name: str) -> tuple[str | None, str]:
-    """Split a CSR CN ``[slot:]device-id`` into (slot, device id); slot None is the default."""
-    head, separator, tail = common_name.partition(":")
-    slot, device_id = (head, tail) if separator else (None, head)
-    for part in (device_id,) if slot is None else (slot, device_id):
-        # "." and ".." would be path segments wherever the id lands in a URL.
-        if not _NAME_PART.fullmatch(part) or part in {".", ".."}:
-            raise BadRequest(
-                f"the CSR common name {_quote(common_name)} is not [slot:]device-id"
-                " (letters, digits and ._- , 1 to 128 of them each)"
-            )
-    return slot, device_id
 
 
 def parse_est_path(path: str, default_label: str | None) -> tuple[str, Operation]:

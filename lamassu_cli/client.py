@@ -10,13 +10,13 @@ from contracts.catalog import COMMANDS
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode, Reply
 from contracts.message import Message
-from contracts.names import Topology
+from contracts.names import Source, Topology
 from runtime.bus import Bus, RequestTimeout
 from runtime.settings import BusSettings, LogSettings
 
 __all__ = ["CliError", "CliSettings", "Client"]
 
-SOURCE = "cli/lamassu"
+SOURCE = Source.CLI
 # How long past a command's deadline the CLI still waits for its reply: a worker that
 # took it just in time commits and answers well within this.
 _GRACE = 2.0

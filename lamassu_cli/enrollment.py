@@ -37,6 +37,7 @@ from contracts.dms import (
     UpdateDMSPolicy,
 )
 from contracts.message import Message
+from contracts.pki import DEFAULT_SLOT
 from lamassu_cli import render
 from lamassu_cli.client import Client, CliError
 from lamassu_cli.commands import (
@@ -214,7 +215,9 @@ async def device_show(args: argparse.Namespace, client: Client) -> None:
 
 
 async def device_register(args: argparse.Namespace, client: Client) -> None:
-    request = RegisterDevice(id=args.id, dms=args.dms, slots=args.slot or ["default"])
+    request = RegisterDevice(
+        id=args.id, dms=args.dms, slots=args.slot or [DEFAULT_SLOT]
+    )
     output(args, await client.call(request), _device)
 
 

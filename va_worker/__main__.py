@@ -13,6 +13,7 @@ from aiohttp import web
 from cryptography import x509
 
 from contracts.envelope import CloudEvent
+from contracts.pki import serial_hex
 from contracts.va import GetCRL
 from engines import Engine, EngineError, EngineMisconfigured, PemFileEngine
 from runtime.bus import Bus
@@ -28,7 +29,7 @@ from va_worker.handlers import (
     crl_of,
     responder_key,
 )
-from va_worker.ocsp import CertState, serial_hex
+from va_worker.ocsp import CertState
 from va_worker.served import Served
 from va_worker.settings import Settings
 from va_worker.store import SCHEMA, Store

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 
 from contracts.ca import CertificateStatus, RevocationReason
-from contracts.x509 import REASON_FLAGS
+from contracts.pki import REASON_FLAGS
 from engines import PrivateKey
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "issuer_keys",
     "parse_request",
     "rank",
-    "serial_hex",
     "sign",
 ]
 
@@ -64,12 +63,6 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 
 
 CERT_ID_HASHES = tuple(_HASHES)
-
-
-def serial_hex(serial: int) -> str:
-    """A serial as schema ``ca`` writes it: lower-case hex, an even number of digits."""
-    text = format(serial, "x")
-    return text if len(text) % 2 == 0 else "0" + text
 
 
 _NONCE_MAX = 32

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from contracts.envelope import CloudEvent, new_message
+from contracts.names import Source
 from contracts.va import CRLScope, IssueResponderCertificate, SignCRL
 from engines import Engine, EngineError, KeyDeleter, KeySpec, KeyType
 from runtime.outbox import write_commands
@@ -28,7 +29,7 @@ from va_worker.store import SCHEMA, Store
 
 __all__ = ["SOURCE", "Upkeep", "responder_csr"]
 
-SOURCE = "service/va"
+SOURCE = Source.VA
 
 log = structlog.get_logger("va_worker")
 

@@ -6,20 +6,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca_worker.issuance import (
-    CSRRejected,
     Issuer,
     build_ca_certificate,
     build_leaf_certificate,
+    issuable_csr,
     leaf_key_usage,
-    load_csr,
     new_serial,
-    serial_hex,
     verbatim_conflicts,
 )
+from contracts.pki import CSRRejected, serial_hex
 from tests.pki import csr_pem, make_csr, tampered_csr_pem
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -72,7 +72,7 @@ def test_leaf_takes_subject_and_san_but_not_ski_from_csr() -> None:
         "device-1", dns_names=("device-1.example",), extra_extensions=(bogus_ski,)
     )
     leaf = build_leaf_certificate(
-        csr=load_csr(csr_pem(csr).encode()),
+        csr=issuable_csr(csr_pem(csr).encode()),
         issuer=root,
         serial=new_serial(),
         now=NOW,
@@ -113,7 +113,35 @@ def test_leaf_validity_capped_by_issuer() -> None:
 def test_bad_csr_is_rejected_with_reason(body: bytes, reason: str) -> None:
     """Garbage and forged CSRs are refused with a one-line reason."""
     with pytest.raises(CSRRejected, match=reason):
-        load_csr(body)
+        issuable_csr(body)
+
+
+def _outside_policy(case: str) -> bytes:
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if case == "rsa-1024":
+        # The weak key is what is under test.
+        key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device-4")])
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "no CN")])
+    builder = x509.CertificateSigningRequestBuilder().subject_name(name)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("rsa-1024", "RSA keys shorter than 2048 bits are refused"),
+        ("no-common-name", "the CSR subject has no common name"),
+    ],
+)
+def test_well_formed_csr_outside_the_ca_rules_is_rejected(
+    case: str, reason: str
+) -> None:
+    """A proven CSR is still refused for a short RSA key or a subject without a CN."""
+    with pytest.raises(CSRRejected, match=reason):
+        issuable_csr(_outside_policy(case))
 
 
 def test_serials_are_128_bit_positive_and_even_hex() -> None:

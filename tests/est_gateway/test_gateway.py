@@ -25,6 +25,7 @@ from contracts.devices import DecommissionDevice, DeviceStatus, DeviceView, GetD
 from contracts.dms import CreateDMS, DMSView, RevokeDMS, UpdateAuthorizedCAs
 from est_gateway import wire
 from runtime.bus import Bus
+from tests import est_client
 from tests.conftest import Gateway
 from tests.pki import call, tampered_csr_pem
 
@@ -176,7 +177,7 @@ async def stage(bus: Bus, gateway: Gateway, tmp_path: Path) -> Stage:
 
 
 def single_certificate(body: bytes) -> x509.Certificate:
-    certificates = wire.decode_certs_only(body)
+    certificates = est_client.decode_certs_only(body)
     assert 1 == len(certificates)
     return certificates[0]
 
@@ -222,7 +223,7 @@ async def test_enroll_reenroll_rekey_and_serverkeygen(stage: Stage, bus: Bus) ->
     )
     assert 200 == status
     (directory / "chain.pem").write_bytes(
-        wire.encode_pem_chain(wire.decode_certs_only(chain_body))
+        wire.encode_pem_chain(est_client.decode_certs_only(chain_body))
     )
     (directory / "device.pem").write_bytes(
         certificate.public_bytes(serialization.Encoding.PEM)
@@ -271,7 +272,7 @@ async def test_enroll_reenroll_rekey_and_serverkeygen(stage: Stage, bus: Bus) ->
         stage.ca.name, keygen_body, stage.dms_identity, "serverkeygen"
     )
     assert 200 == status, payload
-    generated = wire.decode_serverkeygen(headers["Content-Type"], payload)
+    generated = est_client.decode_serverkeygen(headers["Content-Type"], payload)
     assert generated.private_key.public_key() == generated.certificates[0].public_key()
 
 
@@ -458,7 +459,7 @@ async def test_device_status_follows_revocation(stage: Stage, bus: Bus) -> None:
     body, _ = openssl_csr(stage.directory, device_id)
     status, _, payload = await stage.est.enroll(stage.ca.name, body, stage.dms_identity)
     assert 200 == status
-    serial = wire.decode_certs_only(payload)[0].serial_number
+    serial = est_client.decode_certs_only(payload)[0].serial_number
     await device_status(bus, device_id, DeviceStatus.FULLY_PROVISIONED)
     hex_serial = format(serial, "x")
     hex_serial = hex_serial if len(hex_serial) % 2 == 0 else "0" + hex_serial

@@ -28,8 +28,8 @@ from cryptography.x509.oid import NameOID
 from contracts.ca import CreateCA
 from contracts.dms import CreateDMS, DMSView
 from contracts.names import Topology
-from est_gateway import wire
 from runtime.bus import Bus
+from tests import est_client
 from tests.conftest import (
     AMQP_URL,
     Backends,
@@ -187,9 +187,9 @@ async def _enroll_while_killing(
                 ) as response:
                     payload = await response.read()
                     if response.status == 200:
-                        results.serials[device_id] = wire.decode_certs_only(payload)[
-                            0
-                        ].serial_number
+                        results.serials[device_id] = est_client.decode_certs_only(
+                            payload
+                        )[0].serial_number
                         first_done.set()
                         return
                     assert response.status in {202, 503}, (response.status, payload)

@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 
 from contracts.dms import UpdateDMSPolicy
-from est_gateway import wire
 from runtime.bus import Bus
+from tests import est_client
 from tests.conftest import Gateway
 from tests.est_gateway.test_gateway import Identity, Stage, new_stage
 from tests.pki import call, unique
@@ -147,7 +147,7 @@ async def test_wrong_tls_unique_is_refused_and_right_one_accepted(
         gateway, stage, stage.dms_identity, tls=ssl.TLSVersion.TLSv1_2, password=True
     )
     assert 200 == status, payload
-    assert 1 == len(wire.decode_certs_only(payload))
+    assert 1 == len(est_client.decode_certs_only(payload))
 
 
 async def test_dms_requiring_pop(

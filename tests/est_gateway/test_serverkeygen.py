@@ -20,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from contracts.ca import CAView, CreateCA
-from est_gateway import wire
 from runtime.bus import Bus
+from tests import est_client
 from tests.conftest import Gateway
 from tests.est_gateway.test_gateway import Stage, new_stage, openssl_csr
 from tests.pki import call, unique
@@ -129,7 +129,7 @@ async def test_allowed_key_types_are_generated(
         stage.ca.name, body, stage.dms_identity, "serverkeygen"
     )
     assert 200 == status, payload
-    made = wire.decode_serverkeygen(headers["Content-Type"], payload)
+    made = est_client.decode_serverkeygen(headers["Content-Type"], payload)
     assert check(made.private_key)  # type: ignore[operator]
     assert made.private_key.public_key() == made.certificates[0].public_key()
 

@@ -33,17 +33,15 @@ from est_gateway.wire import (
     CERTS_ONLY,
     Operation,
     client_cert_from_header,
-    decode_certs_only,
     decode_pkcs10_body,
-    decode_serverkeygen,
     encode_certs_only,
     encode_csrattrs,
     encode_pem_chain,
     encode_serverkeygen,
     negotiate,
-    parse_device_id,
     parse_est_path,
 )
+from tests.est_client import decode_certs_only, decode_serverkeygen
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 OPENSSL = shutil.which("openssl")
@@ -186,8 +184,8 @@ def _tampered_csr() -> bytes:
         (b"not base64 at all!", "the request body is not base64"),
         (b"MIIB*QYJ", "the request body is not base64"),
         (b"abcde", "the request body is not base64"),
-        (base64.b64encode(b"hello, world"), "the request body is not a PKCS#10 CSR"),
-        (b"\x30\x82\x01\x00garbage", "the request body is not a PKCS#10 CSR"),
+        (base64.b64encode(b"hello, world"), "the CSR is not a PKCS#10 request"),
+        (b"\x30\x82\x01\x00garbage", "the CSR is not a PKCS#10 request"),
         (_tampered_csr(), "the CSR signature does not verify"),
         (
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
@@ -282,17 +280,6 @@ def test_certs_only_parses_with_openssl() -> None:
         line for line in printed.splitlines() if line.startswith("subject")
     )
     assert ["subject=CN = dev-0001", "subject=CN = root-ca"] == subjects
-
-
-def test_decode_certs_only_accepts_pem_and_crlf() -> None:
-    """A PKCS7 PEM or a CRLF-wrapped base64 certs-only body decodes too."""
-    der = base64.b64decode(encode_certs_only([_leaf()]))
-    pem = (
-        b"-----BEGIN PKCS7-----\n" + base64.encodebytes(der) + b"-----END PKCS7-----\n"
-    )
-    crlf = base64.encodebytes(der).replace(b"\n", b"\r\n")
-    expected = [_leaf(), _leaf()]
-    assert expected == decode_certs_only(pem) + decode_certs_only(crlf)
 
 
 @pytest.mark.parametrize(
@@ -399,15 +386,6 @@ def test_serverkeygen_parses_with_stdlib_email() -> None:
     assert ["application/pkcs8", "application/pkcs7-mime"] == actual
 
 
-def test_decode_serverkeygen_tolerates_quotes_and_lf() -> None:
-    """A quoted boundary and bare-LF framing still parse."""
-    _, body = encode_serverkeygen(_key("device"), _leaf(), boundary="xyz")
-    parsed = decode_serverkeygen(
-        'Multipart/Mixed; boundary="xyz"', body.replace(b"\r\n", b"\n")
-    )
-    assert [_leaf()] == parsed.certificates
-
-
 @pytest.mark.parametrize(
     ("kwargs", "expected_message"),
     [
@@ -478,58 +456,6 @@ def test_csrattrs_parses_with_openssl() -> None:
         "secp384r1",
         "sha384",
     ] == actual
-
-
-@pytest.mark.parametrize(
-    ("common_name", "expected"),
-    [
-        ("dev-0001", (None, "dev-0001")),
-        ("slot1:dev-0001", ("slot1", "dev-0001")),
-        ("default:A.b_C-9", ("default", "A.b_C-9")),
-        ("x" * 128, (None, "x" * 128)),
-    ],
-    ids=["bare", "with-slot", "all-characters", "longest"],
-)
-def test_parse_device_id(common_name: str, expected: tuple[str | None, str]) -> None:
-    """The CN splits at the first colon into an optional slot and a device id."""
-    assert expected == parse_device_id(common_name)
-
-
-@pytest.mark.parametrize(
-    "common_name",
-    [
-        "",
-        ":dev-1",
-        "slot:",
-        "a:b:c",
-        "dev 1",
-        "dév",
-        "x" * 129,
-        "..",
-        "slot:.",
-        "dev/1",
-    ],
-    ids=[
-        "empty",
-        "empty-slot",
-        "empty-device",
-        "two-colons",
-        "space",
-        "non-ascii",
-        "too-long",
-        "dot-dot",
-        "dot",
-        "slash",
-    ],
-)
-def test_parse_device_id_rejects(common_name: str) -> None:
-    """A CN outside the conservative charset is a 400 naming the CN."""
-    with pytest.raises(BadRequest) as caught:
-        parse_device_id(common_name)
-    assert (400, True) == (
-        caught.value.status,
-        caught.value.reason.startswith("the CSR common name"),
-    )
 
 
 @pytest.mark.parametrize(

@@ -40,9 +40,9 @@ from cryptography.x509.oid import NameOID
 from contracts.ca import CreateCA
 from contracts.dms import CreateDMS, DMSView
 from contracts.names import Topology
-from est_gateway import wire
 from runtime.bus import Bus
 from runtime.topology import remove_topology
+from tests import est_client
 from tests.conftest import missing_backend
 from tests.faults.infra import OwnPostgres, OwnRabbit, free_port, missing_tools
 from tests.pki import call, csr_pem, make_csr
@@ -312,7 +312,7 @@ async def _enroll_all(
                 continue
             results.statuses[status] += 1
             if status == 200:
-                serial = wire.decode_certs_only(payload)[0].serial_number
+                serial = est_client.decode_certs_only(payload)[0].serial_number
                 async with results.counted:
                     results.serials[device_id] = serial
                     results.successes.append(time.monotonic())

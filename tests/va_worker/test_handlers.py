@@ -33,6 +33,7 @@ from contracts.ca import (
     SignCertificate,
 )
 from contracts.envelope import CloudEvent
+from contracts.pki import serial_hex
 from contracts.va import (
     CRLCreated,
     CRLView,
@@ -48,7 +49,7 @@ from tests.ca_worker.in_memory import ca_harness, ca_schema, gopem_deps, result
 from tests.pki import Clock, csr_pem, make_csr
 from tests.va_worker.conftest import ocsp_request
 from va_worker.handlers import COMMAND_HANDLERS, EVENT_HANDLERS, VaContext, VaDeps
-from va_worker.ocsp import CertState, serial_hex
+from va_worker.ocsp import CertState
 from va_worker.served import Served
 from va_worker.store import Store
 from va_worker.upkeep import responder_csr

@@ -22,7 +22,6 @@ from va_worker.ocsp import (
     issuer_keys,
     parse_request,
     rank,
-    serial_hex,
     sign,
 )
 from va_worker.served import Served
@@ -77,10 +76,6 @@ def test_statuses_only_move_forward() -> None:
         CertificateStatus.REVOKED,
     ]
     assert order == sorted(CertificateStatus, key=rank)
-
-
-def test_serials_are_written_as_schema_ca_does() -> None:
-    assert ["01", "0abc", "ff"] == [serial_hex(s) for s in (1, 0xABC, 255)]
 
 
 @pytest.mark.parametrize(
