@@ -70,7 +70,6 @@ IDENTITIES: Mapping[str, Identity] = {
             ("events", "certificate.status.update"),
             ("events", "device.decommissioned"),
             ("events", "device.ownership.update"),
-            ("events", "device.status.update"),  # unbound at start (retired binding)
         ),
         "authorizes enrollments and forwards them to the CA worker",
     ),

@@ -16,7 +16,6 @@ from dms_worker.handlers import (
     EVENT_HANDLERS,
     HANDLERS,
     INTERNAL_CA,
-    RETIRED_EVENT_BINDINGS,
     DmsContext,
     DmsDeps,
 )
@@ -69,7 +68,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                     ],
                     EVENT_HANDLERS,
                     prefetch=settings.dms_prefetch,
-                    retired_bindings=RETIRED_EVENT_BINDINGS,
                 ),
             ],
         )

@@ -8,9 +8,7 @@ The enrollment pipeline's handlers are in ``enrollment``; their route is here.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
-from typing import Literal
 
 from cryptography import x509
 
@@ -69,7 +67,6 @@ __all__ = [
     "EVENT_HANDLERS",
     "HANDLERS",
     "INTERNAL_CA",
-    "RETIRED_EVENT_BINDINGS",
     "DmsContext",
     "DmsDeps",
 ]
@@ -355,7 +352,7 @@ async def record_decommission_update(
     update: DeviceStatusUpdate, ctx: DmsContext
 ) -> Outcome:
     """A ``device.status.update`` queued before the queue's binding moved to
-    ``device.decommissioned`` (see ``RETIRED_EVENT_BINDINGS``)."""
+    ``device.decommissioned``."""
     return await record_decommission(update.updated, ctx)
 
 
@@ -385,10 +382,4 @@ EVENT_HANDLERS = routes(
     Route(DeviceDecommissioned, record_decommission),
     Route(DeviceOwnershipUpdate, record_registration),
     Route(DeviceStatusUpdate, record_decommission_update),
-)
-
-# Bound by earlier versions, unbound at start: every enrollment's device status change
-# went to this queue, which now needs only ``device.decommissioned``.
-RETIRED_EVENT_BINDINGS: Sequence[tuple[Literal["events"], str]] = (
-    ("events", DeviceStatusUpdate.TYPE),
 )

@@ -137,11 +137,9 @@ class Bus:
         worker: str,
         purpose: str,
         bindings: Iterable[tuple[str, str]],
-        *,
-        retired: Iterable[tuple[str, str]] = (),
     ) -> str:
         """Declare ``<worker>.<purpose>`` and its dead-letter queue; bind (exchange, key)
-        pairs and unbind the ``retired`` ones (unbinding an absent binding is a no-op)."""
+        pairs."""
         name = self.topology.queue(worker, purpose)
         dead = f"{name}.dead"
         dead_queue = await self._channel.declare_queue(
@@ -160,8 +158,6 @@ class Bus:
         )
         for exchange, key in bindings:
             await queue.bind(self._exchanges[exchange], routing_key=key)
-        for exchange, key in retired:
-            await queue.unbind(self._exchanges[exchange], routing_key=key)
         return name
 
     async def consume(

@@ -63,9 +63,6 @@ class QueueSpec:
     bindings: Sequence[tuple[Literal["commands", "events"], str]]
     routes: Mapping[str, Route[Any, Any]]
     prefetch: int = 32
-    # Bindings an earlier version made and this one no longer wants: a binding outlives
-    # the code that declared it, so it is removed at start (idempotent).
-    retired_bindings: Sequence[tuple[Literal["commands", "events"], str]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +130,6 @@ async def serve_worker(
                 schema,
                 spec.purpose,
                 [(exchanges[kind], key) for kind, key in spec.bindings],
-                retired=[(exchanges[kind], key) for kind, key in spec.retired_bindings],
             )
             for spec in plan.queues
         ]

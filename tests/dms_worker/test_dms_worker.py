@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import aio_pika
 import asyncpg
 import pytest
 from cryptography import x509
@@ -47,9 +46,7 @@ from contracts.dms import (
 from contracts.envelope import CloudEvent, new_message
 from contracts.errors import ErrorCode, Reply
 from contracts.message import Message
-from contracts.names import Topology
 from runtime.bus import Bus
-from tests.conftest import AMQP_URL, Backends
 from tests.envelopes import raw_envelope
 from tests.pki import EventLog, call, csr_pem, make_csr, tampered_csr_pem, unique
 
@@ -718,22 +715,3 @@ async def test_device_status_updates_no_longer_reach_the_dms(
     assert not await db.fetchval(
         "SELECT 1 FROM dms.decommissioned_devices WHERE device_id = $1", unheard
     )
-
-
-async def test_status_update_queued_by_an_earlier_version_is_handled(
-    dms_service: None, db: asyncpg.Pool, backends: Backends
-) -> None:
-    """One already in the queue when the binding moved still records the decommission."""
-    name = unique("dev")
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        await channel.default_exchange.publish(
-            aio_pika.Message(
-                status_update(name, DeviceStatus.DECOMMISSIONED)
-                .model_dump_json()
-                .encode()
-            ),
-            routing_key=Topology(backends.prefix).queue("dms", "events"),
-        )
-    await recorded_decommissioned(db, name)
