@@ -47,7 +47,8 @@ class CRLStore:
             ca,
             now,
         )
-        assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
+        if row is None:
+            raise RuntimeError("INSERT ... RETURNING returned no row")
         numbers = CRLNumbers(
             int(row["last_number"]), int(row["full_number"]), row["full_this_update"]
         )

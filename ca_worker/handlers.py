@@ -320,7 +320,8 @@ async def update_ca(cmd: UpdateCA, ctx: CaContext) -> Outcome:
             " would expire unnoticed and every DMS with it; pass force (--force)"
         )
     updated = await store.update_ca(ctx.conn, cmd.name, cmd.about_to_expire_days)
-    assert updated is not None  # noqa: S101 - the row is locked above
+    if updated is None:
+        raise RuntimeError(f"CA {cmd.name!r} vanished while its row was locked")
     if updated == previous:
         return Outcome(updated)
     event = _event(
@@ -392,7 +393,8 @@ async def sign_certificate(cmd: SignCertificate, ctx: CaContext) -> Outcome:
             status=_initial_status(ca, certificate, ctx.now),
         ),
     )
-    assert view is not None  # noqa: S101 - no request id, so nothing to conflict with
+    if view is None:
+        raise RuntimeError("a certificate without a request id conflicted on insert")
     return Outcome(
         view,
         [_event(ctx, f"certificate/{view.serial}", CertificateCreated.of(view))],

@@ -184,7 +184,8 @@ class Store:
             new.about_to_expire_days,
             new.profile,
         )
-        assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields a row
+        if row is None:
+            raise RuntimeError("INSERT ... RETURNING returned no row")
         return _ca_view(row)
 
     async def insert_certificate(

@@ -131,5 +131,6 @@ class CAClient:
 def _result(reply: Reply) -> Any:
     if reply.ok:
         return reply.result
-    assert reply.error is not None  # noqa: S101 - Reply guarantees it when not ok
+    if reply.error is None:
+        raise CAWorkerUnavailable("CA worker: a refusal without a reason")
     raise _FAILURES[reply.error.code](reply.error.message)

@@ -80,7 +80,8 @@ def _authorize_enrollment(
             now=ctx.now,
         )
     )
-    assert dms is not None  # noqa: S101 - authorization found the DMS holding the leaf
+    if dms is None:  # refused above already; fail closed should that rule change
+        raise EnrollmentForbidden("no DMS holds the client certificate")
     return dms.name
 
 
@@ -212,7 +213,8 @@ async def _authorized(
                 now=ctx.now,
             )
         )
-        assert leaf is not None  # noqa: S101 - authorization refuses None
+        if leaf is None:  # refused above already; fail closed should that rule change
+            raise NoClientCertificate("no client certificate was presented")
         # The owner's policy; a device with none on record renews any time.
         renewal = facts.owner_policy or renewal
         _enforce(

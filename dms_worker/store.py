@@ -140,7 +140,8 @@ class Store:
             new.profile,
             new.require_pop,
         )
-        assert row is not None  # noqa: S101 - INSERT ... RETURNING always yields a row
+        if row is None:
+            raise RuntimeError("INSERT ... RETURNING returned no row")
         return _view(row)
 
     async def set_authorized_cas(
@@ -152,7 +153,8 @@ class Store:
             name,
             authorized_cas,
         )
-        assert row is not None  # noqa: S101 - the caller holds the row lock
+        if row is None:
+            raise RuntimeError("the DMS row vanished while the caller held its lock")
         return _view(row)
 
     async def set_policy(
@@ -177,7 +179,8 @@ class Store:
             profile,
             require_pop,
         )
-        assert row is not None  # noqa: S101 - the caller holds the row lock
+        if row is None:
+            raise RuntimeError("the DMS row vanished while the caller held its lock")
         return _view(row)
 
     async def renew_certificate(
@@ -203,7 +206,8 @@ class Store:
             certificate.public_bytes(serialization.Encoding.DER),
             previous_valid_until,
         )
-        assert row is not None  # noqa: S101 - the caller holds the row lock
+        if row is None:
+            raise RuntimeError("the DMS row vanished while the caller held its lock")
         return _view(row)
 
     async def end_overlap(
@@ -233,7 +237,8 @@ class Store:
             now,
             reason.value,
         )
-        assert row is not None  # noqa: S101 - the caller holds the row lock
+        if row is None:
+            raise RuntimeError("the DMS row vanished while the caller held its lock")
         return _view(row)
 
     async def record_decommissioned(
@@ -361,7 +366,8 @@ class Store:
             dms,
             now,
         )
-        assert row is not None  # noqa: S101 - an upsert always yields a row
+        if row is None:
+            raise RuntimeError("an upsert returned no row")
         return DeviceOwnership(**dict(row))
 
     async def record_registration(

@@ -74,14 +74,13 @@ class GatewayDeps:
         field(default_factory=OrderedDict)
     )
     metrics: GatewayMetrics | None = None
-    # Made from settings when not given: serverkeygen's threads, a few at a time.
-    keygen: KeyGenerator | None = None
+    # Made from settings: serverkeygen's threads, a few at a time.
+    keygen: KeyGenerator = field(init=False)
     # Labels whose DMSs require proof-of-possession linking, fed by DMS events.
     pop: PopPolicy = field(default_factory=PopPolicy)
 
     def __post_init__(self) -> None:
-        if self.keygen is None:
-            self.keygen = KeyGenerator(self.settings.est_keygen_concurrency)
+        self.keygen = KeyGenerator(self.settings.est_keygen_concurrency)
 
 
 DEPS = web.AppKey("deps", GatewayDeps)
@@ -183,7 +182,6 @@ async def _server_key_and_csr(
     time): an unauthorized client or an absurd key size costs no key generation.
     """
     keygen = deps.keygen
-    assert keygen is not None  # noqa: S101 - made in __post_init__
     key_type = keygen_rules.key_type_of(csr)
     key = deps.generated_keys.get(enrollment.request_id)
     if key is None:

@@ -102,7 +102,8 @@ class Client:
                 exit_code=3,
             ) from None
         if not reply.ok:
-            assert reply.error is not None  # noqa: S101 - Reply guarantees it when not ok
+            if reply.error is None:
+                raise CliError(f"unavailable: {type_} was refused without a reason")
             raise CliError(f"{reply.error.code.value}: {reply.error.message}")
         return reply.result
 

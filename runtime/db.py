@@ -81,7 +81,8 @@ async def create_pool(
             f"POSTGRES_*: cannot open database {database or settings.postgres_database!r} "
             f"at {where}: {type(exc).__name__}: {exc}"
         ) from exc
-    assert pool is not None  # noqa: S101 - asyncpg types the result as optional
+    if pool is None:  # asyncpg types the result as optional; it never is
+        raise DatabaseUnavailable("POSTGRES_*: asyncpg opened no pool")
     return pool
 
 

@@ -73,7 +73,8 @@ class WorkerMetrics:
                 "WHERE oid = to_regclass($1)",
                 f"{self._schema}.inbox",
             )
-        assert row is not None  # noqa: S101 - an aggregate always returns a row
+        if row is None:
+            raise RuntimeError("an aggregate query returned no row")
         backlog, age = int(row["backlog"]), float(row["age"])
         self.outbox_backlog.labels(self._schema).set(backlog)
         self.outbox_oldest.labels(self._schema).set(age)
