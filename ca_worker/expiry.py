@@ -42,8 +42,9 @@ def shard_of(serial: str, shards: int) -> int:
 
     Serials carry at least 64 random bits (RFC 5280 §4.1.2.2 via CA/B BR 7.1), so the
     low bits already are a uniform hash. A range, unlike a modulo, is an index
-    condition on the stored key (migration 0003). Mirrored in SQL by
-    ``store.shard_bounds``.
+    condition on the stored key: mirrored in SQL by the generated column
+    ``shard_key`` (migration 0003), which ``store.expire_certificates`` reads in the
+    ranges of ``shard_bounds``.
     """
     return (int(serial[-8:], 16) * shards) >> 32
 

@@ -1,6 +1,8 @@
 """Every message type on the bus, as data: the one place a type string meets its model.
 
-Workers route with these tables; ``asyncapi.py`` documents from them.
+Workers route with their own tables (``handlers.py``); these name each command's owner
+for the CLI, validate every event for the alerts worker, and feed ``asyncapi.py`` and
+the sender table's tests.
 """
 
 from __future__ import annotations

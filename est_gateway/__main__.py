@@ -1,4 +1,6 @@
-"""Wiring of the EST gateway, and nothing else: ``python -m est_gateway``."""
+"""``python -m est_gateway``: the gateway's wiring, and the two followers that keep its
+state current from the bus: the client trust store from CA events and the DMSs'
+proof-of-possession policy from DMS events (each subscribes first, then lists)."""
 
 from __future__ import annotations
 
