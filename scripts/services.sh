@@ -2,7 +2,8 @@
 # Install (when absent) and start (when stopped) the native services that the
 # tests, CI and the demo need. Idempotent; never restarts a service that runs.
 # Usage: scripts/services.sh {all|ensure-venv|ensure-postgres|ensure-rabbitmq|
-#                             ensure-softhsm|ensure-openbao|ensure-db NAME}
+#                             ensure-softhsm|ensure-openbao|ensure-openssl|
+#                             ensure-db NAME}
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -163,6 +164,16 @@ ensure_openbao() {
     echo "openbao: ${v%% (*} at .venv/bin/bao"
 }
 
+# The tests check the EST wire format against the openssl command line.
+ensure_openssl() {
+    if command -v openssl >/dev/null; then
+        echo "openssl: already installed ($(openssl version))"
+        return
+    fi
+    apt_install openssl
+    echo "openssl: installed ($(openssl version))"
+}
+
 ensure_db() {
     local name="${1:-}"
     [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "ensure-db: need a plain database name, got '${name}'"
@@ -188,6 +199,7 @@ ensure-postgres) ensure_postgres ;;
 ensure-rabbitmq) ensure_rabbitmq ;;
 ensure-softhsm) ensure_softhsm ;;
 ensure-openbao) ensure_openbao ;;
+ensure-openssl) ensure_openssl ;;
 ensure-db) ensure_db "${2:-}" ;;
 all)
     ensure_venv
@@ -195,9 +207,10 @@ all)
     ensure_rabbitmq
     ensure_softhsm
     ensure_openbao
+    ensure_openssl
     ;;
 *)
-    echo "usage: $0 {all|ensure-venv|ensure-postgres|ensure-rabbitmq|ensure-softhsm|ensure-openbao|ensure-db NAME}" >&2
+    echo "usage: $0 {all|ensure-venv|ensure-postgres|ensure-rabbitmq|ensure-softhsm|ensure-openbao|ensure-openssl|ensure-db NAME}" >&2
     exit 2
     ;;
 esac
