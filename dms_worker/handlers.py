@@ -24,7 +24,6 @@ from contracts.ca import (
 from contracts.devices import (
     DeviceDecommissioned,
     DeviceStatus,
-    DeviceStatusUpdate,
     DeviceView,
 )
 from contracts.dms import (
@@ -348,14 +347,6 @@ async def record_decommission(device: DeviceView, ctx: DmsContext) -> Outcome:
     return Outcome()
 
 
-async def record_decommission_update(
-    update: DeviceStatusUpdate, ctx: DmsContext
-) -> Outcome:
-    """A ``device.status.update`` queued before the queue's binding moved to
-    ``device.decommissioned``."""
-    return await record_decommission(update.updated, ctx)
-
-
 HANDLERS = routes(
     Route(CreateDMS, create_dms),
     Route(UpdateAuthorizedCAs, update_authorized_cas),
@@ -381,5 +372,4 @@ EVENT_HANDLERS = routes(
     Route(CertificateStatusUpdate, revoke_dms_of_certificate),
     Route(DeviceDecommissioned, record_decommission),
     Route(DeviceOwnershipUpdate, record_registration),
-    Route(DeviceStatusUpdate, record_decommission_update),
 )
