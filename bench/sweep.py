@@ -57,8 +57,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from ca_worker.context import CaContext, CaDeps, status_events
 from ca_worker.expiry import status_at
-from ca_worker.handlers import CaContext, CaDeps, status_events
 from ca_worker.store import StatusChange, Store
 from contracts.ca import CertificateStatus, CertificateView, CreateCA, ListCAs
 from contracts.devices import DeviceStatus, ListDevices

@@ -11,13 +11,9 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from ca_worker.authorities import close_authorities, open_authorities
-from ca_worker.handlers import (
-    HANDLERS,
-    CaContext,
-    CaDeps,
-    ensure_internal_ca,
-    report_missing_keys,
-)
+from ca_worker.cas import ensure_internal_ca, report_missing_keys
+from ca_worker.context import CaContext, CaDeps
+from ca_worker.handlers import HANDLERS
 from ca_worker.inspection import inspection_handlers
 from ca_worker.metrics import CAMetrics
 from ca_worker.publication import VA_HANDLERS

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from ca_worker.handlers import CaContext
+from ca_worker.context import CaContext
 from contracts.ops import (
     CAStats,
     CertificateCount,

@@ -5,8 +5,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
+from ca_worker.context import CaContext
 from ca_worker.errors import ProfileExists, ProfileNotFound
 from contracts.profiles import (
     BUILT_IN_PROFILES,
@@ -19,9 +19,6 @@ from contracts.profiles import (
     ProfileView,
 )
 from runtime.routes import Outcome
-
-if TYPE_CHECKING:
-    from ca_worker.handlers import CaContext
 
 __all__ = ["create_profile", "get_profile", "list_profiles", "profiles_named"]
 

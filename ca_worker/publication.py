@@ -18,9 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca_worker.authorities import SignerAuthority
+from ca_worker.context import SOURCE, CaContext
 from ca_worker.crl_store import CRLStore
 from ca_worker.errors import BadCSR, CANotFound, CAUnusable
-from ca_worker.handlers import SOURCE, CaContext
 from ca_worker.issuance import csr_fingerprint, issuable_csr, new_serial
 from ca_worker.revocation import RevokedEntry, build_crl, build_responder_certificate
 from ca_worker.store import NewCertificate

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
 
+from ca_worker.context import CaContext
 from ca_worker.errors import SlotContended, SlotRefused
 from ca_worker.slots import SlotHolder, repeated_slots, slot_key, slot_refusal
 from contracts.ca import CertificateStatus, CertificateView, IssueCertificate
-
-if TYPE_CHECKING:
-    from ca_worker.handlers import CaContext
 
 __all__ = ["check_slots", "fill_slots", "live_answers", "superseded"]
 

@@ -15,8 +15,8 @@ from datetime import datetime
 import asyncpg
 import structlog
 
+from ca_worker.context import SOURCE, CaContext, CaDeps, status_events
 from ca_worker.errors import SweepNotFound
-from ca_worker.handlers import SOURCE, CaContext, CaDeps, status_events
 from contracts.envelope import CloudEvent, new_message
 from contracts.sweeps import GetSweep, RunSweep, SweepShard, SweepTrigger, SweepView
 from runtime.outbox import write_commands, write_events

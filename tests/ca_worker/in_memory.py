@@ -14,7 +14,8 @@ from typing import Any
 import asyncpg
 
 from ca_worker.authorities import close_authorities, open_authorities
-from ca_worker.handlers import HANDLERS, CaContext, CaDeps
+from ca_worker.context import CaContext, CaDeps
+from ca_worker.handlers import HANDLERS
 from ca_worker.inspection import inspection_handlers
 from ca_worker.publication import VA_HANDLERS
 from ca_worker.store import Store

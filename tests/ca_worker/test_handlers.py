@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ca_worker.handlers import CaDeps
+from ca_worker.context import CaDeps
 from contracts.ca import (
     CACreated,
     CAView,
