@@ -19,7 +19,6 @@ from alerts_worker.handlers import (
 from alerts_worker.settings import Settings
 from alerts_worker.store import SCHEMA, Store
 from alerts_worker.subscriptions import Matcher
-from contracts.envelope import CloudEvent
 from runtime.bus import Bus
 from runtime.service import run_service
 from runtime.worker import Plan, QueueSpec, serve_worker
@@ -37,17 +36,12 @@ async def serve(
     deps = AlertsDeps(store=Store(), matcher=Matcher())
     sender = Sender(settings)
 
-    def context(
-        conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-    ) -> AlertsContext:
-        return AlertsContext(conn, now, envelope, deps)
-
     async def setup(pool: asyncpg.Pool, _bus: Bus) -> Plan:
         deliverer = Deliverer(
             pool=pool, store=deps.store, sender=sender, settings=settings, clock=clock
         )
         return Plan(
-            context=context,
+            context=AlertsContext.factory(deps),
             queues=[
                 # Observes every event; acts on none (DESIGN §1: alerts only observe).
                 QueueSpec(

@@ -31,7 +31,7 @@ from contracts.catalog import EVENTS
 from contracts.envelope import CloudEvent
 from contracts.message import Message
 from contracts.names import Source
-from runtime.routes import Batch, Mode, Outcome, Route, routes
+from runtime.routes import Batch, ContextFactory, Mode, Outcome, Route, routes
 
 __all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "AlertsContext", "AlertsDeps"]
 
@@ -54,6 +54,17 @@ class AlertsContext:
     now: datetime
     envelope: CloudEvent
     deps: AlertsDeps
+
+    @classmethod
+    def factory(cls, deps: AlertsDeps) -> ContextFactory:
+        """How the dispatcher makes one per message (``runtime.routes``)."""
+
+        def made(
+            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
+        ) -> AlertsContext:
+            return cls(conn, now, envelope, deps)
+
+        return made
 
 
 async def subscribe(cmd: Subscribe, ctx: AlertsContext) -> Outcome:

@@ -20,7 +20,6 @@ from ca_worker.publication import VA_HANDLERS
 from ca_worker.settings import Settings
 from ca_worker.store import Store
 from ca_worker.sweeps import SHARD_HANDLERS, SWEEP_HANDLERS, fire_scheduled_sweep
-from contracts.envelope import CloudEvent
 from contracts.sweeps import GetSweep, RunSweep, SweepShard
 from engines import EngineError, EngineUnavailable
 from runtime.bus import Bus
@@ -56,11 +55,6 @@ async def serve(
         sweep_shards=settings.sweep_shards,
     )
 
-    def context(
-        conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-    ) -> CaContext:
-        return CaContext(conn, now, envelope.correlationid or envelope.id, deps)
-
     async def setup(pool: asyncpg.Pool, _bus: Bus) -> Plan:
         async with pool.acquire() as conn:
             await ensure_internal_ca(conn, deps, clock())
@@ -78,7 +72,7 @@ async def serve(
             )
             tasks.append(scheduler.run)
         return Plan(
-            context=context,
+            context=CaContext.factory(deps),
             queues=[
                 QueueSpec(
                     "commands",

@@ -31,6 +31,7 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent, new_message
 from contracts.message import Message
 from contracts.names import Source
+from runtime.routes import ContextFactory
 
 __all__ = [
     "SOURCE",
@@ -77,6 +78,17 @@ class CaContext:
     now: datetime
     correlation_id: str | None
     deps: CaDeps
+
+    @classmethod
+    def factory(cls, deps: CaDeps) -> ContextFactory:
+        """How the dispatcher makes one per message (``runtime.routes``)."""
+
+        def made(
+            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
+        ) -> CaContext:
+            return cls(conn, now, envelope.correlationid or envelope.id, deps)
+
+        return made
 
 
 def new_event(ctx: CaContext, subject: str, data: Message) -> CloudEvent:

@@ -28,7 +28,6 @@ from contracts.ca import (
     CertificateStatusUpdate,
 )
 from contracts.devices import DeviceDecommissioned
-from contracts.envelope import CloudEvent
 from runtime.bus import Bus
 from runtime.schedule import Scheduler
 from runtime.service import run_service
@@ -60,11 +59,6 @@ async def serve(
     deps = CloudDeps(
         store=store, items=items, connectors=frozenset(settings.connectors())
     )
-
-    def context(
-        conn: asyncpg.Connection, _envelope: CloudEvent, now: datetime
-    ) -> CloudContext:
-        return CloudContext(conn, now, deps)
 
     async def setup(pool: asyncpg.Pool, bus: Bus) -> Plan:
         providers = await _open_providers(settings)
@@ -105,7 +99,7 @@ async def serve(
                     ).run
                 )
         return Plan(
-            context=context,
+            context=CloudContext.factory(deps),
             queues=[
                 # Events first: once commands are answered, no PKI event is missed.
                 QueueSpec(

@@ -32,8 +32,9 @@ from contracts.cloud import (
     Reconcile,
 )
 from contracts.devices import DeviceDecommissioned, DeviceView
+from contracts.envelope import CloudEvent
 from runtime.errors import Invalid
-from runtime.routes import Mode, Outcome, Route, routes
+from runtime.routes import ContextFactory, Mode, Outcome, Route, routes
 
 __all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "CloudContext", "CloudDeps"]
 
@@ -53,6 +54,17 @@ class CloudContext:
     conn: asyncpg.Connection
     now: datetime
     deps: CloudDeps
+
+    @classmethod
+    def factory(cls, deps: CloudDeps) -> ContextFactory:
+        """How the dispatcher makes one per message (``runtime.routes``)."""
+
+        def made(
+            conn: asyncpg.Connection, _envelope: CloudEvent, now: datetime
+        ) -> CloudContext:
+            return cls(conn, now, deps)
+
+        return made
 
 
 # --- events: the projection --------------------------------------------------------

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
 import asyncpg
 
 from contracts.ca import CertificateCreated, CertificateStatusUpdate
 from contracts.dms import DeviceOwnershipUpdate, DMSCreated, DMSUpdate
-from contracts.envelope import CloudEvent
 from device_worker.handlers import (
     COMMAND_HANDLERS,
     EVENT_HANDLERS,
@@ -29,14 +27,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     """Run until ``stop`` is set. Tests call this in-process with their own settings."""
     deps = DeviceDeps(store=Store())
 
-    def context(
-        conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-    ) -> DeviceContext:
-        return DeviceContext(conn, now, envelope.correlationid or envelope.id, deps)
-
     async def setup(_pool: asyncpg.Pool, _bus: Bus) -> Plan:
         return Plan(
-            context=context,
+            context=DeviceContext.factory(deps),
             queues=[
                 # Events first: once commands are answered, no certificate event is missed.
                 QueueSpec(

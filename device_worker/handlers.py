@@ -61,7 +61,7 @@ from device_worker.status import (
 )
 from device_worker.store import SCHEMA, Device, Store
 from runtime.outbox import write_commands
-from runtime.routes import Batch, Mode, Outcome, Route, routes
+from runtime.routes import Batch, ContextFactory, Mode, Outcome, Route, routes
 
 __all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "DeviceContext", "DeviceDeps"]
 
@@ -85,6 +85,17 @@ class DeviceContext:
     now: datetime
     correlation_id: str | None
     deps: DeviceDeps
+
+    @classmethod
+    def factory(cls, deps: DeviceDeps) -> ContextFactory:
+        """How the dispatcher makes one per message (``runtime.routes``)."""
+
+        def made(
+            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
+        ) -> DeviceContext:
+            return cls(conn, now, envelope.correlationid or envelope.id, deps)
+
+        return made
 
 
 def _event(ctx: DeviceContext, device_id: str, data: Message) -> CloudEvent:

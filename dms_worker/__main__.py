@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
 import asyncpg
 
 from contracts.ca import CertificateCreated, CertificateStatusUpdate
 from contracts.devices import DeviceDecommissioned
 from contracts.dms import DeviceOwnershipUpdate
-from contracts.envelope import CloudEvent
 from dms_worker.ca_client import CAClient
 from dms_worker.handlers import (
     EVENT_HANDLERS,
@@ -44,13 +42,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             settings=settings,
         )
 
-        def context(
-            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-        ) -> DmsContext:
-            return DmsContext(conn, now, envelope.correlationid or envelope.id, deps)
-
         return Plan(
-            context=context,
+            context=DmsContext.factory(deps),
             queues=[
                 QueueSpec(
                     "commands",

@@ -18,6 +18,7 @@ from dms_worker.ca_client import CAClient
 from dms_worker.errors import BadCSR
 from dms_worker.settings import Settings
 from dms_worker.store import Store
+from runtime.routes import ContextFactory
 
 __all__ = ["SOURCE", "DmsContext", "DmsDeps", "csr", "message"]
 
@@ -43,6 +44,17 @@ class DmsContext:
     now: datetime
     correlation_id: str | None
     deps: DmsDeps
+
+    @classmethod
+    def factory(cls, deps: DmsDeps) -> ContextFactory:
+        """How the dispatcher makes one per message (``runtime.routes``)."""
+
+        def made(
+            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
+        ) -> DmsContext:
+            return cls(conn, now, envelope.correlationid or envelope.id, deps)
+
+        return made
 
 
 def message(

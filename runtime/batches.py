@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -26,12 +26,12 @@ import structlog
 
 from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode, Reply
-from runtime.delivery import Delivery, Pool, bind, pause, runs
+from runtime.delivery import Delivery, Lane, bind, runs
 from runtime.errors import Failure, Transient
-from runtime.faults import Backoff, is_transient
+from runtime.faults import is_transient
 from runtime.outbox import OutboxRelay, copy_many, insert_rows, outbox_rows
-from runtime.routes import ContextFactory, Outcome
-from runtime.settlement import Settlement, Settler, poison, refusal, settled_by
+from runtime.routes import Outcome
+from runtime.settlement import Settlement, poison, refusal, settled_by
 
 __all__ = ["Batches"]
 
@@ -77,16 +77,9 @@ class _Writes:
 class Batches:
     """The writing routes of one queue: batch after batch, one transaction each."""
 
-    pool: Pool
+    lane: Lane
     schema: str
     relay: OutboxRelay | None
-    context: ContextFactory
-    clock: Callable[[], datetime]
-    transient: tuple[type[BaseException], ...]
-    backoff: Backoff
-    settler: Settler
-    closing: Callable[[], bool]
-    settling: set[asyncio.Task[None]]
     _arrived: list[Delivery] = field(default_factory=list)
     _loop: asyncio.Task[None] | None = None
     # The last batch's settlement: the next batch acknowledges after it.
@@ -105,12 +98,8 @@ class Batches:
     async def alone(self, delivery: Delivery) -> None:
         """An ``ALONE`` route's message: its own transaction, beside the others."""
         task = asyncio.create_task(self._run_batch([delivery], in_order=False))
-        self._track(task)
+        self.lane.track(task)
         await task
-
-    def _track(self, task: asyncio.Task[None]) -> None:
-        self.settling.add(task)  # drain() waits for it
-        task.add_done_callback(self.settling.discard)
 
     async def _run_batches(self) -> None:
         """Take what has arrived, batch after batch, until nothing waits."""
@@ -135,11 +124,9 @@ class Batches:
                 settlements = await self._transact(batch)
                 break
             except Exception as exc:
-                if is_transient(exc, self.transient):
+                if is_transient(exc, self.lane.transient):
                     attempt += 1
-                    batch = await pause(
-                        exc, batch, attempt, backoff=self.backoff, closing=self.closing
-                    )
+                    batch = await self.lane.pause(exc, batch, attempt)
                     if not batch:
                         return
                     continue
@@ -152,13 +139,13 @@ class Batches:
                 settlements = {batch[0].id: poison(batch[0].envelope)}
                 break
         task = asyncio.create_task(
-            self.settler.settle_batch(
+            self.lane.settler.settle_batch(
                 batch, settlements, self._last_settlement if in_order else None
             )
         )
         if in_order:
             self._last_settlement = task
-        self._track(task)
+        self.lane.track(task)
 
     async def _transact(self, batch: Sequence[Delivery]) -> dict[str, Settlement]:
         """Run a batch in one transaction; each message id's settlement once committed.
@@ -172,7 +159,7 @@ class Batches:
         firsts: dict[str, Delivery] = {}
         for delivery in batch:
             firsts.setdefault(delivery.id, delivery)
-        async with self.pool.acquire() as conn:
+        async with self.lane.pool.acquire() as conn:
             try:
                 settlements, writes = await self._attempt(conn, firsts, alone=False)
             except _Redo:
@@ -243,8 +230,8 @@ class Batches:
         the rare case.
         """
         route = run[0].route
-        now = self.clock()
-        items = [(d.request, self.context(conn, d.envelope, now)) for d in run]
+        now = self.lane.clock()
+        items = [(d.request, self.lane.context(conn, d.envelope, now)) for d in run]
         try:
             async with conn.transaction() if savepoint else contextlib.nullcontext():
                 if route.batches:
@@ -271,7 +258,7 @@ class Batches:
     ) -> Settlement:
         """One message alone, in a savepoint so that a refusal undoes only it."""
         bind(delivery.message, delivery.envelope)
-        ctx = self.context(conn, delivery.envelope, self.clock())
+        ctx = self.lane.context(conn, delivery.envelope, self.lane.clock())
         try:
             async with conn.transaction():
                 outcome = await delivery.route.one(delivery.request, ctx)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import structlog
@@ -24,13 +25,17 @@ from contracts.errors import Reply
 from contracts.message import Message
 from contracts.names import Topology
 from runtime.faults import Backoff
-from runtime.routes import Route
+from runtime.routes import ContextFactory, Route
+
+if TYPE_CHECKING:  # the settler sends through these ports: it imports this module
+    from runtime.settlement import Settler
 
 __all__ = [
     "CHANNEL_GONE",
     "Channel",
     "Delivery",
     "Incoming",
+    "Lane",
     "Outgoing",
     "Pool",
     "Transport",
@@ -129,6 +134,36 @@ class Delivery:
     @property
     def request(self) -> Message:
         return self.envelope.data
+
+
+@dataclass(slots=True)
+class Lane:
+    """What the dispatcher's writing and READ routes both run with: where connections
+    come from, how a handler's context is made, the clock, what else counts as
+    transient and how long to wait then, who settles, whether the consumer is
+    closing, and the tasks in flight that ``Dispatcher.drain`` waits for."""
+
+    pool: Pool
+    context: ContextFactory
+    clock: Callable[[], datetime]
+    transient: tuple[type[BaseException], ...]
+    backoff: Backoff
+    settler: Settler
+    closing: Callable[[], bool]
+    settling: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Hold a task until it is done (and let drain() wait for it)."""
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+
+    async def pause(
+        self, exc: BaseException, deliveries: Sequence[Delivery], attempt: int
+    ) -> list[Delivery]:
+        """``pause`` with this lane's backoff and closing flag."""
+        return await pause(
+            exc, deliveries, attempt, backoff=self.backoff, closing=self.closing
+        )
 
 
 def bind(message: Incoming, envelope: CloudEvent | None) -> None:

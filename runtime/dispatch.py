@@ -28,7 +28,7 @@ from contracts.envelope import CloudEvent
 from contracts.errors import ErrorCode, first_error
 from contracts.message import Message
 from runtime.batches import Batches
-from runtime.delivery import Delivery, Incoming, Pool, Transport, bind
+from runtime.delivery import Delivery, Incoming, Lane, Pool, Transport, bind
 from runtime.faults import Backoff
 from runtime.outbox import OutboxRelay
 from runtime.reads import Reads
@@ -65,33 +65,20 @@ class Dispatcher:
         self._routes = routes
         self._bus = bus
         self._closing = False
-        backoff = backoff or Backoff(initial=0.2, cap=30.0)
         self._settler = Settler(bus, observe or (lambda _type, _outcome: None))
-        # Settlements and ALONE batches in flight: held so that they are not
-        # garbage-collected midway, and so that drain() can wait for them.
-        self._settling: set[asyncio.Task[None]] = set()
-        self._batches = Batches(
-            pool=pool,
-            schema=schema,
-            relay=relay,
-            context=context,
-            clock=clock,
-            transient=transient,
-            backoff=backoff,
-            settler=self._settler,
-            closing=lambda: self._closing,
-            settling=self._settling,
-        )
-        self._reads = Reads(
+        # Settlements and ALONE batches in flight are held by the lane: so that they
+        # are not garbage-collected midway, and so that drain() can wait for them.
+        self._lane = Lane(
             pool=pool,
             context=context,
             clock=clock,
             transient=transient,
-            backoff=backoff,
+            backoff=backoff or Backoff(initial=0.2, cap=30.0),
             settler=self._settler,
             closing=lambda: self._closing,
-            settling=self._settling,
         )
+        self._batches = Batches(self._lane, schema=schema, relay=relay)
+        self._reads = Reads(self._lane)
 
     async def __call__(self, message: Incoming) -> None:
         bind(message, None)
@@ -114,7 +101,7 @@ class Dispatcher:
 
     async def drain(self) -> None:
         """Wait until every message handed over so far is settled (tests, shutdown)."""
-        while self._batches.running or self._reads.running or self._settling:
+        while self._batches.running or self._reads.running or self._lane.settling:
             await asyncio.gather(
                 *(
                     task
@@ -122,7 +109,7 @@ class Dispatcher:
                     if task is not None
                 )
             )
-            await asyncio.gather(*self._settling)
+            await asyncio.gather(*self._lane.settling)
 
     async def _decode(self, message: Incoming) -> Delivery | None:
         """The message as its route's model, or None once it is dead-lettered."""

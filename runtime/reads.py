@@ -10,17 +10,15 @@ concurrently. How each outcome is settled is ``runtime.settlement``'s table.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import structlog
 
-from runtime.delivery import Delivery, Pool, bind, pause, runs
+from runtime.delivery import Delivery, Lane, bind, runs
 from runtime.errors import Failure
-from runtime.faults import Backoff, is_transient
-from runtime.routes import ContextFactory
-from runtime.settlement import Settlement, Settler, poison, refusal, settled_by
+from runtime.faults import is_transient
+from runtime.settlement import Settlement, poison, refusal, settled_by
 
 __all__ = ["Reads"]
 
@@ -31,14 +29,7 @@ log = structlog.get_logger("dispatch")
 class Reads:
     """The READ routes of one queue."""
 
-    pool: Pool
-    context: ContextFactory
-    clock: Callable[[], datetime]
-    transient: tuple[type[BaseException], ...]
-    backoff: Backoff
-    settler: Settler
-    closing: Callable[[], bool]
-    settling: set[asyncio.Task[None]]
+    lane: Lane
     _waiting: list[Delivery] = field(default_factory=list)
     _loop: asyncio.Task[None] | None = None
 
@@ -49,7 +40,9 @@ class Reads:
     async def take(self, delivery: Delivery) -> None:
         """A READ message: read with what arrived with it (batch handlers), or now."""
         if not delivery.route.batches:
-            await self.settler.settle_direct([(delivery, await self._read(delivery))])
+            await self.lane.settler.settle_direct(
+                [(delivery, await self._read(delivery))]
+            )
             return
         self._waiting.append(delivery)
         if self._loop is None:
@@ -61,21 +54,15 @@ class Reads:
         while True:
             bind(delivery.message, delivery.envelope)
             try:
-                async with self.pool.acquire() as conn:
-                    ctx = self.context(conn, delivery.envelope, self.clock())
+                async with self.lane.pool.acquire() as conn:
+                    ctx = self.lane.context(conn, delivery.envelope, self.lane.clock())
                     outcome = delivery.route.sends(
                         await delivery.route.one(delivery.request, ctx)
                     )
             except Exception as exc:
-                if is_transient(exc, self.transient):
+                if is_transient(exc, self.lane.transient):
                     attempt += 1
-                    if not await pause(
-                        exc,
-                        [delivery],
-                        attempt,
-                        backoff=self.backoff,
-                        closing=self.closing,
-                    ):
+                    if not await self.lane.pause(exc, [delivery], attempt):
                         return None
                     continue
                 if isinstance(exc, Failure):
@@ -92,9 +79,9 @@ class Reads:
                 arrived, self._waiting = self._waiting, []
                 for run in runs(arrived):
                     answered = await self._read_run(run)
-                    task = asyncio.create_task(self.settler.settle_direct(answered))
-                    self.settling.add(task)
-                    task.add_done_callback(self.settling.discard)
+                    self.lane.track(
+                        asyncio.create_task(self.lane.settler.settle_direct(answered))
+                    )
         finally:
             self._loop = None
 
@@ -107,23 +94,21 @@ class Reads:
         attempt = 0
         while True:
             try:
-                async with self.pool.acquire() as conn:
-                    now = self.clock()
+                async with self.lane.pool.acquire() as conn:
+                    now = self.lane.clock()
                     outcomes = [
                         route.sends(outcome)
                         for outcome in await route.many(
                             [
-                                (d.request, self.context(conn, d.envelope, now))
+                                (d.request, self.lane.context(conn, d.envelope, now))
                                 for d in run
                             ]
                         )
                     ]
             except Exception as exc:  # noqa: BLE001 - judged by the settlement table
-                if is_transient(exc, self.transient):
+                if is_transient(exc, self.lane.transient):
                     attempt += 1
-                    run = await pause(
-                        exc, run, attempt, backoff=self.backoff, closing=self.closing
-                    )
+                    run = await self.lane.pause(exc, run, attempt)
                     if not run:
                         return []
                     continue

@@ -12,7 +12,6 @@ import structlog
 from aiohttp import web
 from cryptography import x509
 
-from contracts.envelope import CloudEvent
 from contracts.pki import serial_hex
 from contracts.va import GetCRL
 from engines import Engine, EngineError, EngineMisconfigured, PemFileEngine
@@ -90,11 +89,6 @@ async def serve(
             crl_debounce=timedelta(seconds=settings.va_crl_debounce_seconds),
         )
 
-        def context(
-            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-        ) -> VaContext:
-            return VaContext(conn, now, envelope.correlationid or envelope.id, deps)
-
         upkeep = Upkeep(
             pool=pool,
             store=store,
@@ -129,7 +123,7 @@ async def serve(
                 await runner.cleanup()
 
         return Plan(
-            context=context,
+            context=VaContext.factory(deps),
             queues=[
                 QueueSpec(
                     "events",

@@ -25,10 +25,11 @@ from contracts.ca import (
     CertificateStatusUpdate,
     CertificateView,
 )
+from contracts.envelope import CloudEvent
 from contracts.va import CRLCreated, CRLView, GetCRL
 from engines import Engine, EngineError
 from runtime.errors import Invalid
-from runtime.routes import Mode, Outcome, Route, routes
+from runtime.routes import ContextFactory, Mode, Outcome, Route, routes
 from va_worker.errors import CRLNotFound
 from va_worker.ocsp import CertState, ResponderKey
 from va_worker.served import CRL, Served
@@ -64,6 +65,17 @@ class VaContext:
     now: datetime
     correlation_id: str | None
     deps: VaDeps
+
+    @classmethod
+    def factory(cls, deps: VaDeps) -> ContextFactory:
+        """How the dispatcher makes one per message (``runtime.routes``)."""
+
+        def made(
+            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
+        ) -> VaContext:
+            return cls(conn, now, envelope.correlationid or envelope.id, deps)
+
+        return made
 
 
 def _certificate(pem: str) -> x509.Certificate:

@@ -38,10 +38,9 @@ from contracts.alerts import (
 from contracts.ca import CertificateStatus, CertificateStatusUpdate, CertificateView
 from contracts.devices import DeviceCreated, DeviceStatus
 from contracts.dms import DMSCreated, DMSStatus
-from contracts.envelope import CloudEvent
 from contracts.message import Message
 from runtime.db import discover_migrations, migrate
-from runtime.routes import ContextFactory, merged
+from runtime.routes import merged
 from runtime.testing import Handled, Harness
 from tests.device_worker.device_bus import envelope_bytes
 
@@ -57,17 +56,6 @@ async def pool(handler_db: asyncpg.Pool) -> asyncpg.Pool:
     return handler_db
 
 
-def contexts(deps: AlertsDeps) -> ContextFactory:
-    """Each message's context, as alerts_worker.__main__ builds it."""
-
-    def context(
-        conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-    ) -> AlertsContext:
-        return AlertsContext(conn, now, envelope, deps)
-
-    return context
-
-
 @pytest.fixture
 async def harness(pool: asyncpg.Pool) -> AsyncIterator[Harness]:
     # One table for both queues: which queue a type arrives on is the broker's part.
@@ -75,7 +63,7 @@ async def harness(pool: asyncpg.Pool) -> AsyncIterator[Harness]:
         pool,
         schema=SCHEMA,
         routes=merged(COMMAND_HANDLERS, EVENT_HANDLERS),
-        context=contexts(AlertsDeps(store=Store(), matcher=Matcher())),
+        context=AlertsContext.factory(AlertsDeps(store=Store(), matcher=Matcher())),
         clock=lambda: NOW,
     ) as found:
         yield found

@@ -20,7 +20,6 @@ from ca_worker.inspection import inspection_handlers
 from ca_worker.publication import VA_HANDLERS
 from ca_worker.store import Store
 from ca_worker.sweeps import SHARD_HANDLERS, SWEEP_HANDLERS
-from contracts.envelope import CloudEvent
 from engines import GopemConfig
 from runtime.db import discover_migrations, migrate
 from runtime.routes import Route, merged
@@ -69,14 +68,12 @@ async def ca_harness(
     keys: Path,
     clock: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[Harness]:
-    def context(
-        conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-    ) -> CaContext:
-        # As ca_worker.__main__: the causing request's id correlates the events.
-        return CaContext(conn, now, envelope.correlationid or envelope.id, deps)
-
     async with Harness.open(
-        pool, schema="ca", routes=routes_of(keys), context=context, clock=clock
+        pool,
+        schema="ca",
+        routes=routes_of(keys),
+        context=CaContext.factory(deps),
+        clock=clock,
     ) as harness:
         yield harness
 

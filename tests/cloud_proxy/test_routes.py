@@ -7,7 +7,7 @@ whole route table runs here; test_handlers.py calls the same handlers one by one
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -36,7 +36,6 @@ from contracts.cloud import (
     Reconcile,
 )
 from contracts.devices import DeviceDecommissioned, DeviceStatus, DeviceView
-from contracts.envelope import CloudEvent
 from contracts.message import Message
 from runtime.db import discover_migrations, migrate
 from runtime.routes import merged
@@ -58,19 +57,16 @@ async def pool(handler_db: asyncpg.Pool) -> asyncpg.Pool:
     return handler_db
 
 
-def context(
-    conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-) -> CloudContext:
-    del envelope  # as cloud_proxy.__main__: a projection's context names no request
-    return CloudContext(conn, now, DEPS)
-
-
 @pytest.fixture
 async def harness(pool: asyncpg.Pool) -> AsyncIterator[Harness]:
     # Both queues' routes (events and commands) in one table, on a fixed clock.
     table = merged(EVENT_HANDLERS, COMMAND_HANDLERS)
     async with Harness.open(
-        pool, schema="cloud", routes=table, context=context, clock=lambda: NOW
+        pool,
+        schema="cloud",
+        routes=table,
+        context=CloudContext.factory(DEPS),
+        clock=lambda: NOW,
     ) as found:
         yield found
 

@@ -48,7 +48,7 @@ from device_worker.handlers import (
 )
 from device_worker.store import SCHEMA, Store
 from runtime.db import discover_migrations, migrate
-from runtime.routes import ContextFactory, merged
+from runtime.routes import merged
 from runtime.testing import Handled, Harness
 from tests.device_worker.device_bus import enrollment_certificate, envelope_bytes
 
@@ -63,17 +63,6 @@ async def pool(handler_db: asyncpg.Pool) -> asyncpg.Pool:
     return handler_db
 
 
-def contexts(deps: DeviceDeps) -> ContextFactory:
-    """Each message's context, as device_worker.__main__ builds it."""
-
-    def context(
-        conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-    ) -> DeviceContext:
-        return DeviceContext(conn, now, envelope.correlationid or envelope.id, deps)
-
-    return context
-
-
 @pytest.fixture
 async def harness(pool: asyncpg.Pool) -> AsyncIterator[Harness]:
     # One table for both queues: which queue a type arrives on is the broker's part.
@@ -81,7 +70,7 @@ async def harness(pool: asyncpg.Pool) -> AsyncIterator[Harness]:
         pool,
         schema=SCHEMA,
         routes=merged(COMMAND_HANDLERS, EVENT_HANDLERS),
-        context=contexts(DeviceDeps(store=Store())),
+        context=DeviceContext.factory(DeviceDeps(store=Store())),
         clock=lambda: NOW,
     ) as found:
         yield found

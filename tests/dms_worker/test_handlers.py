@@ -63,7 +63,7 @@ from dms_worker.handlers import EVENT_HANDLERS, HANDLERS, DmsContext, DmsDeps
 from dms_worker.settings import Settings
 from dms_worker.store import NewDMS, Store
 from runtime.db import discover_migrations, migrate
-from runtime.routes import Batch, ContextFactory, Mode, Outcome, Route, merged
+from runtime.routes import Batch, Mode, Outcome, Route, merged
 from runtime.testing import Handled, Harness
 from tests.device_worker.device_bus import enrollment_certificate, envelope_bytes
 from tests.pki import csr_pem, make_csr
@@ -197,17 +197,6 @@ def ca_worker(pki: Pki) -> CAWorker:
     )
 
 
-def contexts(deps: DmsDeps) -> ContextFactory:
-    """Each message's context, as dms_worker.__main__ builds it."""
-
-    def context(
-        conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-    ) -> DmsContext:
-        return DmsContext(conn, now, envelope.correlationid or envelope.id, deps)
-
-    return context
-
-
 @pytest.fixture
 def deps(pki: Pki, ca_worker: CAWorker) -> DmsDeps:
     return DmsDeps(
@@ -226,7 +215,7 @@ async def harness(pool: asyncpg.Pool, deps: DmsDeps) -> AsyncIterator[Harness]:
         pool,
         schema=SCHEMA,
         routes=merged(HANDLERS, EVENT_HANDLERS),
-        context=contexts(deps),
+        context=DmsContext.factory(deps),
         clock=lambda: NOW,
     ) as found:
         yield found
@@ -376,7 +365,7 @@ async def test_a_refusal_among_several_is_answered_alone(
         harness.conn,
         schema=SCHEMA,
         routes=table,
-        context=contexts(deps),
+        context=DmsContext.factory(deps),
         clock=lambda: NOW,
     )
     first, refused_one, third = await counting.send_all(

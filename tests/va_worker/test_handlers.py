@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -178,16 +178,10 @@ async def va(pool: asyncpg.Pool, engine: PemFileEngine) -> AsyncIterator[VA]:
     served = Served(validity=timedelta(hours=1), lookup=lookup)
     deps = VaDeps(store=store, served=served, engine=engine, crl_debounce=DEBOUNCE)
 
-    def context(
-        conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-    ) -> VaContext:
-        # As va_worker.__main__ builds it.
-        return VaContext(conn, now, envelope.correlationid or envelope.id, deps)
-
     clock = Clock()
     table = merged(EVENT_HANDLERS, COMMAND_HANDLERS)
     async with Harness.open(
-        pool, schema="va", routes=table, context=context, clock=clock
+        pool, schema="va", routes=table, context=VaContext.factory(deps), clock=clock
     ) as harness:
         on.append(harness.conn)
         yield VA(harness, served, clock)
