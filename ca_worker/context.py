@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import asyncpg
 import structlog
 from cryptography import x509
 
@@ -31,7 +30,7 @@ from contracts.ca import (
 from contracts.envelope import CloudEvent, new_message
 from contracts.message import Message
 from contracts.names import Source
-from runtime.routes import ContextFactory
+from runtime.routes import Context
 
 __all__ = [
     "SOURCE",
@@ -70,25 +69,8 @@ class CaDeps:
     profiles: ProfileStore = field(default_factory=ProfileStore)
 
 
-@dataclass(frozen=True, slots=True)
-class CaContext:
-    """Per message: the transaction's connection, the clock reading, the causing request."""
-
-    conn: asyncpg.Connection
-    now: datetime
-    correlation_id: str | None
-    deps: CaDeps
-
-    @classmethod
-    def factory(cls, deps: CaDeps) -> ContextFactory:
-        """How the dispatcher makes one per message (``runtime.routes``)."""
-
-        def made(
-            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-        ) -> CaContext:
-            return cls(conn, now, envelope.correlationid or envelope.id, deps)
-
-        return made
+# Per message: the connection, the clock reading, the causing request, the deps.
+CaContext = Context[CaDeps]
 
 
 def new_event(ctx: CaContext, subject: str, data: Message) -> CloudEvent:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-
-import asyncpg
 
 from contracts.ca import (
     CertificateCreated,
@@ -61,7 +58,7 @@ from device_worker.status import (
 )
 from device_worker.store import SCHEMA, Device, Store
 from runtime.outbox import write_commands
-from runtime.routes import Batch, ContextFactory, Mode, Outcome, Route, routes
+from runtime.routes import Batch, Context, Mode, Outcome, Route, routes
 
 __all__ = ["COMMAND_HANDLERS", "EVENT_HANDLERS", "DeviceContext", "DeviceDeps"]
 
@@ -77,25 +74,8 @@ class DeviceDeps:
     store: Store
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceContext:
-    """Per message: the transaction's connection, the clock reading, the causing request."""
-
-    conn: asyncpg.Connection
-    now: datetime
-    correlation_id: str | None
-    deps: DeviceDeps
-
-    @classmethod
-    def factory(cls, deps: DeviceDeps) -> ContextFactory:
-        """How the dispatcher makes one per message (``runtime.routes``)."""
-
-        def made(
-            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-        ) -> DeviceContext:
-            return cls(conn, now, envelope.correlationid or envelope.id, deps)
-
-        return made
+# Per message: the connection, the clock reading, the causing request, the deps.
+DeviceContext = Context[DeviceDeps]
 
 
 def _event(ctx: DeviceContext, device_id: str, data: Message) -> CloudEvent:

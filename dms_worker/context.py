@@ -5,9 +5,7 @@ outgoing messages and parsed CSRs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
-import asyncpg
 from cryptography import x509
 
 from contracts.envelope import CloudEvent, new_message
@@ -18,7 +16,7 @@ from dms_worker.ca_client import CAClient
 from dms_worker.errors import BadCSR
 from dms_worker.settings import Settings
 from dms_worker.store import Store
-from runtime.routes import ContextFactory
+from runtime.routes import Context
 
 __all__ = ["SOURCE", "DmsContext", "DmsDeps", "csr", "message"]
 
@@ -35,26 +33,8 @@ class DmsDeps:
     settings: Settings
 
 
-@dataclass(frozen=True, slots=True)
-class DmsContext:
-    """Per message: the connection (in a transaction when the route writes), the clock
-    reading, the causing request."""
-
-    conn: asyncpg.Connection
-    now: datetime
-    correlation_id: str | None
-    deps: DmsDeps
-
-    @classmethod
-    def factory(cls, deps: DmsDeps) -> ContextFactory:
-        """How the dispatcher makes one per message (``runtime.routes``)."""
-
-        def made(
-            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-        ) -> DmsContext:
-            return cls(conn, now, envelope.correlationid or envelope.id, deps)
-
-        return made
+# Per message: the connection, the clock reading, the causing request, the deps.
+DmsContext = Context[DmsDeps]
 
 
 def message(

@@ -36,6 +36,7 @@ from contracts.message import Message, Model
 __all__ = [
     "Batch",
     "BatchHandler",
+    "Context",
     "ContextFactory",
     "Events",
     "Handler",
@@ -48,9 +49,34 @@ __all__ = [
 
 M = TypeVar("M", bound=Message)
 C = TypeVar("C")
+D = TypeVar("D")
 
 # A worker's handler context from the connection, the message's envelope and the clock.
 ContextFactory = Callable[[asyncpg.Connection, CloudEvent, datetime], Any]
+
+
+# Not slots: called through its alias (``CaContext = Context[CaDeps]``), typing sets
+# ``__orig_class__``, which a frozen slots dataclass answers with a TypeError.
+@dataclass(frozen=True)
+class Context(Generic[D]):
+    """What a handler is given with its message: the connection (in the batch's
+    transaction, for a writing route), the clock reading, the id of the request that
+    caused it (the correlation id of what it sends), and the worker's dependencies."""
+
+    conn: asyncpg.Connection
+    now: datetime
+    correlation_id: str | None
+    deps: D
+
+    @classmethod
+    def factory(cls, deps: D) -> ContextFactory:
+        """How the dispatcher makes one per message: a message's cause is the
+        request it correlates with, or itself."""
+
+        def made(conn: asyncpg.Connection, envelope: CloudEvent, now: datetime) -> Any:
+            return cls(conn, now, envelope.correlationid or envelope.id, deps)
+
+        return made
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-import asyncpg
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -25,11 +24,10 @@ from contracts.ca import (
     CertificateStatusUpdate,
     CertificateView,
 )
-from contracts.envelope import CloudEvent
 from contracts.va import CRLCreated, CRLView, GetCRL
 from engines import Engine, EngineError
 from runtime.errors import Invalid
-from runtime.routes import ContextFactory, Mode, Outcome, Route, routes
+from runtime.routes import Context, Mode, Outcome, Route, routes
 from va_worker.errors import CRLNotFound
 from va_worker.ocsp import CertState, ResponderKey
 from va_worker.served import CRL, Served
@@ -57,25 +55,8 @@ class VaDeps:
     crl_debounce: timedelta
 
 
-@dataclass(frozen=True, slots=True)
-class VaContext:
-    """Per message: the transaction's connection, the clock reading, the causing request."""
-
-    conn: asyncpg.Connection
-    now: datetime
-    correlation_id: str | None
-    deps: VaDeps
-
-    @classmethod
-    def factory(cls, deps: VaDeps) -> ContextFactory:
-        """How the dispatcher makes one per message (``runtime.routes``)."""
-
-        def made(
-            conn: asyncpg.Connection, envelope: CloudEvent, now: datetime
-        ) -> VaContext:
-            return cls(conn, now, envelope.correlationid or envelope.id, deps)
-
-        return made
+# Per message: the connection, the clock reading, the causing request, the deps.
+VaContext = Context[VaDeps]
 
 
 def _certificate(pem: str) -> x509.Certificate:
