@@ -80,6 +80,9 @@ class Served:
         self._responses: dict[tuple[str, int, str], tuple[Signed, CertState]] = {}
         self._parsed: dict[bytes, Request] = {}
         self._crls: dict[tuple[str, bool], CRL] = {}
+        # Counts status changes and new responders: an answer whose lookup saw the
+        # count move knows that what it read may be older than what was signed since.
+        self._changes = 0
 
     # --- fed by events ---------------------------------------------------------------
 
@@ -94,6 +97,7 @@ class Served:
     def set_responder(self, ca: str, responder: ResponderKey) -> None:
         """A new responder certificate: later answers are signed with it."""
         self._responders[ca] = responder
+        self._changes += 1
         for key in [k for k in self._responses if k[0] == ca]:
             del self._responses[key]
 
@@ -102,6 +106,7 @@ class Served:
 
     def update(self, ca: str, serial: int, state: CertState, now: datetime) -> None:
         """A certificate was created or changed status: sign its SHA-1 answer now."""
+        self._changes += 1
         for algorithm in CERT_ID_HASHES:  # every CertID spelling answered before
             self._responses.pop((ca, serial, algorithm), None)
         responder = self._responders.get(ca)
@@ -145,15 +150,24 @@ class Served:
             signed = cached[0]
             if now < signed.this_update + self._validity / 2:
                 return Answer(signed.der, signed)
+        keep = True
         if cached is not None:
             state: CertState | None = cached[1]
         else:
+            changes = self._changes
             try:
                 state = await self._lookup(ca, request.serial)
             except _LOOKUP_FAILED:
                 return _failure(x509_ocsp.OCSPResponseStatus.TRY_LATER)
+            if self._changes != changes:
+                # A status changed while the projection was read (a revocation, say,
+                # whose event came meanwhile): what was read may be older than what
+                # ``update`` signed, and must not replace it, for half a validity.
+                fresh = self._responses.get(key)
+                state = state if fresh is None else fresh[1]
+                keep = False
         signed = self._sign(request, state, responder, now, nonce=True)
-        if not signed.nonce and state is not None:
+        if keep and not signed.nonce and state is not None:
             self._store(ca, request, state, signed)
         return Answer(signed.der, signed)
 

@@ -3,6 +3,7 @@ their caching headers (RFC 6960, RFC 5019, RFC 8954)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import UTC, datetime, timedelta
 
@@ -244,3 +245,29 @@ async def test_served_answers_from_memory_and_signs_again_after_half_validity(
         == ocsp.load_der_ocsp_response(answer.der).certificate_status
     )
     assert 1 == len(lookups)
+
+
+async def test_a_status_change_during_a_lookup_is_not_overwritten(pki) -> None:
+    """An answer that read the projection while a revocation came in must not cache
+    what it read over the revocation: the next answer says revoked, at once."""
+    ca, leaf, responder = pki
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    async def lookup(_ca: str, _serial: int) -> CertState | None:
+        reading.set()
+        await release.wait()
+        return CertState(CertificateStatus.ACTIVE)  # read before the revocation
+
+    served = Served(validity=timedelta(hours=1), lookup=lookup)
+    served.add_ca("ca", ca)
+    served.set_responder("ca", responder)
+    body = _request(leaf, ca)
+    first = asyncio.create_task(served.answer(body, NOW))
+    await reading.wait()
+    revoked = CertState(CertificateStatus.REVOKED, NOW, RevocationReason.KEY_COMPROMISE)
+    served.update("ca", leaf.serial_number, revoked, NOW)
+    release.set()
+    answered = ocsp.load_der_ocsp_response((await first).der)
+    assert ocsp.OCSPCertStatus.REVOKED == answered.certificate_status
+    after = ocsp.load_der_ocsp_response((await served.answer(body, NOW)).der)
+    assert ocsp.OCSPCertStatus.REVOKED == after.certificate_status
