@@ -83,9 +83,10 @@ class EventLog:
 
     async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         async with message.process():
-            event = CloudEvent.model_validate_json(message.body)
+            # Logged before the first await (the ack): aio-pika runs each delivery in
+            # a task of its own, so only then is the log's order the delivery order.
+            self.events.append(CloudEvent.model_validate_json(message.body))
         async with self._changed:
-            self.events.append(event)
             self._changed.notify_all()
 
     def matching(
