@@ -107,10 +107,6 @@ class Batch(Generic[M, C]):
     def ctx(self) -> C:
         return self.items[0][1]
 
-    @property
-    def messages(self) -> list[M]:
-        return [message for message, _ in self.items]
-
     def __len__(self) -> int:
         return len(self.items)
 
