@@ -5,7 +5,7 @@ proof-of-possession policy from DMS events (each subscribes first, then lists)."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from est_gateway.settings import Settings
 from est_gateway.tls import ServerCredentials, server_context
 from est_gateway.trust import TrustStore
 from runtime.admin import AdminServer, Check, serve_admin
-from runtime.bus import Bus, BusUnavailable, RequestTimeout
+from runtime.bus import Bus, BusUnavailable, Consumer, RequestTimeout
 from runtime.service import run_service
 from runtime.supervise import Supervisor
 
@@ -36,8 +36,12 @@ __all__ = ["main", "serve"]
 log = structlog.get_logger("est_gateway")
 
 
-async def _follow_cas(bus: Bus, trust: TrustStore) -> None:
-    """Keep the trust store current: subscribe first, then read the list, so nothing is missed."""
+def _follower(
+    bus: Bus, ignored: str, apply: Mapping[str, Callable[[Any], None]]
+) -> Consumer:
+    """A consumer of the events the gateway follows: each is applied by its type once
+    its sender is checked (DESIGN §2a: a forged CA event would put a rogue root into
+    the client trust); one it cannot read is logged as ``ignored`` and dropped."""
 
     async def on_event(message: AbstractIncomingMessage) -> None:
         async with message.process(requeue=False):
@@ -45,7 +49,6 @@ async def _follow_cas(bus: Bus, trust: TrustStore) -> None:
                 event = CloudEvent.model_validate_json(message.body)
                 refusal = bus.sender_refusal(message, event.type)
                 if refusal is not None:
-                    # A forged CA event would put a rogue root into the client trust.
                     log.warning(
                         "sender_refused",
                         sender=message.user_id,
@@ -53,13 +56,27 @@ async def _follow_cas(bus: Bus, trust: TrustStore) -> None:
                         id=event.id,
                         reason=refusal,
                     )
-                elif event.type == CACreated.TYPE:
-                    trust.add(CAView.model_validate(event.data))
-                elif event.type == CAStatusUpdate.TYPE:
-                    trust.add(CAStatusUpdate.model_validate(event.data).updated)
+                elif event.type in apply:
+                    apply[event.type](event.data)
             except ValidationError as exc:
-                log.warning("ca_event_ignored", error=str(exc).splitlines()[0])
+                log.warning(ignored, error=str(exc).splitlines()[0])
 
+    return on_event
+
+
+async def _follow_cas(bus: Bus, trust: TrustStore) -> None:
+    """Keep the trust store current: subscribe first, then read the list, so nothing is missed."""
+
+    on_event = _follower(
+        bus,
+        "ca_event_ignored",
+        {
+            CACreated.TYPE: lambda data: trust.add(CAView.model_validate(data)),
+            CAStatusUpdate.TYPE: lambda data: trust.add(
+                CAStatusUpdate.model_validate(data).updated
+            ),
+        },
+    )
     await bus.subscribe("ca.#", on_event)
     await _list_cas(bus, trust, wait=120)
 
@@ -104,25 +121,16 @@ async def _follow_dmss(bus: Bus, policy: PopPolicy) -> None:
     """Which DMSs require proof-of-possession linking (for /csrattrs): subscribe
     first, then read the list (``_list_dmss``), so nothing is missed."""
 
-    async def on_event(message: AbstractIncomingMessage) -> None:
-        async with message.process(requeue=False):
-            try:
-                event = CloudEvent.model_validate_json(message.body)
-                refusal = bus.sender_refusal(message, event.type)
-                if refusal is not None:
-                    log.warning(
-                        "sender_refused",
-                        sender=message.user_id,
-                        type=event.type,
-                        id=event.id,
-                        reason=refusal,
-                    )
-                elif event.type == DMSCreated.TYPE:
-                    policy.learn(DMSView.model_validate(event.data))
-                elif event.type == DMSUpdate.TYPE:
-                    policy.learn(DMSUpdate.model_validate(event.data).updated)
-            except ValidationError as exc:
-                log.warning("dms_event_ignored", error=str(exc).splitlines()[0])
+    on_event = _follower(
+        bus,
+        "dms_event_ignored",
+        {
+            DMSCreated.TYPE: lambda data: policy.learn(DMSView.model_validate(data)),
+            DMSUpdate.TYPE: lambda data: policy.learn(
+                DMSUpdate.model_validate(data).updated
+            ),
+        },
+    )
 
     # Not dms.#: that would bring every enrollment's dms.enroll to the gateway.
     for type_ in (DMSCreated.TYPE, DMSUpdate.TYPE):

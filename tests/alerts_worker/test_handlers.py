@@ -69,15 +69,9 @@ async def harness(pool: asyncpg.Pool) -> AsyncIterator[Harness]:
         yield found
 
 
-def result(handled: Handled) -> object:
-    assert handled.reply is not None
-    assert handled.ok, handled.reply.error
-    return handled.reply.result
-
-
 async def subscribed(harness: Harness, **fields: str) -> SubscriptionView:
     handled = await harness.send(Subscribe.model_validate(fields))
-    return SubscriptionView.model_validate(result(handled))
+    return SubscriptionView.model_validate(handled.result)
 
 
 def refusal(handled: Handled) -> tuple[str | None, str]:
@@ -113,7 +107,7 @@ async def test_subscribe_stores_it_and_shows_the_secret_once(
         ),
         id_="subscribe-1",
     )
-    view = SubscriptionView.model_validate(result(handled))
+    view = SubscriptionView.model_validate(handled.result)
     assert ("certificate.*", 'data.updated.status == "REVOKED"', NOW) == (
         view.event,
         view.condition,
@@ -194,14 +188,14 @@ async def test_list_and_get_are_read_without_an_inbox_row(harness: Harness) -> N
         harness, event="dms.*", channel="email", target="ops@example.com"
     )
     listed = await harness.send(ListSubscriptions(), id_="list-1")
-    items = Subscriptions.model_validate(result(listed)).items
+    items = Subscriptions.model_validate(listed.result).items
     # Oldest first, then by id: both were made at NOW.
     assert sorted([first.id, second.id]) == [s.id for s in items]
     # The secret is shown only in the reply to alert.subscribe.
     assert [None, None] == [s.secret for s in items]
     got = await harness.send(GetSubscription(id=first.id), id_="get-1")
     assert first.model_copy(update={"secret": None}) == SubscriptionView.model_validate(
-        result(got)
+        got.result
     )
     missing = await harness.send(GetSubscription(id="nothing"), id_="get-none")
     assert ("not_found", "no subscription with id 'nothing'") == refusal(missing)
@@ -218,7 +212,7 @@ async def test_delete_removes_the_subscription(harness: Harness) -> None:
         harness, event="ca.*", channel="email", target="ca@example.com"
     )
     handled = await harness.send(DeleteSubscription(id=gone.id), id_="delete-1")
-    assert gone.id == SubscriptionView.model_validate(result(handled)).id
+    assert gone.id == SubscriptionView.model_validate(handled.result).id
     assert await in_inbox(harness, "delete-1")
     assert [kept.id] == await subscription_ids(harness)
     again = await harness.send(DeleteSubscription(id=gone.id))
@@ -230,7 +224,7 @@ async def test_alert_test_queues_a_sample_to_send_now(harness: Harness) -> None:
         harness, event="#", channel="email", target="ops@example.com", digest="1h"
     )
     handled = await harness.send(AlertTest(id=sub.id), id_="try-1")
-    delivery = DeliveryView.model_validate(result(handled))
+    delivery = DeliveryView.model_validate(handled.result)
     # Now, not at the digest's end; under an id of its own, made from the request's.
     assert (sub.id, "test-try-1", "test", DeliveryStatus.PENDING, NOW) == (
         delivery.subscription_id,
@@ -240,7 +234,7 @@ async def test_alert_test_queues_a_sample_to_send_now(harness: Harness) -> None:
         delivery.next_attempt_at,
     )
     listed = await harness.send(ListDeliveries(id=sub.id), id_="deliveries-1")
-    assert [delivery] == Deliveries.model_validate(result(listed)).items
+    assert [delivery] == Deliveries.model_validate(listed.result).items
     assert not await in_inbox(harness, "deliveries-1")
     assert "not_found" == (await harness.send(AlertTest(id="nothing"))).code
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -25,9 +24,8 @@ from dms_worker.authorization import (
     authorize_renewal_window,
     certificate_serial,
 )
+from tests.dms_worker.throwaway import DAY, NOW, cn_name, issued, self_signed_ca
 
-NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
-DAY = timedelta(days=1)
 DEVICE_SAN: tuple[x509.GeneralName, ...] = (
     x509.DNSName("dev-1.example"),
     x509.DNSName("dev-1.local"),
@@ -38,61 +36,10 @@ ALLOWED = Decision.allow()
 # --- a throwaway PKI -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Authority:
-    certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _authority(common_name: str) -> Authority:
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - 365 * DAY)
-        .not_valid_after(NOW + 3650 * DAY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return Authority(certificate, key)
-
-
-def _leaf(
-    issuer: Authority,
-    common_name: str,
-    serial: int,
-    *,
-    not_before: datetime = NOW - DAY,
-    not_after: datetime = NOW + 365 * DAY,
-    san: Sequence[x509.GeneralName] | None = None,
-) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(issuer.certificate.subject)
-        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-    )
-    if san is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(san), critical=False
-        )
-    return builder.sign(issuer.key, hashes.SHA256())
-
-
 def _csr(
     common_name: str, san: Sequence[x509.GeneralName] | None
 ) -> x509.CertificateSigningRequest:
-    builder = x509.CertificateSigningRequestBuilder().subject_name(_name(common_name))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(cn_name(common_name))
     if san is not None:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(san), critical=False
@@ -110,29 +57,29 @@ class Pki:
 @functools.cache
 def pki() -> Pki:
     """LAMASSU-DMS-MANAGER, a device CA, impostors of both, and their certificates."""
-    manager = _authority("LAMASSU-DMS-MANAGER")
-    device_ca = _authority("device-ca")
-    other_ca = _authority("OTHER-CA")
-    fake_manager = _authority("LAMASSU-DMS-MANAGER")  # same name, another key
-    fake_device_ca = _authority("device-ca")
-    device = functools.partial(_leaf, device_ca, "default:dev-1", san=DEVICE_SAN)
+    manager = self_signed_ca("LAMASSU-DMS-MANAGER")
+    device_ca = self_signed_ca("device-ca")
+    other_ca = self_signed_ca("OTHER-CA")
+    fake_manager = self_signed_ca("LAMASSU-DMS-MANAGER")  # same name, another key
+    fake_device_ca = self_signed_ca("device-ca")
+    device = functools.partial(issued, device_ca, "default:dev-1", san=DEVICE_SAN)
     return Pki(
         dms_manager=manager.certificate,
         device_ca=device_ca.certificate,
         certificates={
-            "dms": _leaf(manager, "dms-1", 0x0A01),
-            "dms-expired": _leaf(manager, "dms-1", 0x0A02, not_after=NOW - DAY),
-            "dms-not-yet-valid": _leaf(manager, "dms-1", 0x0A03, not_before=NOW + DAY),
-            "dms-foreign": _leaf(other_ca, "dms-1", 0x0A04),
-            "dms-forged": _leaf(fake_manager, "dms-1", 0x0A05),
-            "dms-ends-now": _leaf(manager, "dms-1", 0x0A06, not_after=NOW),
-            "dms-starts-now": _leaf(manager, "dms-1", 0x0A07, not_before=NOW),
-            "dms-of-revoked-dms": _leaf(manager, "dms-2", 0x0A08),
-            "dms-unknown": _leaf(manager, "dms-9", 0x0A09),
+            "dms": issued(manager, "dms-1", 0x0A01),
+            "dms-expired": issued(manager, "dms-1", 0x0A02, not_after=NOW - DAY),
+            "dms-not-yet-valid": issued(manager, "dms-1", 0x0A03, not_before=NOW + DAY),
+            "dms-foreign": issued(other_ca, "dms-1", 0x0A04),
+            "dms-forged": issued(fake_manager, "dms-1", 0x0A05),
+            "dms-ends-now": issued(manager, "dms-1", 0x0A06, not_after=NOW),
+            "dms-starts-now": issued(manager, "dms-1", 0x0A07, not_before=NOW),
+            "dms-of-revoked-dms": issued(manager, "dms-2", 0x0A08),
+            "dms-unknown": issued(manager, "dms-9", 0x0A09),
             "device": device(0x0B01),
             "device-expired": device(0x0B02, not_after=NOW - DAY),
             "device-not-yet-valid": device(0x0B03, not_before=NOW + DAY),
-            "device-forged": _leaf(
+            "device-forged": issued(
                 fake_device_ca, "default:dev-1", 0x0B04, san=DEVICE_SAN
             ),
         },
@@ -432,7 +379,7 @@ def test_authorize_reenrollment(case: ReenrollCase) -> None:
 )
 def test_certificate_serial(serial: int, expected: str) -> None:
     """Serials are lower-case hex with an even number of digits, as the store keeps them."""
-    certificate = _leaf(_authority("serial-ca"), "leaf", serial)
+    certificate = issued(self_signed_ca("serial-ca"), "leaf", serial)
 
     actual = certificate_serial(certificate)
 

@@ -15,14 +15,12 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from contracts.ca import (
     INTERNAL_CA,
@@ -66,60 +64,21 @@ from runtime.db import discover_migrations, migrate
 from runtime.routes import Batch, Mode, Outcome, Route, merged
 from runtime.testing import Handled, Harness
 from tests.device_worker.device_bus import enrollment_certificate, envelope_bytes
+from tests.dms_worker.throwaway import (
+    DAY,
+    NOW,
+    Authority,
+    issued,
+    self_signed_ca,
+)
 from tests.pki import csr_pem, make_csr
 
 pytestmark = [pytest.mark.postgres]
 
 SCHEMA = "dms"
-NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
-DAY = timedelta(days=1)
 
 
 # --- a throwaway PKI, and the CA worker's side of ca.get ------------------------------
-
-
-@dataclass(frozen=True)
-class Authority:
-    certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    @property
-    def pem(self) -> str:
-        return self.certificate.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def authority(common_name: str) -> Authority:
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - 365 * DAY)
-        .not_valid_after(NOW + 3650 * DAY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return Authority(certificate, key)
-
-
-def issued_by(issuer: Authority, common_name: str) -> x509.Certificate:
-    """A DMS certificate, as LAMASSU-DMS-MANAGER issues it."""
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(issuer.certificate.subject)
-        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY)
-        .not_valid_after(NOW + 365 * DAY)
-        .sign(issuer.key, hashes.SHA256())
-    )
 
 
 def ca_view(name: str, ca: Authority, *, internal: bool = False) -> CAView:
@@ -170,10 +129,10 @@ class Pki:
 @pytest.fixture(scope="module")
 def pki() -> Pki:
     return Pki(
-        authority(INTERNAL_CA),
-        authority("factory-ca"),
-        authority("other-ca"),
-        authority("vault-ca"),
+        self_signed_ca(INTERNAL_CA),
+        self_signed_ca("factory-ca"),
+        self_signed_ca("other-ca"),
+        self_signed_ca("vault-ca"),
     )
 
 
@@ -233,7 +192,7 @@ class Dms:
 
 async def seeded(harness: Harness, pki: Pki, name: str, cas: list[str]) -> Dms:
     """A DMS row as create_dms writes it, in the harness's transaction."""
-    certificate = issued_by(pki.manager, f"dms-{name}")
+    certificate = issued(pki.manager, f"dms-{name}")
     await Store().insert_dms(
         harness.conn,
         NewDMS(
@@ -472,7 +431,7 @@ async def test_enrollment_refusals_name_their_code_and_reason(
         "none": [],
         "garbage": ["not a certificate"],
         "foreign": [
-            issued_by(pki.manager, "stranger")
+            issued(pki.manager, "stranger")
             .public_bytes(serialization.Encoding.PEM)
             .decode()
         ],
@@ -504,7 +463,7 @@ async def test_a_renewal_is_authorized_by_the_device_s_own_certificate(
     """RFC 7030 §4.2.2: the device presents the certificate it renews, issued by the
     label's CA, and its owner's renewal window applies."""
     assert (await harness.send(enrollment("dev-r", factory.chain))).forward
-    current = issued_by(pki.factory_ca, "dev-r")
+    current = issued(pki.factory_ca, "dev-r")
     chain = [current.public_bytes(serialization.Encoding.PEM).decode()]
     renewal = enrollment("dev-r", chain, kind=EnrollmentKind.REENROLL)
     handled = await harness.send(renewal)
